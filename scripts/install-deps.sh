@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pgfanout builds, tests and runs with; skips apt when all are present.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config git
+      libpq-dev postgresql-15 postgresql-client-15
+      libevent-dev libjansson-dev libcmocka-dev
+      python3 python3-pytest python3-psycopg)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
