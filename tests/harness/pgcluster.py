@@ -55,7 +55,6 @@ class PgCluster:
             "max_wal_senders": "10",
             "max_replication_slots": "10",
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             "shared_buffers": "128MB",
             "logging_collector": "off",
