@@ -307,6 +307,23 @@ static char *dup_str(const char *s)
     return d;
 }
 
+/* Reads one column description; a->name points into the message until copied. */
+static int rd_attr(struct reader *r, struct pgo_attr *a)
+{
+    uint8_t flags = 0;
+    const char *name = NULL;
+    uint32_t typ = 0, mod = 0;
+    int rc;
+    if ((rc = rd_u8(r, &flags, "column flags")) || (rc = rd_str(r, &name, "column name")) ||
+        (rc = rd_u32(r, &typ, "column type OID")) || (rc = rd_u32(r, &mod, "column type modifier")))
+        return rc;
+    a->name = (char *)name;
+    a->is_key = (flags & 1) != 0;
+    a->type_oid = typ;
+    a->type_mod = (int32_t)mod;
+    return PGO_OK;
+}
+
 /* Relation: parses into a new cache entry and replaces any entry for the same OID,
  * so rows after a mid-stream ALTER TABLE decode with the new columns. */
 static int read_relation(struct reader *r, const struct pgo_relation **out)
@@ -326,11 +343,8 @@ static int read_relation(struct reader *r, const struct pgo_relation **out)
     /* Validate every column before allocating, so a bad message leaves the cache untouched. */
     size_t cols_at = r->pos;
     for (uint16_t i = 0; i < natts; i++) {
-        uint8_t flags;
-        const char *an;
-        uint32_t typ, mod;
-        if ((rc = rd_u8(r, &flags, "column flags")) || (rc = rd_str(r, &an, "column name")) ||
-            (rc = rd_u32(r, &typ, "column type OID")) || (rc = rd_u32(r, &mod, "column type modifier")))
+        struct pgo_attr a;
+        if ((rc = rd_attr(r, &a)))
             return rc;
     }
     if (r->pos != r->len) /* checked here so a bad message never enters the cache */
@@ -350,19 +364,14 @@ static int read_relation(struct reader *r, const struct pgo_relation **out)
     }
     r->pos = cols_at;
     for (uint16_t i = 0; i < natts; i++) {
-        uint8_t flags;
-        const char *an;
-        uint32_t typ, mod;
-        /* Already validated above; these reads cannot fail. */
-        (void)(rd_u8(r, &flags, "") || rd_str(r, &an, "") || rd_u32(r, &typ, "") || rd_u32(r, &mod, ""));
-        rel->attrs[i].is_key = (flags & 1) != 0;
-        rel->attrs[i].type_oid = typ;
-        rel->attrs[i].type_mod = (int32_t)mod;
-        rel->attrs[i].name = dup_str(an);
+        struct pgo_attr a;
+        rc = rd_attr(r, &a); /* validated above, so this cannot fail */
+        rel->attrs[i] = a;
+        rel->attrs[i].name = rc ? NULL : dup_str(a.name);
         rel->natts = (uint16_t)(i + 1); /* so rel_free frees exactly what was set */
         if (rel->attrs[i].name == NULL) {
             rel_free(rel);
-            return PGO_ERR_OOM;
+            return rc ? rc : PGO_ERR_OOM;
         }
     }
     if ((rc = rel_grow(r->dec))) {
