@@ -1,0 +1,69 @@
+/* sink.h - the one interface every sink implements: emit changes, commit transactions,
+ * poll for acknowledgements, flush, close.  Acks are reported by commit position:
+ * sink->acked_lsn is the end LSN of the newest transaction that this sink, and every
+ * transaction before it, has durably accepted.  The checkpoint never passes the lowest
+ * acked_lsn of all sinks. */
+#ifndef PGFANOUT_SINK_H
+#define PGFANOUT_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decoders/pgoutput.h"
+
+/* The transaction a change belongs to; valid from its Begin until its Commit is emitted. */
+struct pgf_txn {
+    uint32_t xid;
+    uint64_t commit_lsn;  /* the commit record's LSN (Begin's final LSN) */
+    uint64_t end_lsn;     /* just past the commit record; 0 until the Commit arrives */
+    int64_t commit_time;  /* microseconds since 2000-01-01 UTC */
+    const char *origin;   /* replication origin name, or NULL */
+};
+
+/* One change handed to the sinks.  msg points at the decoded message (insert, update, delete,
+ * truncate or message); txn is NULL for a non-transactional logical message.  Both, and
+ * everything they point to, are valid only during the emit call. */
+struct pgf_event {
+    uint64_t lsn; /* the change's own WAL position */
+    const struct pgf_txn *txn;
+    const struct pgo_msg *msg;
+};
+
+struct sink;
+
+struct sink_ops {
+    const char *name;
+    /* Takes one change; returns 0, or -1 with sink->errstr set (a permanent failure). */
+    int (*emit)(struct sink *sink, const struct pgf_event *ev);
+    /* Ends the transaction whose changes were emitted; the ack comes later via acked_lsn. */
+    int (*commit)(struct sink *sink, const struct pgf_txn *txn);
+    /* Serves delivery reports without blocking; returns 0, or -1 with errstr set. */
+    int (*poll)(struct sink *sink);
+    /* Waits up to timeout_ms for everything committed to be acked; returns 0 when all is. */
+    int (*flush)(struct sink *sink, int timeout_ms);
+    /* Releases the sink; the pointer is invalid afterwards. */
+    void (*close)(struct sink *sink);
+};
+
+/* The part every sink shares; a sink embeds it first. */
+struct sink {
+    const struct sink_ops *ops;
+    uint64_t acked_lsn;
+    char errstr[512];
+};
+
+/* Calls through the sink's table; see sink_ops for each contract. */
+static inline int sink_emit(struct sink *s, const struct pgf_event *ev) { return s->ops->emit(s, ev); }
+static inline int sink_commit(struct sink *s, const struct pgf_txn *t) { return s->ops->commit(s, t); }
+static inline int sink_poll(struct sink *s) { return s->ops->poll(s); }
+static inline int sink_flush(struct sink *s, int ms) { return s->ops->flush(s, ms); }
+static inline void sink_close(struct sink *s) { if (s) s->ops->close(s); }
+
+/* Opens the stdout sink writing JSON lines to path ("-" or NULL for stdout); returns the
+ * sink, or NULL with a reason in errbuf. */
+struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
+
+/* Sets sink->errstr from a format and returns -1, for sinks' error paths. */
+int sink_fail(struct sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
