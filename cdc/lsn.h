@@ -1,0 +1,28 @@
+/* lsn.h - PostgreSQL LSNs and timestamps in their text and wire forms. */
+#ifndef PGFANOUT_LSN_H
+#define PGFANOUT_LSN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Buffer size that fits any "XXXXXXXX/XXXXXXXX" plus NUL. */
+#define PGF_LSN_BUFSZ 18
+/* Buffer size for "YYYY-MM-DDTHH:MM:SS.ffffffZ" plus NUL, with room for odd years. */
+#define PGF_TS_BUFSZ 40
+/* Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC). */
+#define PGF_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
+
+/* Formats lsn as PostgreSQL does ("16/B374D848") into buf; returns buf. */
+char *pgf_lsn_format(uint64_t lsn, char buf[PGF_LSN_BUFSZ]);
+
+/* Parses "X/X" hex into *lsn; returns 0, or -1 if s is not exactly that form. */
+int pgf_lsn_parse(const char *s, uint64_t *lsn);
+
+/* Formats a PostgreSQL timestamp (microseconds since 2000-01-01 UTC) as ISO-8601 UTC
+ * with microseconds and a Z; returns buf. */
+char *pgf_pgtime_format(int64_t pg_us, char buf[PGF_TS_BUFSZ]);
+
+/* Returns the current time as microseconds since PostgreSQL's epoch. */
+int64_t pgf_pgtime_now(void);
+
+#endif

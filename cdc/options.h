@@ -1,0 +1,31 @@
+/* options.h - the command line. */
+#ifndef PGFANOUT_OPTIONS_H
+#define PGFANOUT_OPTIONS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+struct pgf_options {
+    const char *dsn;         /* may be "" : libpq then uses the PG* environment variables */
+    const char *slot;
+    const char *publication;
+    const char *tables;      /* comma-separated, for --create-publication; NULL = all tables */
+    const char *sink;        /* "stdout" */
+    const char *output;      /* NULL or "-" = stdout */
+    int create_slot;
+    int create_publication;
+    int has_endpos;
+    uint64_t endpos;
+    int status_interval_ms;
+    int show_help;
+    int show_version;
+};
+
+/* Parses argv into *opts (strings point into argv).  Returns 0, or -1 after printing an
+ * error to stderr that names the bad flag or value. */
+int pgf_options_parse(int argc, char **argv, struct pgf_options *opts);
+
+/* Prints the --help text to out. */
+void pgf_options_usage(FILE *out);
+
+#endif

@@ -1,0 +1,302 @@
+/* replconn.c - replication connection setup and server checks. */
+#include "cdc/replconn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdc/log.h"
+
+/* Session settings that pin PostgreSQL's text output, so events do not depend on the
+ * server's or the role's defaults; PostgreSQL's own apply worker pins the same ones. */
+static const char pinned_options[] =
+    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
+    "-c bytea_output=hex -c TimeZone=UTC";
+
+/* Copies libpq's message into buf without its trailing newline. */
+static void trim_copy(char *buf, size_t len, const char *msg)
+{
+    snprintf(buf, len, "%s", msg ? msg : "");
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+}
+
+/* Returns the user's own "options" setting from the DSN, or PGOPTIONS, malloc'd ("" if none). */
+static char *user_options(const char *dsn)
+{
+    char *out = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val)
+            out = strdup(o->val);
+    PQconninfoFree(opts);
+    if (out == NULL)
+        out = strdup(getenv("PGOPTIONS") ? getenv("PGOPTIONS") : "");
+    return out;
+}
+
+/* Connects without further diagnosis; the caller checks PQstatus. */
+static PGconn *connect_raw(const char *dsn, int replication)
+{
+    char *uopts = user_options(dsn);
+    size_t olen = sizeof pinned_options + 1 + (uopts ? strlen(uopts) : 0);
+    char *options = malloc(olen);
+    if (options)
+        /* The user's own -c settings come last, so they win. */
+        snprintf(options, olen, "%s %s", pinned_options, uopts ? uopts : "");
+    /* Keywords are processed in order and the last value wins: the defaults go before the
+     * user's DSN, the settings we depend on after it. */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", "client_encoding",
+                          "options", replication ? "replication" : NULL, NULL};
+    const char *vals[] = {"10", "pgfanout", dsn, "UTF8", options ? options : pinned_options,
+                          "database", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    free(options);
+    free(uopts);
+    return conn;
+}
+
+/* Returns 1 if the role of dsn can log in but lacks REPLICATION, 0 if not or unknown. */
+static int role_lacks_replication(const char *dsn, char *role, size_t rolelen)
+{
+    PGconn *conn = connect_raw(dsn, 0);
+    int lacks = 0;
+    if (PQstatus(conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(conn, "SELECT rolreplication OR rolsuper, current_user FROM pg_catalog.pg_roles "
+                                     "WHERE rolname = current_user");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            lacks = strcmp(PQgetvalue(res, 0, 0), "f") == 0;
+            snprintf(role, rolelen, "%s", PQgetvalue(res, 0, 1));
+        }
+        PQclear(res);
+    }
+    PQfinish(conn);
+    return lacks;
+}
+
+/* Opens the connection; see replconn.h. */
+PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t errlen)
+{
+    PGconn *conn = connect_raw(dsn, replication);
+    if (conn == NULL) {
+        snprintf(err, errlen, "cannot allocate a PostgreSQL connection");
+        return NULL;
+    }
+    if (PQstatus(conn) == CONNECTION_OK)
+        return conn;
+    char msg[1024], role[128] = "";
+    trim_copy(msg, sizeof msg, PQerrorMessage(conn));
+    const char *host = PQhost(conn), *port = PQport(conn);
+    char where[300];
+    if (host && host[0] == '/')
+        snprintf(where, sizeof where, "socket directory %s port %s", host, port ? port : "?");
+    else
+        snprintf(where, sizeof where, "%s:%s", host && *host ? host : "localhost", port && *port ? port : "5432");
+    if (replication && strstr(msg, "replication") && role_lacks_replication(dsn, role, sizeof role))
+        snprintf(err, errlen,
+                 "role \"%s\" lacks the REPLICATION attribute, which logical replication needs "
+                 "(PostgreSQL at %s said: %s). Grant it as a superuser: ALTER ROLE \"%s\" REPLICATION;",
+                 role, where, msg, role);
+    else
+        snprintf(err, errlen, "cannot connect to PostgreSQL at %s: %s", where, msg);
+    PQfinish(conn);
+    return NULL;
+}
+
+/* Runs a query expecting rows; returns the result, or NULL with err set naming what. */
+static PGresult *query(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return res;
+    char msg[1024];
+    trim_copy(msg, sizeof msg, PQresultErrorMessage(res));
+    if (!*msg)
+        trim_copy(msg, sizeof msg, PQerrorMessage(conn));
+    snprintf(err, errlen, "%s failed: %s", what, msg);
+    PQclear(res);
+    return NULL;
+}
+
+/* Appends s to buf (bounded) as a SQL literal; returns 0, or -1 if it does not fit. */
+static int quote_into(PGconn *conn, char *buf, size_t len, const char *s, int ident)
+{
+    char *q = ident ? PQescapeIdentifier(conn, s, strlen(s)) : PQescapeLiteral(conn, s, strlen(s));
+    if (q == NULL)
+        return -1;
+    size_t used = strlen(buf);
+    int n = snprintf(buf + used, len - used, "%s", q);
+    PQfreemem(q);
+    return n < 0 || (size_t)n >= len - used ? -1 : 0;
+}
+
+/* Builds "CREATE PUBLICATION ... FOR ALL TABLES | FOR TABLE a, b" into sql. */
+static int publication_sql(PGconn *conn, const struct pgf_options *opts, char *sql, size_t len)
+{
+    snprintf(sql, len, "CREATE PUBLICATION ");
+    if (quote_into(conn, sql, len, opts->publication, 1))
+        return -1;
+    if (opts->tables == NULL) {
+        strncat(sql, " FOR ALL TABLES", len - strlen(sql) - 1);
+        return 0;
+    }
+    strncat(sql, " FOR TABLE ", len - strlen(sql) - 1);
+    char *list = strdup(opts->tables);
+    if (list == NULL)
+        return -1;
+    int rc = 0, first = 1;
+    char *save = NULL;
+    for (char *t = strtok_r(list, ",", &save); t && rc == 0; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        if (!first)
+            strncat(sql, ", ", len - strlen(sql) - 1);
+        first = 0;
+        char *dot = strchr(t, '.');
+        if (dot) {
+            *dot = '\0';
+            rc = quote_into(conn, sql, len, t, 1);
+            strncat(sql, ".", len - strlen(sql) - 1);
+            t = dot + 1;
+        }
+        rc = rc ? rc : quote_into(conn, sql, len, t, 1);
+    }
+    free(list);
+    return first ? -1 : rc;
+}
+
+/* Checks wal_level; returns 0 if logical, else -1 with what to change. */
+static int check_wal_level(PGconn *conn, char *err, size_t errlen)
+{
+    PGresult *res = query(conn, "SHOW wal_level", "SHOW wal_level", err, errlen);
+    if (res == NULL)
+        return -1;
+    int ok = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "logical") == 0;
+    if (!ok)
+        snprintf(err, errlen,
+                 "the server runs with wal_level = %s, but logical decoding needs wal_level = logical. "
+                 "Set wal_level = logical in postgresql.conf (or run ALTER SYSTEM SET wal_level = logical) "
+                 "and restart PostgreSQL; a reload is not enough",
+                 PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "unknown");
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* Prepares the server side; see replconn.h. */
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen)
+{
+    PGresult *res = query(conn, "IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM", err, errlen);
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) != 1 || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
+        snprintf(err, errlen, "IDENTIFY_SYSTEM returned no database: the connection is not a "
+                              "replication=database connection");
+        PQclear(res);
+        return -1;
+    }
+    char dbname[256];
+    snprintf(dbname, sizeof dbname, "%s", PQgetvalue(res, 0, 3));
+    pgf_info("connected: system %s, timeline %s, WAL at %s, database %s", PQgetvalue(res, 0, 0),
+             PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), dbname);
+    PQclear(res);
+
+    if (check_wal_level(conn, err, errlen))
+        return -1;
+
+    /* Read-only checks first, so a failure changes nothing on the server. */
+    char sql[4096] = "SELECT plugin, slot_type, database FROM pg_catalog.pg_replication_slots WHERE slot_name = ";
+    if (quote_into(conn, sql, sizeof sql, opts->slot, 0)) {
+        snprintf(err, errlen, "slot name is too long");
+        return -1;
+    }
+    if ((res = query(conn, sql, "looking up the replication slot", err, errlen)) == NULL)
+        return -1;
+    int slot_exists = PQntuples(res) == 1;
+    if (slot_exists) {
+        const char *plugin = PQgetvalue(res, 0, 0), *type = PQgetvalue(res, 0, 1), *db = PQgetvalue(res, 0, 2);
+        if (strcmp(type, "logical") != 0 || strcmp(plugin, "pgoutput") != 0 || strcmp(db, dbname) != 0) {
+            snprintf(err, errlen,
+                     "replication slot \"%s\" exists but is a %s slot with plugin \"%s\" for database \"%s\"; "
+                     "pgfanout needs a logical slot with plugin \"pgoutput\" for database \"%s\". "
+                     "Pick another --slot name, or drop it with SELECT pg_drop_replication_slot('%s') "
+                     "if nothing else uses it",
+                     opts->slot, type, PQgetisnull(res, 0, 0) ? "" : plugin, db, dbname, opts->slot);
+            PQclear(res);
+            return -1;
+        }
+    }
+    PQclear(res);
+    if (!slot_exists && !opts->create_slot) {
+        snprintf(err, errlen,
+                 "replication slot \"%s\" does not exist. Run pgfanout with --create-slot, or create it: "
+                 "SELECT pg_create_logical_replication_slot('%s', 'pgoutput');",
+                 opts->slot, opts->slot);
+        return -1;
+    }
+
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = ");
+    if (quote_into(conn, sql, sizeof sql, opts->publication, 0)) {
+        snprintf(err, errlen, "publication name is too long");
+        return -1;
+    }
+    if ((res = query(conn, sql, "looking up the publication", err, errlen)) == NULL)
+        return -1;
+    int pub_exists = PQntuples(res) == 1;
+    PQclear(res);
+    if (!pub_exists) {
+        char create[4096];
+        if (publication_sql(conn, opts, create, sizeof create)) {
+            snprintf(err, errlen, "invalid --tables list or names too long");
+            return -1;
+        }
+        if (!opts->create_publication) {
+            snprintf(err, errlen,
+                     "publication \"%s\" does not exist in database \"%s\". Create it (FOR ALL TABLES needs a "
+                     "superuser) or run pgfanout with --create-publication:\n    %s;",
+                     opts->publication, dbname, create);
+            return -1;
+        }
+        if ((res = query(conn, create, "CREATE PUBLICATION", err, errlen)) == NULL)
+            return -1;
+        PQclear(res);
+        pgf_info("created publication \"%s\"", opts->publication);
+    }
+
+    if (!slot_exists) {
+        snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT ");
+        quote_into(conn, sql, sizeof sql, opts->slot, 1);
+        strncat(sql, " LOGICAL pgoutput NOEXPORT_SNAPSHOT", sizeof sql - strlen(sql) - 1);
+        if ((res = query(conn, sql, "CREATE_REPLICATION_SLOT", err, errlen)) == NULL)
+            return -1;
+        pgf_info("created replication slot \"%s\" at %s", opts->slot,
+                 PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "?");
+        PQclear(res);
+    }
+    return 0;
+}
+
+/* Starts streaming; see replconn.h. */
+int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen)
+{
+    /* publication_names is a string literal holding a list of identifiers. */
+    char ident[1024] = "", sql[4096] = "START_REPLICATION SLOT ";
+    if (quote_into(conn, sql, sizeof sql, opts->slot, 1) || quote_into(conn, ident, sizeof ident, opts->publication, 1)) {
+        snprintf(err, errlen, "slot or publication name is too long");
+        return -1;
+    }
+    strncat(sql, " LOGICAL 0/0 (proto_version '1', publication_names ", sizeof sql - strlen(sql) - 1);
+    quote_into(conn, sql, sizeof sql, ident, 0);
+    strncat(sql, ", messages 'true')", sizeof sql - strlen(sql) - 1);
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
+        char msg[1024];
+        trim_copy(msg, sizeof msg, PQresultErrorMessage(res));
+        snprintf(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", opts->slot, msg);
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}

@@ -1,0 +1,27 @@
+/* replconn.h - the replication connection: connect, check the server, set up the slot and
+ * publication, and start streaming.  Every failure leaves a message that says what failed
+ * and what to do; nothing on the server is changed before every check has passed. */
+#ifndef PGFANOUT_REPLCONN_H
+#define PGFANOUT_REPLCONN_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cdc/options.h"
+
+/* Opens a connection for dsn (PG* variables fill the gaps), with replication=database when
+ * replication is set.  Returns the connection, or NULL with the reason in err: host, port and
+ * libpq's message, and a hint when the role lacks the REPLICATION attribute.  The message
+ * never contains the DSN, so no password can leak into logs. */
+PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t errlen);
+
+/* Runs IDENTIFY_SYSTEM and checks wal_level, the publication and the slot, then creates the
+ * publication and the slot if asked to and missing.  Returns 0, or -1 with the reason in err. */
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
+
+/* Sends START_REPLICATION for the options' slot and publication from the slot's confirmed
+ * position.  Returns 0 once the server is in COPY BOTH mode, or -1 with the reason in err. */
+int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
+
+#endif

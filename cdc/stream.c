@@ -1,0 +1,358 @@
+/* stream.c - the replication loop on libevent, after pg_recvlogical.c. */
+#include "cdc/stream.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdc/checkpoint.h"
+#include "cdc/log.h"
+#include "cdc/lsn.h"
+#include "decoders/pgoutput.h"
+
+struct stream {
+    PGconn *conn;
+    const struct pgf_options *opts;
+    struct sink *const *sinks;
+    size_t nsinks;
+    struct pgo_decoder *dec;
+    struct event_base *base;
+
+    struct pgf_txn txn;
+    int in_txn;
+    char origin[128];
+
+    uint64_t received; /* highest WAL position the server told us about */
+    struct pgf_checkpoint cp;
+
+    int stop_requested; /* a signal arrived: stop at the next transaction boundary */
+    int failed;
+};
+
+/* Writes a big-endian 64-bit integer. */
+static void put_u64(char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (char)(v & 0xff);
+}
+
+/* Reads a big-endian 64-bit integer. */
+static uint64_t get_u64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+/* Sends a standby status update; returns 0, or -1 after logging. */
+static int send_feedback(struct stream *st)
+{
+    uint64_t flushed = pgf_checkpoint_update(&st->cp, st->sinks, st->nsinks);
+    uint64_t written = st->cp.written > flushed ? st->cp.written : flushed;
+    char msg[1 + 8 + 8 + 8 + 8 + 1];
+    msg[0] = 'r';
+    put_u64(msg + 1, written);        /* write: handed to the sinks */
+    put_u64(msg + 9, flushed);        /* flush: acked by every sink; the slot may advance to here */
+    put_u64(msg + 17, flushed);       /* apply: same as flush, nothing is applied later */
+    put_u64(msg + 25, (uint64_t)pgf_pgtime_now());
+    msg[33] = 0;                      /* no reply wanted */
+    if (PQputCopyData(st->conn, msg, sizeof msg) <= 0 || PQflush(st->conn) != 0) {
+        pgf_error("cannot send status update to PostgreSQL: %s", PQerrorMessage(st->conn));
+        return -1;
+    }
+    char w[PGF_LSN_BUFSZ], f[PGF_LSN_BUFSZ];
+    pgf_debug("status update: written %s, flushed %s", pgf_lsn_format(written, w), pgf_lsn_format(flushed, f));
+    return 0;
+}
+
+/* Ends the loop; final feedback is sent by the caller once the loop has stopped. */
+static void stop_loop(struct stream *st)
+{
+    event_base_loopbreak(st->base);
+}
+
+/* Logs a sink's error and stops with failure; nothing it did not ack is confirmed. */
+static void sink_failed(struct stream *st, struct sink *sink)
+{
+    pgf_error("%s sink: %s", sink->ops->name, sink->errstr);
+    st->failed = 1;
+    stop_loop(st);
+}
+
+/* Hands one change to every sink; returns 0, or -1 after a sink failed. */
+static int emit_all(struct stream *st, const struct pgf_event *ev)
+{
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (sink_emit(st->sinks[i], ev) != 0) {
+            sink_failed(st, st->sinks[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* Ends a transaction (or a non-transactional message) in every sink and notes it written. */
+static int commit_all(struct stream *st, const struct pgf_txn *txn)
+{
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (sink_commit(st->sinks[i], txn) != 0 || sink_poll(st->sinks[i]) != 0) {
+            sink_failed(st, st->sinks[i]);
+            return -1;
+        }
+    pgf_checkpoint_written(&st->cp, txn->end_lsn);
+    return 0;
+}
+
+/* True when --endpos is set and lsn lies beyond it. */
+static int past_endpos(const struct stream *st, uint64_t lsn)
+{
+    return st->opts->has_endpos && lsn > st->opts->endpos;
+}
+
+/* Acts on one decoded pgoutput message at WAL position lsn. */
+static void handle_message(struct stream *st, uint64_t lsn, const struct pgo_msg *msg)
+{
+    switch (msg->type) {
+    case PGO_MSG_BEGIN:
+        /* A transaction that commits after --endpos is not ours to write. */
+        if (past_endpos(st, msg->u.begin.final_lsn)) {
+            stop_loop(st);
+            return;
+        }
+        memset(&st->txn, 0, sizeof st->txn);
+        st->txn.xid = msg->u.begin.xid;
+        st->txn.commit_lsn = msg->u.begin.final_lsn;
+        st->txn.commit_time = msg->u.begin.commit_time;
+        st->in_txn = 1;
+        return;
+    case PGO_MSG_COMMIT:
+        st->txn.end_lsn = msg->u.commit.end_lsn;
+        st->txn.commit_time = msg->u.commit.commit_time;
+        st->in_txn = 0;
+        if (commit_all(st, &st->txn) != 0)
+            return;
+        if (st->stop_requested || (st->opts->has_endpos && msg->u.commit.end_lsn >= st->opts->endpos))
+            stop_loop(st);
+        return;
+    case PGO_MSG_ORIGIN:
+        snprintf(st->origin, sizeof st->origin, "%s", msg->u.origin.name);
+        st->txn.origin = st->origin;
+        return;
+    case PGO_MSG_RELATION:
+        pgf_debug("relation %u is %s.%s with %u columns", msg->u.relation->oid, msg->u.relation->nspname,
+                  msg->u.relation->relname, msg->u.relation->natts);
+        return;
+    case PGO_MSG_TYPE:
+        return;
+    case PGO_MSG_MESSAGE:
+        if (!msg->u.message.transactional) {
+            /* Decoded on its own, outside any transaction: deliver and confirm it as one. */
+            if (past_endpos(st, msg->u.message.lsn)) {
+                stop_loop(st);
+                return;
+            }
+            struct pgf_event ev = {.lsn = msg->u.message.lsn, .txn = NULL, .msg = msg};
+            struct pgf_txn alone = {.end_lsn = msg->u.message.lsn + 1};
+            if (emit_all(st, &ev) == 0 && commit_all(st, &alone) == 0 && st->stop_requested)
+                stop_loop(st);
+            return;
+        }
+        /* A transactional message is a change like any other. */
+        __attribute__((fallthrough));
+    case PGO_MSG_INSERT:
+    case PGO_MSG_UPDATE:
+    case PGO_MSG_DELETE:
+    case PGO_MSG_TRUNCATE: {
+        if (!st->in_txn) {
+            pgf_error("%s message at %X/%X outside a transaction; the stream is out of step",
+                      pgo_msg_type_name(msg->type), (unsigned)(lsn >> 32), (unsigned)lsn);
+            st->failed = 1;
+            stop_loop(st);
+            return;
+        }
+        /* A message carries its own record's position; XLogData's may be the commit's. */
+        uint64_t at = msg->type == PGO_MSG_MESSAGE ? msg->u.message.lsn : lsn;
+        struct pgf_event ev = {.lsn = at, .txn = &st->txn, .msg = msg};
+        emit_all(st, &ev);
+        return;
+    }
+    }
+}
+
+/* Handles one CopyData message from the walsender: XLogData or a keepalive. */
+static void handle_copydata(struct stream *st, const char *buf, int len)
+{
+    if (len >= 25 && buf[0] == 'w') {
+        uint64_t start = get_u64(buf + 1), wal_end = get_u64(buf + 9);
+        if (wal_end > st->received)
+            st->received = wal_end;
+        struct pgo_msg msg;
+        int rc = pgo_decode(st->dec, (const uint8_t *)buf + 25, (size_t)len - 25, &msg);
+        if (rc != PGO_OK) {
+            char at[PGF_LSN_BUFSZ];
+            pgf_error("cannot decode pgoutput data at %s: %s; stopping without confirming it",
+                      pgf_lsn_format(start, at), pgo_decoder_errstr(st->dec));
+            st->failed = 1;
+            stop_loop(st);
+            return;
+        }
+        handle_message(st, start, &msg);
+    } else if (len >= 18 && buf[0] == 'k') {
+        uint64_t wal_end = get_u64(buf + 1);
+        int reply = buf[17] != 0;
+        char at[PGF_LSN_BUFSZ];
+        pgf_debug("keepalive: server WAL end %s%s", pgf_lsn_format(wal_end, at), reply ? ", reply requested" : "");
+        if (wal_end > st->received)
+            st->received = wal_end;
+        if (!st->in_txn)
+            pgf_checkpoint_idle(&st->cp, wal_end);
+        /* Answer at once when asked, or the server drops us after wal_sender_timeout. */
+        if (reply && send_feedback(st) != 0) {
+            st->failed = 1;
+            stop_loop(st);
+            return;
+        }
+        if (!st->in_txn && (st->stop_requested || (st->opts->has_endpos && wal_end >= st->opts->endpos)))
+            stop_loop(st);
+    } else {
+        pgf_error("unexpected replication message type 0x%02x of %d bytes", (unsigned char)buf[0], len);
+        st->failed = 1;
+        stop_loop(st);
+    }
+}
+
+/* Reads everything the socket has, then returns to the loop so timers and signals run. */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct stream *st = arg;
+    if (PQconsumeInput(st->conn) == 0) {
+        pgf_error("lost the connection to PostgreSQL: %s", PQerrorMessage(st->conn));
+        st->failed = 1;
+        stop_loop(st);
+        return;
+    }
+    while (!event_base_got_break(st->base)) {
+        char *buf = NULL;
+        int len = PQgetCopyData(st->conn, &buf, 1);
+        if (len == 0)
+            return;
+        if (len == -1) {
+            PGresult *res = PQgetResult(st->conn);
+            pgf_error("PostgreSQL ended replication: %s",
+                      PQresultStatus(res) == PGRES_COMMAND_OK ? "the server closed the stream"
+                                                              : PQresultErrorMessage(res));
+            PQclear(res);
+            st->failed = 1;
+            stop_loop(st);
+            return;
+        }
+        if (len < 0) {
+            pgf_error("replication stream failed: %s", PQerrorMessage(st->conn));
+            st->failed = 1;
+            stop_loop(st);
+            return;
+        }
+        handle_copydata(st, buf, len);
+        PQfreemem(buf);
+    }
+}
+
+/* Periodic status update, so the slot advances and the server knows we are alive. */
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct stream *st = arg;
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (sink_poll(st->sinks[i]) != 0) {
+            sink_failed(st, st->sinks[i]);
+            return;
+        }
+    if (send_feedback(st) != 0) {
+        st->failed = 1;
+        stop_loop(st);
+    }
+}
+
+/* SIGINT/SIGTERM: stop now between transactions, or after the current one commits. */
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct stream *st = arg;
+    pgf_info("received %s, stopping after the current transaction", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    st->stop_requested = 1;
+    if (!st->in_txn)
+        stop_loop(st);
+}
+
+/* Ends COPY and reads what the server still sends, so a last error is not missed. */
+static void end_copy(struct stream *st)
+{
+    if (PQputCopyEnd(st->conn, NULL) <= 0 || PQflush(st->conn) != 0)
+        return;
+    char *buf;
+    int len;
+    while ((len = PQgetCopyData(st->conn, &buf, 0)) > 0)
+        PQfreemem(buf); /* after our stop point: not delivered, so not confirmed either */
+    PGresult *res;
+    while ((res = PQgetResult(st->conn)) != NULL) {
+        if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+            pgf_warn("PostgreSQL at end of stream: %s", PQresultErrorMessage(res));
+        PQclear(res);
+    }
+}
+
+/* Runs the loop; see stream.h. */
+int pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks, size_t nsinks)
+{
+    struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks};
+    st.dec = pgo_decoder_new();
+    st.base = event_base_new();
+    if (st.dec == NULL || st.base == NULL) {
+        pgf_error("out of memory starting the stream");
+        pgo_decoder_free(st.dec);
+        if (st.base)
+            event_base_free(st.base);
+        return 1;
+    }
+    struct event *ev_read = event_new(st.base, PQsocket(conn), EV_READ | EV_PERSIST, on_readable, &st);
+    struct event *ev_timer = event_new(st.base, -1, EV_PERSIST, on_timer, &st);
+    struct event *ev_int = evsignal_new(st.base, SIGINT, on_signal, &st);
+    struct event *ev_term = evsignal_new(st.base, SIGTERM, on_signal, &st);
+    struct timeval interval = {opts->status_interval_ms / 1000, (opts->status_interval_ms % 1000) * 1000};
+    event_add(ev_read, NULL);
+    event_add(ev_timer, &interval);
+    event_add(ev_int, NULL);
+    event_add(ev_term, NULL);
+
+    /* libpq may already hold data read during START_REPLICATION; serve it before waiting. */
+    on_readable(PQsocket(conn), EV_READ, &st);
+    if (!event_base_got_break(st.base))
+        event_base_dispatch(st.base);
+
+    /* Drain what the sinks still owe, then confirm exactly what they acked. */
+    for (size_t i = 0; i < nsinks; i++)
+        if (sink_flush(sinks[i], 30000) != 0) {
+            pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+            st.failed = 1;
+        }
+    if (PQstatus(conn) == CONNECTION_OK) {
+        if (send_feedback(&st) == 0)
+            end_copy(&st);
+    }
+    char pos[PGF_LSN_BUFSZ];
+    pgf_info("stopped; confirmed position %s", pgf_lsn_format(st.cp.confirmed, pos));
+
+    event_free(ev_read);
+    event_free(ev_timer);
+    event_free(ev_int);
+    event_free(ev_term);
+    event_base_free(st.base);
+    pgo_decoder_free(st.dec);
+    return st.failed ? 1 : 0;
+}
