@@ -1,0 +1,141 @@
+/* test_value.c - value rendering, LSN and timestamp formats, the checkpoint rule. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "cdc/checkpoint.h"
+#include "cdc/lsn.h"
+#include "decoders/value.h"
+#include "sinks/json_event.h"
+
+/* Renders a text value of a type and returns the compact JSON, malloc'd. */
+static char *render(const char *text, uint32_t oid)
+{
+    struct pgo_value v = {.kind = PGO_COL_TEXT, .len = (uint32_t)strlen(text), .data = text};
+    json_t *j = pgf_json_value(&v, oid);
+    assert_non_null(j);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(j);
+    return s;
+}
+
+/* Asserts that text of type oid renders exactly as want. */
+static void expect(const char *text, uint32_t oid, const char *want)
+{
+    char *got = render(text, oid);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* Each rendering rule of the JSON format. */
+static void test_render_rules(void **state)
+{
+    (void)state;
+    expect("t", PGF_OID_BOOL, "true");
+    expect("f", PGF_OID_BOOL, "false");
+    expect("-32768", PGF_OID_INT2, "-32768");
+    expect("9223372036854775807", PGF_OID_INT8, "9223372036854775807");
+    expect("4294967295", PGF_OID_OID, "4294967295");
+    expect("NaN", PGF_OID_FLOAT8, "\"NaN\"");
+    expect("Infinity", PGF_OID_FLOAT4, "\"Infinity\"");
+    expect("-Infinity", PGF_OID_FLOAT8, "\"-Infinity\"");
+    expect("1.5", PGF_OID_FLOAT8, "1.5");
+    expect("123456789012345678901234567890.000000001", 1700, "\"123456789012345678901234567890.000000001\"");
+    expect("\\x00ff", PGF_OID_BYTEA, "\"\\\\x00ff\"");
+    expect("h\xc3\xa9llo \"q\"", 25, "\"h\xc3\xa9llo \\\"q\\\"\"");
+    expect("{1,2}", 1007, "\"{1,2}\"");
+}
+
+/* A float's JSON number parses back to exactly the double of PostgreSQL's text. */
+static void test_float_roundtrip(void **state)
+{
+    (void)state;
+    const char *texts[] = {"0.1", "1e+308", "-2.2250738585072014e-308", "3.4028235e+38", "-0"};
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        char *got = render(texts[i], PGF_OID_FLOAT8);
+        assert_true(strtod(got, NULL) == strtod(texts[i], NULL));
+        free(got);
+    }
+}
+
+/* NULL is null, unchanged TOAST has no value, invalid UTF-8 is refused rather than mangled. */
+static void test_special_kinds(void **state)
+{
+    (void)state;
+    struct pgo_value null = {.kind = PGO_COL_NULL};
+    json_t *j = pgf_json_value(&null, 23);
+    assert_true(json_is_null(j));
+    json_decref(j);
+    struct pgo_value toast = {.kind = PGO_COL_UNCHANGED_TOAST};
+    assert_null(pgf_json_value(&toast, 25));
+    struct pgo_value bad = {.kind = PGO_COL_TEXT, .len = 2, .data = "\xff\xfe"};
+    assert_null(pgf_json_value(&bad, 25));
+    struct pgo_value bin = {.kind = PGO_COL_BINARY, .len = 2, .data = "\x01\xab"};
+    j = pgf_json_value(&bin, 17);
+    assert_string_equal(json_string_value(j), "\\x01ab");
+    json_decref(j);
+}
+
+/* LSNs format and parse as PostgreSQL writes them; junk is refused. */
+static void test_lsn(void **state)
+{
+    (void)state;
+    char buf[PGF_LSN_BUFSZ];
+    assert_string_equal(pgf_lsn_format(UINT64_C(0x16B3748), buf), "0/16B3748");
+    assert_string_equal(pgf_lsn_format(UINT64_MAX, buf), "FFFFFFFF/FFFFFFFF");
+    uint64_t lsn;
+    assert_int_equal(pgf_lsn_parse("16/B374D848", &lsn), 0);
+    assert_true(lsn == UINT64_C(0x16B374D848));
+    assert_int_equal(pgf_lsn_parse("0/0", &lsn), 0);
+    assert_true(lsn == 0);
+    const char *bad[] = {"", "/", "1/", "/1", "1/2/3", "x/1", "1/2 ", "100000000/0", "12"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(pgf_lsn_parse(bad[i], &lsn), -1);
+}
+
+/* Commit times render as ISO-8601 UTC with microseconds, including before 2000 and 1970. */
+static void test_time(void **state)
+{
+    (void)state;
+    char buf[PGF_TS_BUFSZ];
+    assert_string_equal(pgf_pgtime_format(0, buf), "2000-01-01T00:00:00.000000Z");
+    assert_string_equal(pgf_pgtime_format(INT64_C(848895676123456), buf), "2026-11-25T04:21:16.123456Z");
+    assert_string_equal(pgf_pgtime_format(-1, buf), "1999-12-31T23:59:59.999999Z");
+    assert_string_equal(pgf_pgtime_format(-PGF_PG_EPOCH_OFFSET_US - 1, buf), "1969-12-31T23:59:59.999999Z");
+}
+
+/* The confirmed position is the lowest ack; the keepalive position counts only when idle. */
+static void test_checkpoint(void **state)
+{
+    (void)state;
+    struct sink a = {0}, b = {0};
+    struct sink *sinks[] = {&a, &b};
+    struct pgf_checkpoint cp = {0};
+    pgf_checkpoint_written(&cp, 100);
+    a.acked_lsn = 100;
+    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 0);
+    pgf_checkpoint_idle(&cp, 150);
+    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 0); /* b still owes 100 */
+    b.acked_lsn = 100;
+    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 150);
+    pgf_checkpoint_written(&cp, 200);
+    a.acked_lsn = 200;
+    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 150); /* never backwards, never past b */
+    b.acked_lsn = 200;
+    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 200);
+}
+
+/* Runs the value tests. */
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_render_rules), cmocka_unit_test(test_float_roundtrip),
+        cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_lsn),
+        cmocka_unit_test(test_time),         cmocka_unit_test(test_checkpoint),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
