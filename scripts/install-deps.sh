@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libpq-dev postgresql-15 postgresql-client-15
-      libevent-dev libjansson-dev libcmocka-dev
+      libevent-dev libjansson-dev libcmocka-dev libssl-dev
       python3 python3-pytest python3-psycopg)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,20 @@
+# pgfanout container: build on Debian 12 with the -dev packages, run on slim Debian 12.
+# The build stage runs the same scripts as CI (scripts/install-deps.sh, then CMake).
+FROM debian:12 AS build
+WORKDIR /src
+COPY scripts/install-deps.sh scripts/install-deps.sh
+RUN bash scripts/install-deps.sh
+COPY . .
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+ && cmake --build build -j"$(nproc)" --target pgfanout \
+ && cmake --install build --prefix /opt/pgfanout
+
+FROM debian:12-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpq5 libevent-2.1-7 libjansson4 libssl3 ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home pgfanout
+COPY --from=build /opt/pgfanout/bin/pgfanout /usr/local/bin/pgfanout
+USER pgfanout
+ENTRYPOINT ["pgfanout"]
+CMD ["--help"]
