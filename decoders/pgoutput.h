@@ -30,9 +30,9 @@ enum pgo_msg_type {
 /* Result codes; the kind of failure, with the detail in pgo_decoder_errstr(). */
 enum pgo_err {
     PGO_OK = 0,
-    PGO_ERR_TRUNCATED = 1, /* a field runs past the end of the message */
+    PGO_ERR_TRUNCATED = 1, /* a field, or a string's NUL, runs past the end of the message */
     PGO_ERR_UNKNOWN = 2,   /* unknown message type or tuple/column marker */
-    PGO_ERR_BAD = 3,       /* structurally invalid: trailing bytes, missing NUL, bad count */
+    PGO_ERR_BAD = 3,       /* structurally invalid: trailing bytes, unknown replica identity */
     PGO_ERR_RELATION = 4,  /* a row names an OID with no Relation message, or wrong column count */
     PGO_ERR_OOM = 5,
 };
