@@ -44,8 +44,10 @@ static json_t *number_value(const char *text, enum pgf_vclass cls)
     } else {
         if (strcmp(text, "NaN") == 0 || strcmp(text, "Infinity") == 0 || strcmp(text, "-Infinity") == 0)
             return json_string(text);
+        /* No errno check: glibc sets ERANGE for subnormals, which still convert exactly,
+         * and text PostgreSQL printed for a finite float always parses to a finite double. */
         double d = strtod(text, &end);
-        if (*end == '\0' && errno == 0 && isfinite(d))
+        if (*end == '\0' && isfinite(d))
             return json_real(d);
     }
     return json_string(text);
