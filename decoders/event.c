@@ -45,6 +45,9 @@ const struct pgo_tuple *pgf_change_before(const struct pgo_msg *msg, int *only_k
 {
     const struct pgo_change *c = &msg->u.change;
     *only_keys = c->old_kind == 'K';
+    /* A delete's old key is already the event's key; only a whole old row adds anything. */
+    if (msg->type == PGO_MSG_DELETE && c->old_kind == 'K')
+        return NULL;
     return c->old_kind ? &c->old_tuple : NULL;
 }
 

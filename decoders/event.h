@@ -18,8 +18,9 @@ const char *pgf_op_name(enum pgf_op op);
  * old image for a column sent as unchanged TOAST; delete takes it from the old key or row. */
 const struct pgo_value *pgf_change_key_value(const struct pgo_msg *msg, uint16_t att);
 
-/* Returns the old image of an update or delete, or NULL when pgoutput sent none.
- * *only_keys is set when it is an old key ('K'): then only key columns carry meaning. */
+/* Returns the old image of an update or delete, or NULL when there is none worth sending:
+ * pgoutput sent no old tuple, or it is a delete's old key, which is the key itself.
+ * *only_keys is set for an update's old key ('K'): then only key columns carry meaning. */
 const struct pgo_tuple *pgf_change_before(const struct pgo_msg *msg, int *only_keys);
 
 /* Returns the new image of an insert or update, or NULL for delete. */

@@ -175,6 +175,10 @@ def test_row_events_carry_full_rows_and_right_keys(stream, admin):
                 problems.append(f"FULL delete key is not the whole row: {ev}")
             elif expected_key is not None and set(ev["key"]) != expected_key:
                 problems.append(f"delete key columns {sorted(ev['key'])}: {ev}")
+            if expected_key is None and ev["before"] != ev["key"]:
+                problems.append(f"FULL delete before is not the whole old row: {ev}")
+            elif expected_key is not None and ev["before"] is not None:
+                problems.append(f"delete under a key identity must have before null: {ev}")
             continue
         after, toast = ev["after"], ev["unchanged_toast"]
         if where != ("public", "evolving") and set(after) | set(toast) != columns:
