@@ -35,7 +35,8 @@ struct sink_ops {
     const char *name;
     /* Takes one change; returns 0, or -1 with sink->errstr set (a permanent failure). */
     int (*emit)(struct sink *sink, const struct pgf_event *ev);
-    /* Ends the transaction whose changes were emitted; the ack comes later via acked_lsn. */
+    /* Ends the transaction whose changes were emitted; the ack comes later via acked_lsn.
+     * end_lsn 0 abandons a transaction cut off by a lost connection: it acks nothing. */
     int (*commit)(struct sink *sink, const struct pgf_txn *txn);
     /* Serves delivery reports without blocking; returns 0, or -1 with errstr set. */
     int (*poll)(struct sink *sink);
@@ -48,8 +49,23 @@ struct sink_ops {
 /* The part every sink shares; a sink embeds it first. */
 struct sink {
     const struct sink_ops *ops;
-    uint64_t acked_lsn;
+    uint64_t acked_lsn;     /* see the top of this file */
+    size_t inflight_bytes;  /* emitted but not yet acked; drives back-pressure */
+    size_t inflight_msgs;
+    int wake_fd;            /* readable when poll() has work (acks to serve), or -1 */
     char errstr[512];
+};
+
+/* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
+struct kafka_sink_config {
+    const char *brokers;         /* bootstrap.servers */
+    const char *topic_template;  /* "{prefix}.{schema}.{table}"; also {database} */
+    const char *topic_prefix;
+    const char *message_topic;   /* template for logical messages */
+    int tombstones;              /* a null-value record after each delete */
+    const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
+    size_t nconf;
+    const char *database;
 };
 
 /* Calls through the sink's table; see sink_ops for each contract. */
@@ -62,6 +78,10 @@ static inline void sink_close(struct sink *s) { if (s) s->ops->close(s); }
 /* Opens the stdout sink writing JSON lines to path ("-" or NULL for stdout); returns the
  * sink, or NULL with a reason in errbuf. */
 struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
+
+/* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
+ * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
+struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
 
 /* Sets sink->errstr from a format and returns -1, for sinks' error paths. */
 int sink_fail(struct sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -34,7 +34,8 @@ static int stdout_commit(struct sink *sink, const struct pgf_txn *txn)
     struct stdout_sink *s = (struct stdout_sink *)sink;
     if (fflush(s->out) != 0)
         return sink_fail(sink, "cannot flush JSON output: %s", strerror(errno));
-    sink->acked_lsn = txn->end_lsn;
+    if (txn->end_lsn > sink->acked_lsn) /* an abandoned transaction ends at 0 */
+        sink->acked_lsn = txn->end_lsn;
     return 0;
 }
 
@@ -82,6 +83,7 @@ struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen)
         return NULL;
     }
     s->base.ops = &stdout_ops;
+    s->base.wake_fd = -1;
     if (path == NULL || strcmp(path, "-") == 0) {
         s->out = stdout;
     } else {

@@ -1,0 +1,333 @@
+/* proto_event.c - build and pack pgfanout.v1.Event and Key with protobuf-c. */
+#include "sinks/proto_event.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdc/lsn.h"
+#include "decoders/event.h"
+#include "decoders/value.h"
+#include "pgfanout/v1/event.pb-c.h"
+
+struct pgf_proto {
+    char *database;
+    /* Per-event scratch, grown to the widest relation seen; reused for every event. */
+    Pgfanout__V1__Value *vals;   /* [0, natts) new image, [natts, 2*natts) old image */
+    Pgfanout__V1__Column *cols;  /* key, before, after: 3*natts */
+    Pgfanout__V1__Column **ptrs; /* 3*natts */
+    size_t cap;                  /* natts the arrays hold */
+    Pgfanout__V1__Truncate__Table *ttables;
+    Pgfanout__V1__Truncate__Table **tptrs;
+    size_t tcap;
+    uint8_t *arena; /* NUL-terminated copies of strings and decoded bytea */
+    size_t arena_cap, arena_used;
+    uint8_t *value_buf, *key_buf;
+    size_t value_cap, key_cap;
+};
+
+/* Returns a new encoder; see proto_event.h. */
+struct pgf_proto *pgf_proto_new(const char *database)
+{
+    struct pgf_proto *p = calloc(1, sizeof *p);
+    if (p == NULL || (p->database = strdup(database)) == NULL) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Frees the encoder. */
+void pgf_proto_free(struct pgf_proto *p)
+{
+    if (p == NULL)
+        return;
+    free(p->database);
+    free(p->vals);
+    free(p->cols);
+    free(p->ptrs);
+    free(p->ttables);
+    free(p->tptrs);
+    free(p->arena);
+    free(p->value_buf);
+    free(p->key_buf);
+    free(p);
+}
+
+/* Makes *buf hold at least need bytes, keeping nothing; returns 0 or -1. */
+static int reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n *= 2;
+    uint8_t *b = realloc(*buf, n);
+    if (b == NULL)
+        return -1;
+    *buf = b;
+    *cap = n;
+    return 0;
+}
+
+/* Grows the column scratch to natts columns; returns 0 or -1. */
+static int reserve_cols(struct pgf_proto *p, size_t natts)
+{
+    if (natts <= p->cap)
+        return 0;
+    size_t n = natts < 16 ? 16 : natts;
+    free(p->vals);
+    free(p->cols);
+    free(p->ptrs);
+    p->vals = calloc(2 * n, sizeof *p->vals);
+    p->cols = calloc(3 * n, sizeof *p->cols);
+    p->ptrs = calloc(3 * n, sizeof *p->ptrs);
+    p->cap = p->vals && p->cols && p->ptrs ? n : 0;
+    return p->cap ? 0 : -1;
+}
+
+/* Copies len bytes plus a NUL into the arena (sized beforehand); returns the copy. */
+static char *arena_str(struct pgf_proto *p, const char *s, size_t len)
+{
+    char *d = (char *)p->arena + p->arena_used;
+    memcpy(d, s, len);
+    d[len] = '\0';
+    p->arena_used += len + 1;
+    return d;
+}
+
+/* Fills one protobuf Value from a pgoutput value of type_oid. */
+static void fill_value(struct pgf_proto *p, const struct pgo_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
+{
+    pgfanout__v1__value__init(out);
+    struct pgf_typed t;
+    uint8_t *scratch = p->arena + p->arena_used;
+    pgf_value_convert(v->kind, v->data, v->len, type_oid, scratch, &t);
+    switch (t.kind) {
+    case PGF_VK_NULL:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_IS_NULL;
+        out->is_null = 1;
+        break;
+    case PGF_VK_UNCHANGED_TOAST:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_UNCHANGED_TOAST;
+        out->unchanged_toast = 1;
+        break;
+    case PGF_VK_BOOL:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_BOOL_VALUE;
+        out->bool_value = t.i != 0;
+        break;
+    case PGF_VK_INT:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_INT_VALUE;
+        out->int_value = t.i;
+        break;
+    case PGF_VK_DOUBLE:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_DOUBLE_VALUE;
+        out->double_value = t.d;
+        break;
+    case PGF_VK_NUMERIC:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_NUMERIC;
+        out->numeric = arena_str(p, t.str, t.len);
+        break;
+    case PGF_VK_TEXT:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_TEXT;
+        out->text = arena_str(p, t.str, t.len);
+        break;
+    case PGF_VK_BYTES:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_BYTES_VALUE;
+        if (t.str != (const char *)scratch) /* binary-mode bytes still point at the message */
+            memcpy(scratch, t.str, t.len);
+        out->bytes_value.data = scratch;
+        out->bytes_value.len = t.len;
+        p->arena_used += t.len;
+        break;
+    case PGF_VK_UUID:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_UUID;
+        memcpy(scratch, t.uuid, 16);
+        out->uuid.data = scratch;
+        out->uuid.len = 16;
+        p->arena_used += 16;
+        break;
+    case PGF_VK_DATE:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_DATE_DAYS;
+        out->date_days = (int32_t)t.i;
+        break;
+    case PGF_VK_TIME:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIME_US;
+        out->time_us = t.i;
+        break;
+    case PGF_VK_TIMESTAMP:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIMESTAMP_US;
+        out->timestamp_us = t.i;
+        break;
+    case PGF_VK_TIMESTAMPTZ:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIMESTAMPTZ_US;
+        out->timestamptz_us = t.i;
+        break;
+    case PGF_VK_PGTEXT:
+        out->kind_case = PGFANOUT__V1__VALUE__KIND_PG_TEXT;
+        out->pg_text = arena_str(p, t.str, t.len);
+        break;
+    }
+}
+
+/* Returns the arena bytes a tuple's values can need: each value's text plus a NUL, or 16 for
+ * a uuid; decoded bytea is always shorter than its text. */
+static size_t tuple_arena_need(const struct pgo_tuple *tup)
+{
+    size_t n = 0;
+    for (uint16_t i = 0; tup && i < tup->natts; i++)
+        n += tup->values[i].len + 17;
+    return n;
+}
+
+/* Converts every value of tup into vals. */
+static void fill_tuple(struct pgf_proto *p, const struct pgo_relation *rel, const struct pgo_tuple *tup,
+                       Pgfanout__V1__Value *vals)
+{
+    for (uint16_t i = 0; tup && i < tup->natts; i++)
+        fill_value(p, &tup->values[i], rel->attrs[i].type_oid, &vals[i]);
+}
+
+/* Points column c at attribute att of rel with value v, and appends it to the row. */
+static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgo_relation *rel,
+                       uint16_t att, Pgfanout__V1__Value *v)
+{
+    pgfanout__v1__column__init(c);
+    c->name = rel->attrs[att].name;
+    c->type_oid = rel->attrs[att].type_oid;
+    c->value = v;
+    row->columns[row->n_columns++] = c;
+}
+
+/* Packs message m into *buf; returns the length, or 0 with *ok cleared when out of memory. */
+static size_t pack(const ProtobufCMessage *m, uint8_t **buf, size_t *cap, int *ok)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (reserve(buf, cap, n ? n : 1)) {
+        *ok = 0;
+        return 0;
+    }
+    return protobuf_c_message_pack(m, *buf);
+}
+
+/* Fills key, before and after rows of a row event from the converted images. */
+static void fill_rows(struct pgf_proto *p, const struct pgo_msg *msg, Pgfanout__V1__Row *key,
+                      Pgfanout__V1__Row *before, Pgfanout__V1__Row *after, int *has_before, int *has_after)
+{
+    const struct pgo_change *c = &msg->u.change;
+    const struct pgo_relation *rel = c->rel;
+    size_t n = rel->natts;
+    Pgfanout__V1__Value *newv = p->vals, *oldv = p->vals + n;
+    key->columns = p->ptrs;
+    before->columns = p->ptrs + n;
+    after->columns = p->ptrs + 2 * n;
+    for (uint16_t i = 0; i < rel->natts; i++) {
+        const struct pgo_value *kv = pgf_change_key_value(msg, i);
+        if (kv == NULL)
+            continue;
+        /* The key value is one of the two converted images; find which. */
+        Pgfanout__V1__Value *v = (c->old_kind && kv == &c->old_tuple.values[i]) ? &oldv[i] : &newv[i];
+        add_column(key, &p->cols[i], rel, i, v);
+    }
+    int only_keys;
+    const struct pgo_tuple *old = pgf_change_before(msg, &only_keys);
+    *has_before = old != NULL;
+    for (uint16_t i = 0; old && i < rel->natts; i++)
+        if (!only_keys || rel->attrs[i].is_key)
+            add_column(before, &p->cols[n + i], rel, i, &oldv[i]);
+    const struct pgo_tuple *neu = pgf_change_after(msg);
+    *has_after = neu != NULL;
+    for (uint16_t i = 0; neu && i < rel->natts; i++)
+        add_column(after, &p->cols[2 * n + i], rel, i, &newv[i]);
+}
+
+/* Encodes one event and its key; see proto_event.h. */
+int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t txn_index,
+                     const uint8_t **value, size_t *value_len, const uint8_t **key, size_t *key_len)
+{
+    const struct pgo_msg *msg = ev->msg;
+    enum pgf_op op = pgf_op_of(msg);
+    Pgfanout__V1__Event e = PGFANOUT__V1__EVENT__INIT;
+    Pgfanout__V1__Source src = PGFANOUT__V1__SOURCE__INIT;
+    Pgfanout__V1__Row rkey = PGFANOUT__V1__ROW__INIT, rbefore = PGFANOUT__V1__ROW__INIT,
+                      rafter = PGFANOUT__V1__ROW__INIT;
+    Pgfanout__V1__Truncate trunc = PGFANOUT__V1__TRUNCATE__INIT;
+    Pgfanout__V1__LogicalMessage lm = PGFANOUT__V1__LOGICAL_MESSAGE__INIT;
+    Pgfanout__V1__Key k = PGFANOUT__V1__KEY__INIT;
+    static char empty[] = "";
+
+    e.op = (Pgfanout__V1__Op)(op + 1); /* enum pgf_op order matches pgfanout.v1.Op from 1 */
+    e.source = &src;
+    src.database = p->database;
+    src.schema = src.table = src.origin = empty;
+    src.lsn = ev->lsn;
+    src.txn_index = txn_index;
+    if (ev->txn) {
+        src.commit_lsn = ev->txn->commit_lsn;
+        src.xid = ev->txn->xid;
+        src.commit_time_us = ev->txn->commit_time + PGF_PG_EPOCH_OFFSET_US;
+        if (ev->txn->origin)
+            src.origin = (char *)ev->txn->origin;
+    }
+    *key_len = 0;
+    int ok = 1;
+    p->arena_used = 0;
+
+    if (op == PGF_OP_INSERT || op == PGF_OP_UPDATE || op == PGF_OP_DELETE) {
+        const struct pgo_change *c = &msg->u.change;
+        if (reserve_cols(p, c->rel->natts) ||
+            reserve(&p->arena, &p->arena_cap, tuple_arena_need(&c->new_tuple) + tuple_arena_need(&c->old_tuple)))
+            return -1;
+        src.schema = c->rel->nspname;
+        src.table = c->rel->relname;
+        src.relation_oid = c->rel->oid;
+        if (op != PGF_OP_DELETE)
+            fill_tuple(p, c->rel, &c->new_tuple, p->vals);
+        if (c->old_kind)
+            fill_tuple(p, c->rel, &c->old_tuple, p->vals + c->rel->natts);
+        int has_before, has_after;
+        fill_rows(p, msg, &rkey, &rbefore, &rafter, &has_before, &has_after);
+        e.key = &rkey;
+        e.before = has_before ? &rbefore : NULL;
+        e.after = has_after ? &rafter : NULL;
+        if (rkey.n_columns > 0) {
+            k.schema = src.schema;
+            k.table = src.table;
+            k.n_columns = rkey.n_columns;
+            k.columns = rkey.columns;
+            *key_len = pack(&k.base, &p->key_buf, &p->key_cap, &ok);
+        }
+    } else if (op == PGF_OP_TRUNCATE) {
+        const struct pgo_truncate *t = &msg->u.truncate;
+        if (t->nrelids > p->tcap) {
+            free(p->ttables);
+            free(p->tptrs);
+            p->ttables = calloc(t->nrelids, sizeof *p->ttables);
+            p->tptrs = calloc(t->nrelids, sizeof *p->tptrs);
+            p->tcap = p->ttables && p->tptrs ? t->nrelids : 0;
+            if (p->tcap == 0)
+                return -1;
+        }
+        for (uint32_t i = 0; i < t->nrelids; i++) {
+            pgfanout__v1__truncate__table__init(&p->ttables[i]);
+            p->ttables[i].schema = t->rels[i]->nspname;
+            p->ttables[i].table = t->rels[i]->relname;
+            p->ttables[i].relation_oid = t->rels[i]->oid;
+            p->tptrs[i] = &p->ttables[i];
+        }
+        trunc.n_tables = t->nrelids;
+        trunc.tables = p->tptrs;
+        trunc.cascade = (t->options & PGO_TRUNCATE_CASCADE) != 0;
+        trunc.restart_identity = (t->options & PGO_TRUNCATE_RESTART_IDENTITY) != 0;
+        e.truncate = &trunc;
+    } else if (op == PGF_OP_MESSAGE) {
+        lm.transactional = msg->u.message.transactional;
+        lm.prefix = (char *)msg->u.message.prefix;
+        lm.content.data = (uint8_t *)msg->u.message.content;
+        lm.content.len = msg->u.message.content_len;
+        e.message = &lm;
+    }
+    *value_len = pack(&e.base, &p->value_buf, &p->value_cap, &ok);
+    *value = p->value_buf;
+    *key = p->key_buf;
+    return ok ? 0 : -1;
+}
