@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cdc/log.h"
 #include "cdc/options.h"
@@ -13,7 +14,74 @@
 #define PGFANOUT_VERSION "dev"
 #endif
 
-/* Parses flags, prepares the server, streams; returns the process exit status. */
+/* Set by SIGINT/SIGTERM between streams (during connects and backoff); the stream's own
+ * libevent handlers set it too, so one flag says "stop" everywhere. */
+static volatile sig_atomic_t stop_signal;
+
+/* Records the signal; nothing else is safe here. */
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+/* Sleeps up to ms, waking early when a stop signal arrives. */
+static void sleep_interruptible(int ms)
+{
+    for (int slept = 0; slept < ms && !stop_signal; slept += 100) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Connects, prepares and starts streaming; returns the connection, or NULL with err set and
+ * *fatal set when retrying cannot help (a bad setting rather than an unreachable server). */
+static PGconn *start_stream(const struct pgf_options *opts, struct pgf_server_info *info, char *err, size_t errlen,
+                            int *fatal)
+{
+    *fatal = 0;
+    PGconn *conn = pgf_replconn_open(opts->dsn, 1, err, errlen);
+    if (conn == NULL)
+        return NULL;
+    if (pgf_replconn_prepare(conn, opts, info, err, errlen) != 0 || pgf_replconn_start(conn, opts, err, errlen) != 0) {
+        *fatal = 1;
+        PQfinish(conn);
+        return NULL;
+    }
+    return conn;
+}
+
+/* Opens the sinks the options name; returns how many, or 0 with err set. */
+static size_t open_sinks(const struct pgf_options *opts, const char *database, struct sink **sinks, char *err,
+                         size_t errlen)
+{
+    size_t n = 0;
+    if (opts->sink_stdout && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL)
+        n++;
+    else if (opts->sink_stdout)
+        return 0;
+    if (opts->sink_kafka) {
+        struct kafka_sink_config kc = {
+            .brokers = opts->kafka_brokers,
+            .topic_template = opts->topic_template,
+            .topic_prefix = opts->topic_prefix,
+            .message_topic = opts->message_topic,
+            .tombstones = opts->tombstones,
+            .conf = opts->kafka_conf,
+            .nconf = opts->nkafka_conf,
+            .database = database,
+        };
+        if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
+            while (n > 0)
+                sink_close(sinks[--n]);
+            return 0;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* Parses flags, prepares the server, streams, reconnects with backoff when PostgreSQL goes
+ * away; returns the process exit status. */
 int main(int argc, char **argv)
 {
     struct pgf_options opts;
@@ -29,33 +97,73 @@ int main(int argc, char **argv)
     }
     /* A closed stdout must surface as a write error, not kill us before we can report it. */
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 
     char err[2048];
-    PGconn *conn = pgf_replconn_open(opts.dsn, 1, err, sizeof err);
+    struct pgf_server_info info;
+    int fatal;
+    /* The first connection must work: a wrong DSN or setup is reported, not retried. */
+    PGconn *conn = start_stream(&opts, &info, err, sizeof err, &fatal);
     if (conn == NULL) {
         pgf_error("%s", err);
         return 1;
     }
-    if (pgf_replconn_prepare(conn, &opts, err, sizeof err) != 0) {
+    struct sink *sinks[2];
+    size_t nsinks = open_sinks(&opts, info.database, sinks, err, sizeof err);
+    if (nsinks == 0) {
         pgf_error("%s", err);
-        PQfinish(conn);
-        return 1;
-    }
-    struct sink *sink = stdout_sink_open(opts.output, err, sizeof err);
-    if (sink == NULL) {
-        pgf_error("%s", err);
-        PQfinish(conn);
-        return 1;
-    }
-    if (pgf_replconn_start(conn, &opts, err, sizeof err) != 0) {
-        pgf_error("%s", err);
-        sink_close(sink);
         PQfinish(conn);
         return 1;
     }
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
-    int rc = pgf_stream_run(conn, &opts, &sink, 1);
-    sink_close(sink);
-    PQfinish(conn);
+
+    int rc = 0, backoff_ms = 1000, attempt = 0;
+    for (;;) {
+        enum pgf_stream_result r = pgf_stream_run(conn, &opts, sinks, nsinks, info.confirmed_flush, &stop_signal);
+        PQfinish(conn);
+        conn = NULL;
+        if (r != PGF_STREAM_LOST) {
+            rc = r == PGF_STREAM_DONE ? 0 : 1;
+            break;
+        }
+        /* Reconnect with capped exponential backoff; one log line per attempt. */
+        while (conn == NULL && !stop_signal) {
+            attempt++;
+            pgf_warn("reconnecting to PostgreSQL in %d ms (attempt %d)", backoff_ms, attempt);
+            sleep_interruptible(backoff_ms);
+            if (stop_signal)
+                break;
+            conn = start_stream(&opts, &info, err, sizeof err, &fatal);
+            if (conn == NULL && fatal) {
+                /* Reachable but refusing (slot dropped, publication gone): retrying won't help. */
+                pgf_error("%s", err);
+                rc = 1;
+                break;
+            }
+            if (conn == NULL) {
+                pgf_warn("reconnect failed: %s", err);
+                if (backoff_ms < 30000)
+                    backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
+            }
+        }
+        if (rc != 0)
+            break;
+        if (conn == NULL) {
+            /* Stopped while disconnected: deliver what is in flight; the slot keeps the rest. */
+            for (size_t i = 0; i < nsinks; i++)
+                if (sink_flush(sinks[i], opts.shutdown_timeout_ms) != 0)
+                    pgf_warn("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+            break;
+        }
+        pgf_info("reconnected after %d attempt%s; resuming from the slot", attempt, attempt == 1 ? "" : "s");
+        backoff_ms = 1000;
+        attempt = 0;
+    }
+    for (size_t i = 0; i < nsinks; i++)
+        sink_close(sinks[i]);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* options.c - command-line parsing with getopt_long. */
 #include "cdc/options.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,9 @@
 #include "cdc/lsn.h"
 
 enum { OPT_SLOT = 256, OPT_PUBLICATION, OPT_CREATE_SLOT, OPT_CREATE_PUBLICATION, OPT_TABLES,
-       OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION };
+       OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION, OPT_KAFKA_BROKERS,
+       OPT_KAFKA_CONF, OPT_TOPIC_TEMPLATE, OPT_TOPIC_PREFIX, OPT_MESSAGE_TOPIC, OPT_NO_TOMBSTONES,
+       OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT };
 
 static const struct option long_options[] = {
     {"dsn", required_argument, NULL, 'd'},
@@ -23,6 +26,14 @@ static const struct option long_options[] = {
     {"endpos", required_argument, NULL, OPT_ENDPOS},
     {"status-interval", required_argument, NULL, OPT_STATUS_INTERVAL},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"kafka-brokers", required_argument, NULL, OPT_KAFKA_BROKERS},
+    {"kafka-conf", required_argument, NULL, OPT_KAFKA_CONF},
+    {"topic-template", required_argument, NULL, OPT_TOPIC_TEMPLATE},
+    {"topic-prefix", required_argument, NULL, OPT_TOPIC_PREFIX},
+    {"message-topic", required_argument, NULL, OPT_MESSAGE_TOPIC},
+    {"no-tombstones", no_argument, NULL, OPT_NO_TOMBSTONES},
+    {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT},
+    {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -50,8 +61,20 @@ void pgf_options_usage(FILE *out)
         "      --status-interval S  seconds between standby status updates (default: 10)\n"
         "\n"
         "Output:\n"
-        "      --sink NAME          where events go: stdout (default), one JSON object per line\n"
+        "      --sink LIST          where events go, comma-separated: stdout (default; one JSON object\n"
+        "                           per line) and/or kafka (protobuf pgfanout.v1.Event records)\n"
         "  -o, --output FILE        append JSON lines to FILE instead of standard output\n"
+        "      --kafka-brokers LIST bootstrap servers, e.g. 127.0.0.1:9092\n"
+        "      --kafka-conf K=V     any librdkafka setting, applied after pgfanout's defaults\n"
+        "                           (repeatable; e.g. security.protocol=SASL_SSL)\n"
+        "      --topic-template T   topic of a table's events (default: {prefix}.{schema}.{table});\n"
+        "                           placeholders {prefix} {database} {schema} {table}\n"
+        "      --topic-prefix P     value of {prefix} (default: pgfanout)\n"
+        "      --message-topic T    topic of logical decoding messages (default: {prefix}.messages)\n"
+        "      --no-tombstones      do not follow a delete with a null-value record\n"
+        "      --max-inflight-bytes N  stop reading the slot while this many bytes are unacknowledged\n"
+        "                           (default: 16M; suffixes k, M, G)\n"
+        "      --shutdown-timeout S seconds to wait for acknowledgements when stopping (default: 30)\n"
         "\n"
         "Other:\n"
         "      --log-level LEVEL    debug, info (default), warn or error; logs go to stderr\n"
@@ -74,6 +97,24 @@ static int parse_interval(const char *s, int *ms)
     return *ms > 0 ? 0 : -1;
 }
 
+/* Parses a byte count with an optional k/M/G suffix; returns 0 or -1. */
+static int parse_bytes(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno || *s == '-')
+        return -1;
+    unsigned long long mult = 1;
+    if (*end == 'k' || *end == 'K') mult = 1ULL << 10, end++;
+    else if (*end == 'M') mult = 1ULL << 20, end++;
+    else if (*end == 'G') mult = 1ULL << 30, end++;
+    if (*end != '\0' || v == 0 || v > (1ULL << 40) / mult)
+        return -1;
+    *out = (size_t)(v * mult);
+    return 0;
+}
+
 /* Parses argv; see options.h. */
 int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
 {
@@ -81,8 +122,14 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
     opts->dsn = "";
     opts->slot = "pgfanout";
     opts->publication = "pgfanout";
-    opts->sink = "stdout";
+    const char *sinks = "stdout";
     opts->status_interval_ms = 10000;
+    opts->topic_template = "{prefix}.{schema}.{table}";
+    opts->topic_prefix = "pgfanout";
+    opts->message_topic = "{prefix}.messages";
+    opts->tombstones = 1;
+    opts->max_inflight_bytes = 16u << 20;
+    opts->shutdown_timeout_ms = 30000;
     opterr = 0; /* we print our own messages, naming the flag */
     int c;
     while ((c = getopt_long(argc, argv, ":d:o:h", long_options, NULL)) != -1) {
@@ -93,7 +140,37 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
         case OPT_CREATE_SLOT: opts->create_slot = 1; break;
         case OPT_CREATE_PUBLICATION: opts->create_publication = 1; break;
         case OPT_TABLES: opts->tables = optarg; break;
-        case OPT_SINK: opts->sink = optarg; break;
+        case OPT_SINK: sinks = optarg; break;
+        case OPT_KAFKA_BROKERS: opts->kafka_brokers = optarg; break;
+        case OPT_TOPIC_TEMPLATE: opts->topic_template = optarg; break;
+        case OPT_TOPIC_PREFIX: opts->topic_prefix = optarg; break;
+        case OPT_MESSAGE_TOPIC: opts->message_topic = optarg; break;
+        case OPT_NO_TOMBSTONES: opts->tombstones = 0; break;
+        case OPT_KAFKA_CONF:
+            if (opts->nkafka_conf == sizeof opts->kafka_conf / sizeof *opts->kafka_conf) {
+                fprintf(stderr, "pgfanout: too many --kafka-conf flags (at most 64)\n");
+                return -1;
+            }
+            if (strchr(optarg, '=') == NULL || optarg[0] == '=') {
+                fprintf(stderr, "pgfanout: invalid --kafka-conf: expected key=value\n");
+                return -1;
+            }
+            opts->kafka_conf[opts->nkafka_conf++] = optarg;
+            break;
+        case OPT_MAX_INFLIGHT:
+            if (parse_bytes(optarg, &opts->max_inflight_bytes) != 0) {
+                fprintf(stderr, "pgfanout: invalid --max-inflight-bytes '%s': expected a positive size "
+                                "like 16M\n", optarg);
+                return -1;
+            }
+            break;
+        case OPT_SHUTDOWN_TIMEOUT:
+            if (parse_interval(optarg, &opts->shutdown_timeout_ms) != 0) {
+                fprintf(stderr, "pgfanout: invalid --shutdown-timeout '%s': expected seconds, greater than 0 "
+                                "and at most 86400\n", optarg);
+                return -1;
+            }
+            break;
         case 'o': opts->output = optarg; break;
         case 'h': opts->show_help = 1; break;
         case OPT_VERSION: opts->show_version = 1; break;
@@ -136,9 +213,31 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
         fprintf(stderr, "pgfanout: unexpected argument '%s'; see pgfanout --help\n", argv[optind]);
         return -1;
     }
-    if (strcmp(opts->sink, "stdout") != 0) {
-        fprintf(stderr, "pgfanout: unknown --sink '%s': this build supports: stdout\n", opts->sink);
+    char list[256];
+    snprintf(list, sizeof list, "%s", sinks);
+    char *save = NULL;
+    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        if (strcmp(name, "stdout") == 0)
+            opts->sink_stdout = 1;
+        else if (strcmp(name, "kafka") == 0)
+            opts->sink_kafka = 1;
+        else {
+            fprintf(stderr, "pgfanout: unknown sink '%s' in --sink: allowed are stdout, kafka\n", name);
+            return -1;
+        }
+    }
+    if (!opts->sink_stdout && !opts->sink_kafka) {
+        fprintf(stderr, "pgfanout: --sink names no sink: allowed are stdout, kafka\n");
         return -1;
+    }
+    if (opts->sink_kafka && opts->kafka_brokers == NULL) {
+        int has_bootstrap = 0;
+        for (size_t i = 0; i < opts->nkafka_conf; i++)
+            has_bootstrap |= strncmp(opts->kafka_conf[i], "bootstrap.servers=", 18) == 0;
+        if (!has_bootstrap) {
+            fprintf(stderr, "pgfanout: --sink kafka needs --kafka-brokers HOST:PORT\n");
+            return -1;
+        }
     }
     if (opts->tables && !opts->create_publication) {
         fprintf(stderr, "pgfanout: --tables only applies with --create-publication\n");

@@ -10,13 +10,23 @@ struct pgf_options {
     const char *slot;
     const char *publication;
     const char *tables;      /* comma-separated, for --create-publication; NULL = all tables */
-    const char *sink;        /* "stdout" */
     const char *output;      /* NULL or "-" = stdout */
     int create_slot;
     int create_publication;
     int has_endpos;
     uint64_t endpos;
     int status_interval_ms;
+    int sink_stdout;
+    int sink_kafka;
+    const char *kafka_brokers;
+    const char *topic_template;
+    const char *topic_prefix;
+    const char *message_topic;
+    int tombstones;
+    const char *kafka_conf[64]; /* "key=value", applied in order after our defaults */
+    size_t nkafka_conf;
+    size_t max_inflight_bytes;
+    int shutdown_timeout_ms;
     int show_help;
     int show_version;
 };

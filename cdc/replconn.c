@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cdc/log.h"
+#include "cdc/lsn.h"
 
 /* Session settings that pin PostgreSQL's text output, so events do not depend on the
  * server's or the role's defaults; PostgreSQL's own apply worker pins the same ones. */
@@ -185,8 +186,10 @@ static int check_wal_level(PGconn *conn, char *err, size_t errlen)
 }
 
 /* Prepares the server side; see replconn.h. */
-int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen)
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pgf_server_info *info, char *err,
+                         size_t errlen)
 {
+    memset(info, 0, sizeof *info);
     PGresult *res = query(conn, "IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM", err, errlen);
     if (res == NULL)
         return -1;
@@ -196,8 +199,8 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err
         PQclear(res);
         return -1;
     }
-    char dbname[256];
-    snprintf(dbname, sizeof dbname, "%s", PQgetvalue(res, 0, 3));
+    char *dbname = info->database;
+    snprintf(dbname, sizeof info->database, "%s", PQgetvalue(res, 0, 3));
     pgf_info("connected: system %s, timeline %s, WAL at %s, database %s", PQgetvalue(res, 0, 0),
              PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), dbname);
     PQclear(res);
@@ -206,7 +209,8 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err
         return -1;
 
     /* Read-only checks first, so a failure changes nothing on the server. */
-    char sql[4096] = "SELECT plugin, slot_type, database FROM pg_catalog.pg_replication_slots WHERE slot_name = ";
+    char sql[4096] = "SELECT plugin, slot_type, database, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots "
+                     "WHERE slot_name = ";
     if (quote_into(conn, sql, sizeof sql, opts->slot, 0)) {
         snprintf(err, errlen, "slot name is too long");
         return -1;
@@ -227,6 +231,8 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err
             return -1;
         }
     }
+    if (slot_exists && !PQgetisnull(res, 0, 3))
+        pgf_lsn_parse(PQgetvalue(res, 0, 3), &info->confirmed_flush);
     PQclear(res);
     if (!slot_exists && !opts->create_slot) {
         snprintf(err, errlen,
@@ -272,6 +278,8 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err
             return -1;
         pgf_info("created replication slot \"%s\" at %s", opts->slot,
                  PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "?");
+        if (PQntuples(res) == 1)
+            pgf_lsn_parse(PQgetvalue(res, 0, 1), &info->confirmed_flush);
         PQclear(res);
     }
     return 0;

@@ -16,9 +16,17 @@
  * never contains the DSN, so no password can leak into logs. */
 PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t errlen);
 
+/* What the server told us while preparing. */
+struct pgf_server_info {
+    char database[256];
+    uint64_t confirmed_flush; /* the slot's confirmed position; streaming resumes after it */
+};
+
 /* Runs IDENTIFY_SYSTEM and checks wal_level, the publication and the slot, then creates the
- * publication and the slot if asked to and missing.  Returns 0, or -1 with the reason in err. */
-int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
+ * publication and the slot if asked to and missing.  Returns 0 with *info filled, or -1 with
+ * the reason in err. */
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pgf_server_info *info, char *err,
+                         size_t errlen);
 
 /* Sends START_REPLICATION for the options' slot and publication from the slot's confirmed
  * position.  Returns 0 once the server is in COPY BOTH mode, or -1 with the reason in err. */

@@ -28,8 +28,12 @@ struct stream {
     uint64_t received; /* highest WAL position the server told us about */
     struct pgf_checkpoint cp;
 
+    struct event *ev_read;
+    int paused; /* too many bytes unacknowledged: not reading the slot */
+    volatile sig_atomic_t *stop_signal;
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
     int failed;
+    int lost; /* the connection broke; the caller reconnects */
 };
 
 /* Writes a big-endian 64-bit integer. */
@@ -62,6 +66,7 @@ static int send_feedback(struct stream *st)
     msg[33] = 0;                      /* no reply wanted */
     if (PQputCopyData(st->conn, msg, sizeof msg) <= 0 || PQflush(st->conn) != 0) {
         pgf_error("cannot send status update to PostgreSQL: %s", PQerrorMessage(st->conn));
+        st->lost = 1;
         return -1;
     }
     char w[PGF_LSN_BUFSZ], f[PGF_LSN_BUFSZ];
@@ -211,7 +216,6 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
             pgf_checkpoint_idle(&st->cp, wal_end);
         /* Answer at once when asked, or the server drops us after wal_sender_timeout. */
         if (reply && send_feedback(st) != 0) {
-            st->failed = 1;
             stop_loop(st);
             return;
         }
@@ -224,6 +228,44 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
     }
 }
 
+/* Returns the bytes emitted but not yet acknowledged, over all sinks. */
+static size_t inflight_bytes(const struct stream *st)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < st->nsinks; i++)
+        n += st->sinks[i]->inflight_bytes;
+    return n;
+}
+
+/* True when the sinks owe more acknowledgements than --max-inflight-bytes allows. */
+static int over_limit(const struct stream *st)
+{
+    return inflight_bytes(st) > st->opts->max_inflight_bytes;
+}
+
+/* Stops reading the slot until acks catch up.  The server is not left waiting: the status
+ * timer keeps sending updates, which is what it wants from a keepalive reply. */
+static void pause_reading(struct stream *st)
+{
+    if (st->paused)
+        return;
+    st->paused = 1;
+    event_del(st->ev_read);
+    pgf_debug("back-pressure: %zu bytes unacknowledged, pausing the slot", inflight_bytes(st));
+}
+
+/* Resumes reading once in-flight bytes fall to half the bound (hysteresis, so we do not
+ * flap at the limit).  libpq may hold data already read, so run the reader at once. */
+static void maybe_resume(struct stream *st)
+{
+    if (!st->paused || inflight_bytes(st) > st->opts->max_inflight_bytes / 2)
+        return;
+    st->paused = 0;
+    event_add(st->ev_read, NULL);
+    event_active(st->ev_read, EV_READ, 0);
+    pgf_debug("back-pressure: resumed reading the slot");
+}
+
 /* Reads everything the socket has, then returns to the loop so timers and signals run. */
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
@@ -232,28 +274,28 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     struct stream *st = arg;
     if (PQconsumeInput(st->conn) == 0) {
         pgf_error("lost the connection to PostgreSQL: %s", PQerrorMessage(st->conn));
-        st->failed = 1;
+        st->lost = 1;
         stop_loop(st);
         return;
     }
     while (!event_base_got_break(st->base)) {
+        if (over_limit(st)) {
+            pause_reading(st);
+            return;
+        }
         char *buf = NULL;
         int len = PQgetCopyData(st->conn, &buf, 1);
         if (len == 0)
             return;
-        if (len == -1) {
-            PGresult *res = PQgetResult(st->conn);
-            pgf_error("PostgreSQL ended replication: %s",
-                      PQresultStatus(res) == PGRES_COMMAND_OK ? "the server closed the stream"
-                                                              : PQresultErrorMessage(res));
-            PQclear(res);
-            st->failed = 1;
-            stop_loop(st);
-            return;
-        }
         if (len < 0) {
-            pgf_error("replication stream failed: %s", PQerrorMessage(st->conn));
-            st->failed = 1;
+            /* The server ended COPY (it is shutting down) or the socket broke: either way a
+             * reconnect resumes from the slot's confirmed position. */
+            PGresult *res = len == -1 ? PQgetResult(st->conn) : NULL;
+            pgf_error("PostgreSQL ended replication: %s",
+                      res && PQresultStatus(res) != PGRES_COMMAND_OK ? PQresultErrorMessage(res)
+                                                                     : PQerrorMessage(st->conn));
+            PQclear(res);
+            st->lost = 1;
             stop_loop(st);
             return;
         }
@@ -273,10 +315,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             sink_failed(st, st->sinks[i]);
             return;
         }
-    if (send_feedback(st) != 0) {
-        st->failed = 1;
+    maybe_resume(st);
+    if (send_feedback(st) != 0)
         stop_loop(st);
-    }
+}
+
+/* A sink's wake fd is readable: serve its acknowledgements, then maybe read the slot again. */
+static void on_sink_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct stream *st = arg;
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (st->sinks[i]->wake_fd == fd && sink_poll(st->sinks[i]) != 0) {
+            sink_failed(st, st->sinks[i]);
+            return;
+        }
+    maybe_resume(st);
 }
 
 /* SIGINT/SIGTERM: stop now between transactions, or after the current one commits. */
@@ -286,6 +340,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct stream *st = arg;
     pgf_info("received %s, stopping after the current transaction", sig == SIGINT ? "SIGINT" : "SIGTERM");
     st->stop_requested = 1;
+    *st->stop_signal = (sig_atomic_t)sig;
     if (!st->in_txn)
         stop_loop(st);
 }
@@ -308,9 +363,12 @@ static void end_copy(struct stream *st)
 }
 
 /* Runs the loop; see stream.h. */
-int pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks, size_t nsinks)
+enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks,
+                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal)
 {
-    struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks};
+    struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks, .stop_signal = stop_signal};
+    /* Start from the slot's position, so no feedback can ever move it backwards. */
+    st.cp.written = st.cp.idle = st.cp.confirmed = confirmed;
     st.dec = pgo_decoder_new();
     st.base = event_base_new();
     if (st.dec == NULL || st.base == NULL) {
@@ -318,41 +376,58 @@ int pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *co
         pgo_decoder_free(st.dec);
         if (st.base)
             event_base_free(st.base);
-        return 1;
+        return PGF_STREAM_FAILED;
     }
-    struct event *ev_read = event_new(st.base, PQsocket(conn), EV_READ | EV_PERSIST, on_readable, &st);
+    struct event *events[8];
+    size_t nevents = 0;
+    st.ev_read = event_new(st.base, PQsocket(conn), EV_READ | EV_PERSIST, on_readable, &st);
+    events[nevents++] = st.ev_read;
     struct event *ev_timer = event_new(st.base, -1, EV_PERSIST, on_timer, &st);
-    struct event *ev_int = evsignal_new(st.base, SIGINT, on_signal, &st);
-    struct event *ev_term = evsignal_new(st.base, SIGTERM, on_signal, &st);
+    events[nevents++] = ev_timer;
+    events[nevents++] = evsignal_new(st.base, SIGINT, on_signal, &st);
+    events[nevents++] = evsignal_new(st.base, SIGTERM, on_signal, &st);
+    for (size_t i = 0; i < nsinks && nevents < sizeof events / sizeof *events; i++)
+        if (sinks[i]->wake_fd >= 0)
+            events[nevents++] = event_new(st.base, sinks[i]->wake_fd, EV_READ | EV_PERSIST, on_sink_wake, &st);
     struct timeval interval = {opts->status_interval_ms / 1000, (opts->status_interval_ms % 1000) * 1000};
-    event_add(ev_read, NULL);
-    event_add(ev_timer, &interval);
-    event_add(ev_int, NULL);
-    event_add(ev_term, NULL);
+    for (size_t i = 0; i < nevents; i++)
+        event_add(events[i], events[i] == ev_timer ? &interval : NULL);
 
+    /* A signal that came while we were connecting still counts. */
+    if (*stop_signal)
+        st.stop_requested = 1;
     /* libpq may already hold data read during START_REPLICATION; serve it before waiting. */
-    on_readable(PQsocket(conn), EV_READ, &st);
-    if (!event_base_got_break(st.base))
+    else
+        on_readable(PQsocket(conn), EV_READ, &st);
+    if (!event_base_got_break(st.base) && !st.stop_requested)
         event_base_dispatch(st.base);
 
-    /* Drain what the sinks still owe, then confirm exactly what they acked. */
-    for (size_t i = 0; i < nsinks; i++)
-        if (sink_flush(sinks[i], 30000) != 0) {
-            pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
-            st.failed = 1;
-        }
-    if (PQstatus(conn) == CONNECTION_OK) {
+    if (st.in_txn) {
+        /* Cut off mid-transaction: the slot will send it again, so close its entry in every
+         * sink without acking anything. */
+        struct pgf_txn abandoned = {.end_lsn = 0};
+        for (size_t i = 0; i < nsinks; i++)
+            sink_commit(sinks[i], &abandoned);
+    }
+    if (!st.lost) {
+        /* Drain what the sinks still owe, then confirm exactly what they acked. */
+        for (size_t i = 0; i < nsinks; i++)
+            if (sink_flush(sinks[i], opts->shutdown_timeout_ms) != 0) {
+                pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+                st.failed = 1;
+            }
         if (send_feedback(&st) == 0)
             end_copy(&st);
     }
     char pos[PGF_LSN_BUFSZ];
-    pgf_info("stopped; confirmed position %s", pgf_lsn_format(st.cp.confirmed, pos));
+    pgf_info("%s; confirmed position %s", st.lost ? "stream interrupted" : "stopped",
+             pgf_lsn_format(st.cp.confirmed, pos));
 
-    event_free(ev_read);
-    event_free(ev_timer);
-    event_free(ev_int);
-    event_free(ev_term);
+    for (size_t i = 0; i < nevents; i++)
+        event_free(events[i]);
     event_base_free(st.base);
     pgo_decoder_free(st.dec);
-    return st.failed ? 1 : 0;
+    if (st.failed)
+        return PGF_STREAM_FAILED;
+    return st.lost ? PGF_STREAM_LOST : PGF_STREAM_DONE;
 }

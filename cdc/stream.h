@@ -9,9 +9,20 @@
 #include "cdc/options.h"
 #include "sinks/sink.h"
 
-/* Streams from conn, already in COPY BOTH mode, until --endpos, SIGINT/SIGTERM or an error.
- * Takes ownership of nothing: the caller closes conn and the sinks.  Returns 0 after a clean
- * stop, 1 after an error (already logged). */
-int pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks, size_t nsinks);
+#include <signal.h>
+#include <stdint.h>
+
+enum pgf_stream_result {
+    PGF_STREAM_DONE = 0,   /* clean stop: --endpos or a signal; sinks flushed, final feedback sent */
+    PGF_STREAM_FAILED = 1, /* an error that a reconnect cannot fix (already logged) */
+    PGF_STREAM_LOST = 2,   /* the connection to PostgreSQL broke: reconnect and resume */
+};
+
+/* Streams from conn, already in COPY BOTH mode, until --endpos, a signal or an error.
+ * confirmed is the slot's confirmed position: feedback never goes below it.  A SIGINT or
+ * SIGTERM caught while streaming is also stored in *stop_signal.  Takes ownership of
+ * nothing: the caller closes conn and the sinks. */
+enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks,
+                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal);
 
 #endif

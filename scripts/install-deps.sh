@@ -4,7 +4,12 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libpq-dev postgresql-15 postgresql-client-15
       libevent-dev libjansson-dev libcmocka-dev libssl-dev
-      python3 python3-pytest python3-psycopg)
+      librdkafka-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler kcat
+      python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka)
+# Java and Maven fetch and run the Kafka broker for tests; the machine image may already
+# carry its own JDK, so only ask apt when the commands are missing.
+command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
