@@ -420,6 +420,8 @@ static int read_insert(struct reader *r, struct pgo_change *c)
         (rc = rd_marker(r, "N", &m)))
         return rc;
     c->old_kind = 0;
+    c->old_tuple.natts = 0;
+    c->old_tuple.values = NULL;
     return rd_tuple(r, c->rel, r->dec->new_vals, &c->new_tuple);
 }
 
@@ -432,6 +434,8 @@ static int read_update(struct reader *r, struct pgo_change *c)
         (rc = rd_marker(r, "KON", &m)))
         return rc;
     c->old_kind = 0;
+    c->old_tuple.natts = 0;
+    c->old_tuple.values = NULL;
     if (m != 'N') {
         c->old_kind = (char)m;
         if ((rc = rd_tuple(r, c->rel, r->dec->old_vals, &c->old_tuple)) ||

@@ -261,8 +261,15 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     pgf_lsn_format(ev->lsn, lsn);
     snprintf(xid, sizeof xid, "%" PRIu32, ev->txn ? ev->txn->xid : 0);
     table[0] = '\0';
-    if (ev->msg->type == PGO_MSG_INSERT || ev->msg->type == PGO_MSG_UPDATE || ev->msg->type == PGO_MSG_DELETE)
+    if (ev->msg->type == PGO_MSG_INSERT || ev->msg->type == PGO_MSG_UPDATE || ev->msg->type == PGO_MSG_DELETE) {
         snprintf(table, sizeof table, "%s.%s", ev->msg->u.change.rel->nspname, ev->msg->u.change.rel->relname);
+    } else if (ev->msg->type == PGO_MSG_TRUNCATE) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < ev->msg->u.truncate.nrelids && n < sizeof table; i++) {
+            const struct pgo_relation *r = ev->msg->u.truncate.rels[i];
+            n += (size_t)snprintf(table + n, sizeof table - n, "%s%s.%s", i ? "," : "", r->nspname, r->relname);
+        }
+    }
     uint64_t seq = k->tail - 1;
     for (;;) {
         rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);

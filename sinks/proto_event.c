@@ -275,7 +275,9 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     if (op == PGF_OP_INSERT || op == PGF_OP_UPDATE || op == PGF_OP_DELETE) {
         const struct pgo_change *c = &msg->u.change;
         if (reserve_cols(p, c->rel->natts) ||
-            reserve(&p->arena, &p->arena_cap, tuple_arena_need(&c->new_tuple) + tuple_arena_need(&c->old_tuple)))
+            reserve(&p->arena, &p->arena_cap,
+                    tuple_arena_need(op != PGF_OP_DELETE ? &c->new_tuple : NULL) +
+                        tuple_arena_need(c->old_kind ? &c->old_tuple : NULL)))
             return -1;
         src.schema = c->rel->nspname;
         src.table = c->rel->relname;
