@@ -9,5 +9,6 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPGFANOUT_SANITIZE=ON >/dev/n
 cmake --build build-asan -j "$jobs"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_ASAN_BUILD="$PWD/build-asan" >/dev/null
 cmake --build build -j "$jobs"
+bash scripts/fetch-kafka.sh build/kafka.classpath
 cd build
 ctest --output-on-failure --timeout 1200 "$@"
