@@ -131,6 +131,76 @@ static void test_checkpoint(void **state)
     assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 200);
 }
 
+/* Converts text of a type and returns the typed value. */
+static struct pgf_typed conv(const char *text, uint32_t oid, uint8_t *scratch)
+{
+    struct pgf_typed t;
+    pgf_value_convert(PGO_COL_TEXT, text, strlen(text), oid, scratch, &t);
+    return t;
+}
+
+/* Dates, times and timestamps become the documented integer forms; odd ones stay text. */
+static void test_typed_time(void **state)
+{
+    (void)state;
+    struct pgf_typed t = conv("1970-01-01", PGF_OID_DATE, NULL);
+    assert_int_equal(t.kind, PGF_VK_DATE);
+    assert_true(t.i == 0);
+    t = conv("2024-02-29", PGF_OID_DATE, NULL);
+    assert_true(t.kind == PGF_VK_DATE && t.i == 19782);
+    t = conv("1969-12-31", PGF_OID_DATE, NULL);
+    assert_true(t.kind == PGF_VK_DATE && t.i == -1);
+    assert_int_equal(conv("infinity", PGF_OID_DATE, NULL).kind, PGF_VK_PGTEXT);
+    assert_int_equal(conv("0044-03-15 BC", PGF_OID_DATE, NULL).kind, PGF_VK_PGTEXT);
+    t = conv("23:59:59.5", PGF_OID_TIME, NULL);
+    assert_true(t.kind == PGF_VK_TIME && t.i == INT64_C(86399500000));
+    t = conv("24:00:00", PGF_OID_TIME, NULL);
+    assert_true(t.kind == PGF_VK_TIME && t.i == INT64_C(86400000000));
+    t = conv("2024-01-01 10:00:00.000001", PGF_OID_TIMESTAMP, NULL);
+    assert_true(t.kind == PGF_VK_TIMESTAMP && t.i == INT64_C(1704103200000001));
+    t = conv("2024-01-01 10:00:00+00", PGF_OID_TIMESTAMPTZ, NULL);
+    assert_true(t.kind == PGF_VK_TIMESTAMPTZ && t.i == INT64_C(1704103200000000));
+    t = conv("2024-01-01 15:30:00+05:30", PGF_OID_TIMESTAMPTZ, NULL);
+    assert_true(t.kind == PGF_VK_TIMESTAMPTZ && t.i == INT64_C(1704103200000000));
+    t = conv("1969-12-31 23:59:59.999999-00", PGF_OID_TIMESTAMPTZ, NULL);
+    assert_true(t.kind == PGF_VK_TIMESTAMPTZ && t.i == -1);
+    assert_int_equal(conv("-infinity", PGF_OID_TIMESTAMPTZ, NULL).kind, PGF_VK_PGTEXT);
+    assert_int_equal(conv("2024-01-01 10:00:00", PGF_OID_TIMESTAMPTZ, NULL).kind, PGF_VK_PGTEXT);
+}
+
+/* Numbers, uuid, bytea and text types take their typed forms; malformed text is kept. */
+static void test_typed_other(void **state)
+{
+    (void)state;
+    uint8_t scratch[64];
+    struct pgf_typed t = conv("-9223372036854775808", PGF_OID_INT8, NULL);
+    assert_true(t.kind == PGF_VK_INT && t.i == INT64_MIN);
+    assert_int_equal(conv("9223372036854775808", PGF_OID_INT8, NULL).kind, PGF_VK_PGTEXT);
+    t = conv("NaN", PGF_OID_FLOAT8, NULL);
+    assert_true(t.kind == PGF_VK_DOUBLE && t.d != t.d);
+    t = conv("-Infinity", PGF_OID_FLOAT4, NULL);
+    assert_true(t.kind == PGF_VK_DOUBLE && t.d < -1e308);
+    t = conv("t", PGF_OID_BOOL, NULL);
+    assert_true(t.kind == PGF_VK_BOOL && t.i == 1);
+    t = conv("12.50", PGF_OID_NUMERIC, NULL);
+    assert_true(t.kind == PGF_VK_NUMERIC && t.len == 5);
+    t = conv("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", PGF_OID_UUID, NULL);
+    assert_int_equal(t.kind, PGF_VK_UUID);
+    assert_memory_equal(t.uuid, "\xa0\xee\xbc\x99\x9c\x0b\x4e\xf8\xbb\x6d\x6b\xb9\xbd\x38\x0a\x11", 16);
+    assert_int_equal(conv("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1", PGF_OID_UUID, NULL).kind, PGF_VK_PGTEXT);
+    t = conv("\\x00ff10", PGF_OID_BYTEA, scratch);
+    assert_true(t.kind == PGF_VK_BYTES && t.len == 3);
+    assert_memory_equal(t.str, "\x00\xff\x10", 3);
+    assert_int_equal(conv("\\x0", PGF_OID_BYTEA, scratch).kind, PGF_VK_PGTEXT);
+    assert_int_equal(conv("{1,2}", 1007, NULL).kind, PGF_VK_PGTEXT);
+    assert_int_equal(conv("x", PGF_OID_JSONB, NULL).kind, PGF_VK_TEXT);
+    struct pgf_typed n;
+    pgf_value_convert(PGO_COL_NULL, NULL, 0, PGF_OID_INT4, NULL, &n);
+    assert_int_equal(n.kind, PGF_VK_NULL);
+    pgf_value_convert(PGO_COL_UNCHANGED_TOAST, NULL, 0, PGF_OID_TEXT, NULL, &n);
+    assert_int_equal(n.kind, PGF_VK_UNCHANGED_TOAST);
+}
+
 /* Runs the value tests. */
 int main(void)
 {
@@ -138,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_render_rules), cmocka_unit_test(test_float_roundtrip),
         cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_lsn),
         cmocka_unit_test(test_time),         cmocka_unit_test(test_checkpoint),
+        cmocka_unit_test(test_typed_time),   cmocka_unit_test(test_typed_other),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
