@@ -1,0 +1,1177 @@
+"""pgfanout's Kafka sink against a real PostgreSQL 15 and a real Kafka broker (KRaft, from
+tests/harness/kafkabroker.py): the protobuf events of the type-rich workload replay to the
+source tables (with tombstones, headers, truncates in every partition, the message topic);
+per-key order; SIGKILL at random points; a broker outage; a PostgreSQL restart; SIGTERM;
+permanent delivery errors (client- and broker-side); bad producer settings; both sinks at
+once against each other; timestamps beyond int64 microseconds.
+
+Every test uses its own tables, slot, publication and topic prefix on one cluster and one
+broker.  Events are identified exactly by (Source.commit_lsn, Source.txn_index); where a test
+allows duplicates (at-least-once after a crash) it counts and prints them.  Run with `pytest -s`
+to see the measured figures.
+
+Knobs: PGFANOUT_KAFKA_KILL_CHANGES (changes in the kill -9 test; default 100000),
+PGFANOUT_KAFKA_KILL_SEED (its random seed; default fixed, always printed)."""
+import collections
+import datetime
+import os
+import random
+import signal
+import threading
+import time
+import types
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+import kafka_replay
+import replay
+import runner
+import workload
+from churn import Churn
+from kafka_replay import Decoded, compare_with_reference, reference_transactions, unique_events
+from kafkabroker import KafkaBroker, consume_all
+from pgcluster import PgCluster
+from runner import int_to_lsn, lsn_to_int
+
+KILL_CHANGES = int(os.environ.get("PGFANOUT_KAFKA_KILL_CHANGES", "100000"))
+KILL_SEED = int(os.environ.get("PGFANOUT_KAFKA_KILL_SEED", "20261125"))
+MIN_KILLS = 5
+RSS_LIMIT_KB = 100 * 1024   # VmRSS bound during the broker outage (plain build)
+RSS_GROWTH_KB = 24 * 1024   # and its growth from before the outage (twice that under ASan)
+OUTAGE_INFLIGHT = "8M"      # --max-inflight-bytes in the outage test
+
+
+# --- fixtures and helpers ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pb2():
+    return kafka_replay.event_pb2()
+
+
+@pytest.fixture(scope="module")
+def broker():
+    b = KafkaBroker()
+    t0 = time.monotonic()
+    b.start()
+    print(f"\nkafka broker at {b.bootstrap}, up in {time.monotonic() - t0:.1f} s")
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = PgCluster(extra_conf={"track_commit_timestamp": "on"})
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def db(cluster):
+    """A fresh connection per test (the PostgreSQL restart test breaks older ones)."""
+    conn = runner.connect(cluster.dsn())
+    yield conn
+    conn.close()
+
+
+def kafka_args(cluster, broker, slot, pub, prefix, *extra):
+    return ["--dsn", cluster.dsn(), "--slot", slot, "--publication", pub, "--sink", "kafka",
+            "--kafka-brokers", broker.bootstrap, "--topic-prefix", prefix,
+            "--status-interval", "0.5", *extra]
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def confirmed_lsn(conn, slot):
+    return lsn_to_int(runner.slot_info(conn, slot)["confirmed_flush_lsn"])
+
+
+def setup_slot(conn, tables, name, reference=True):
+    """A publication and a pgoutput slot named name_pub/name_slot for tables, and (by
+    default) a test_decoding slot name_ref that sees the same WAL as the reference."""
+    conn.execute(f"CREATE PUBLICATION {name}_pub FOR TABLE "
+                 + ", ".join(f"{s}.{t}" for s, t in tables))
+    conn.execute(f"SELECT pg_create_logical_replication_slot('{name}_slot', 'pgoutput')")
+    if reference:
+        conn.execute(f"SELECT pg_create_logical_replication_slot('{name}_ref', 'test_decoding')")
+
+
+def drop_slots(conn, *slots):
+    for s in slots:
+        if runner.slot_info(conn, s) is not None:
+            runner.wait_slot_inactive(conn, s, timeout=30)
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (s,))
+
+
+def list_topics(bootstrap, prefix):
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30)
+    return {name: len(t.partitions) for name, t in md.topics.items() if name.startswith(prefix)}
+
+
+def topic_of(prefix, schema, table):
+    return f"{prefix}.{schema}.{table}"
+
+
+def consume(broker, topics, timeout=120):
+    return consume_all(broker.bootstrap, sorted(topics), timeout=timeout)
+
+
+def high_watermarks(bootstrap, topic, partitions=3):
+    """The sum of the topic's high watermarks (records written so far), 0 if it is missing."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4()}"})
+    try:
+        total = 0
+        for p in range(partitions):
+            try:
+                total += c.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+            except Exception:
+                pass
+        return total
+    finally:
+        c.close()
+
+
+def rss_kb(pid):
+    """VmRSS of a live process in kB, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def is_asan_binary(path):
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def stderr_tail(text, n=3000):
+    return text[-n:]
+
+
+def tombstone_problems(decoded, repeated=False):
+    """Every delete with a key is followed, at the next offset of its partition, by a
+    tombstone with the same key and the delete's op/table/lsn/xid headers (op=tombstone).
+    With repeated=True (a stream with duplicates, after crashes) a delete needs only one of
+    its copies followed.  Returns (problems, tombstone count)."""
+    problems = []
+    followed = set()
+    deletes = set()
+    n_tomb = 0
+    for (topic, part), recs in decoded.by_partition().items():
+        for i, r in enumerate(recs):
+            if r.tombstone:
+                n_tomb += 1
+                prev = recs[i - 1] if i else None
+                if prev is None or prev.event is None or prev.ev["op"] != "delete" \
+                        or prev.rec.offset + 1 != r.rec.offset:
+                    problems.append(f"{topic}[{part}]@{r.rec.offset}: tombstone not right after"
+                                    f" a delete")
+                continue
+            if r.ev["op"] != "delete" or r.rec.key is None:
+                continue
+            deletes.add(r.ident)
+            nxt = recs[i + 1] if i + 1 < len(recs) else None
+            want = {"op": "tombstone", "table": r.headers.get("table"),
+                    "lsn": r.headers.get("lsn"), "xid": r.headers.get("xid")}
+            if nxt is not None and nxt.tombstone and nxt.rec.offset == r.rec.offset + 1 \
+                    and nxt.rec.key == r.rec.key and nxt.headers == want:
+                followed.add(r.ident)
+            elif not repeated:
+                got = None if nxt is None else (nxt.rec.offset, nxt.rec.key, nxt.headers)
+                problems.append(f"{topic}[{part}]@{r.rec.offset}: delete {r.ev['key']} not"
+                                f" followed by its tombstone; next: {got}")
+    if repeated:
+        lacking = sorted(deletes - followed)
+        if lacking:
+            problems.append(f"{len(lacking)} deletes never followed by a tombstone, e.g."
+                            f" {lacking[:5]}")
+    return problems, n_tomb
+
+
+# --- 1 and 2: the type-rich workload, replayed from Kafka ---------------------------------
+
+RP_PREFIX = "rp"
+HOT_KEYS = 20
+HOT_THREADS = 4
+HOT_TXNS = 120
+
+
+def hot_workload(dsn, seed, errors):
+    """Concurrent transactions on a few hot rows (updates, deletes, upserts), so that
+    per-key order in Kafka means something."""
+    import psycopg
+
+    def worker(t):
+        rng = random.Random(seed + t)
+        conn = runner.connect(dsn)
+        try:
+            for i in range(HOT_TXNS):
+                keys = sorted(rng.sample(range(1, HOT_KEYS + 1), 3))
+                stmts = []
+                for k in keys:
+                    r = rng.random()
+                    if r < 0.7:
+                        stmts.append((f"UPDATE hot SET n = n + 1, v = %s WHERE id = {k}",
+                                      (f"t{t}i{i}",)))
+                    elif r < 0.85:
+                        stmts.append(f"DELETE FROM hot WHERE id = {k}")
+                    else:
+                        stmts.append((f"INSERT INTO hot VALUES ({k}, 0, %s) ON CONFLICT (id)"
+                                      f" DO UPDATE SET n = hot.n + 100, v = excluded.v",
+                                      (f"up t{t}i{i}",)))
+                for attempt in range(5):
+                    try:
+                        workload.tx(conn, *stmts)
+                        break
+                    except (psycopg.errors.DeadlockDetected,
+                            psycopg.errors.SerializationFailure):
+                        continue
+        except Exception as e:
+            errors.append(repr(e))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(HOT_THREADS)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+
+@pytest.fixture(scope="module")
+def rp(pgfanout, cluster, broker, pb2):
+    """The stdout suite's workload plus hot-row churn, streamed once with --sink kafka and
+    --endpos; every topic of the prefix consumed and decoded."""
+    conn = runner.connect(cluster.dsn())
+    s = types.SimpleNamespace()
+    try:
+        workload.create_schema(conn)
+        conn.execute("CREATE TABLE hot (id int4 PRIMARY KEY, n int8 NOT NULL, v text)")
+        conn.execute("CREATE PUBLICATION rp_pub FOR ALL TABLES")
+        conn.execute("SELECT pg_create_logical_replication_slot('rp_slot', 'pgoutput')")
+        conn.execute("INSERT INTO hot SELECT g, 0, 'init' FROM generate_series(1, %s) g"
+                     % HOT_KEYS)
+        s.facts = workload.run_workload(conn)
+        errors = []
+        hot_workload(cluster.dsn(), 11, errors)
+        assert not errors, errors
+        s.endpos = runner.current_lsn(conn)
+        conn.execute("CREATE TABLE endpos_marker (x int4)")  # WAL after endpos, no rows
+        s.before_after_endpos = runner.current_lsn(conn)
+        conn.execute("INSERT INTO after_endpos VALUES (1)")
+
+        t0 = time.monotonic()
+        s.run = runner.run_pgfanout(kafka_args(cluster, broker, "rp_slot", "rp_pub", RP_PREFIX,
+                                               "--endpos", s.endpos), timeout=240)
+        s.seconds = time.monotonic() - t0
+        s.slot_after = runner.wait_slot_inactive(conn, "rp_slot")
+        s.topics = list_topics(broker.bootstrap, RP_PREFIX + ".")
+        t0 = time.monotonic()
+        s.records = consume(broker, s.topics)
+        s.decoded = Decoded(s.records, message_topics={f"{RP_PREFIX}.messages"})
+        s.consume_seconds = time.monotonic() - t0
+        print(f"\nreplay stream: pgfanout ran {s.seconds:.1f} s (exit {s.run.returncode}),"
+              f" {len(s.records)} records in {len(s.topics)} topics, consumed and decoded in"
+              f" {s.consume_seconds:.1f} s")
+        drop_slots(conn, "rp_slot")
+    finally:
+        conn.close()
+    return s
+
+
+def rp_run_ok(rp):
+    assert not rp.run.timed_out and rp.run.returncode == 0, rp.run.describe()
+
+
+def test_replay_run_exits_cleanly(rp):
+    """The --endpos run stops by itself with exit 0 and wrote records."""
+    rp_run_ok(rp)
+    assert rp.records, "nothing reached Kafka:\n" + rp.run.describe()
+
+
+def test_replay_reproduces_every_table(rp, db):
+    """Every value decodes as a pgfanout.v1.Event whose values have the kinds their column
+    types call for; the events, de-duplicated and ordered by (commit_lsn, txn_index), replay
+    to exactly the server's tables; one clean run has no duplicates; nothing committed after
+    --endpos is in Kafka and the slot is confirmed past the last event, not past endpos."""
+    rp_run_ok(rp)
+    assert not rp.decoded.problems, "\n".join(rp.decoded.problems[:30])
+    events, dups, conflicts = unique_events(rp.decoded.records)
+    assert not conflicts, conflicts[:3]
+    assert dups == 0, f"{dups} duplicate records in one clean run"
+    replayer = replay.Replayer(strict=True).apply_all(events)
+    replay.assert_tables_match(db, replayer, workload.TABLES + [("public", "hot")])
+    assert not [e for e in events if e.get("table") in ("after_endpos", "endpos_marker")]
+    bulk = [e for e in events if e.get("xid") == rp.facts["bulk_tx"]]
+    assert len(bulk) == workload.BULK_ROWS
+    assert [e["txn_index"] for e in bulk] == list(range(workload.BULK_ROWS))
+    confirmed = lsn_to_int(rp.slot_after["confirmed_flush_lsn"])
+    last_commit = max(lsn_to_int(e["commit_lsn"]) for e in events if e["commit_lsn"])
+    assert last_commit < confirmed <= lsn_to_int(rp.before_after_endpos), (
+        int_to_lsn(last_commit), rp.slot_after, rp.before_after_endpos)
+
+
+def test_values_sources_and_typed_values(rp, db):
+    """Source fields match the server (database, relation OID, xid's commit timestamp in Unix
+    microseconds); each column's type_oid is the table column's type; chosen values have the
+    exact typed form of event.proto (uuid bytes, date days, timestamps in µs, bytea bytes,
+    numeric text, pg_text for infinity/BC/interval/enum/domain)."""
+    rp_run_ok(rp)
+    problems = []
+    types_of = {}
+    oids = {}
+    xids = set()
+    for r in rp.decoded.values():
+        ev = r.ev
+        if ev["op"] not in ("insert", "update", "delete"):
+            continue
+        where = (ev["schema"], ev["table"])
+        if where not in types_of:
+            types_of[where] = dict(replay.table_columns(db, *where))
+            oids[where] = runner.scalar(db, "SELECT %s::regclass::oid::int8",
+                                        (f'"{where[0]}"."{where[1]}"',))
+        for col, oid in ev["types"].items():
+            if types_of[where].get(col) != oid:
+                problems.append(f"{where}.{col}: type_oid {oid}, table has"
+                                f" {types_of[where].get(col)}")
+        if ev["relation_oid"] != oids[where]:
+            problems.append(f"{where}: relation_oid {ev['relation_oid']} != {oids[where]}")
+        if ev["database"] != "postgres":
+            problems.append(f"database {ev['database']!r}")
+        xids.add((ev["xid"], ev["commit_time_us"]))
+        if len(problems) > 20:
+            break
+    assert not problems, "\n".join(problems)
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    for xid, us in sorted(xids):
+        ts = runner.scalar(db, "SELECT pg_xact_commit_timestamp(%s::text::xid)", (str(xid),))
+        want = (ts - epoch) // datetime.timedelta(microseconds=1)
+        assert us == want, f"xid {xid}: commit_time_us {us}, server commit time {ts} = {want}"
+
+    rows = {}
+    for r in rp.decoded.values():
+        if r.ev["table"] == "types_tbl" and r.ev["op"] == "insert":
+            rows[r.ev["key"]["id"]] = {c.name: c.value for c in r.event.after.columns}
+    assert sorted(rows) == list(range(1, 11))
+
+    def kind(row, col):
+        v = row[col]
+        k = v.WhichOneof("kind")
+        return k, getattr(v, k)
+
+    assert all(kind(rows[1], c) == ("is_null", True) for c in rows[1] if c != "id")
+    r2 = rows[2]
+    assert kind(r2, "id") == ("int_value", 2)
+    assert kind(r2, "t") == ("text", workload.UNICODE_TEXT)
+    assert kind(r2, "n") == ("numeric",
+                             "123456789012345678901234567890.123456789012345678901234567890")
+    assert kind(r2, "f8") == ("double_value", 1.7976931348623157e308)
+    assert kind(r2, "b") == ("bytes_value", bytes.fromhex("00ff10deadbeef"))
+    assert kind(r2, "u") == ("uuid", uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11").bytes)
+    assert kind(r2, "d") == ("date_days", (datetime.date(2000, 2, 29)
+                                           - datetime.date(1970, 1, 1)).days)
+    assert kind(r2, "ts") == ("timestamp_us", (datetime.datetime(
+        1999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.timezone.utc) - epoch)
+        // datetime.timedelta(microseconds=1))
+    tstz = datetime.datetime(2026, 11, 25, 1, 1, 16, 123456, tzinfo=datetime.timezone.utc)
+    assert kind(r2, "tstz") == ("timestamptz_us", (tstz - epoch) // datetime.timedelta(
+        microseconds=1))
+    assert kind(r2, "iv") == ("pg_text", "1 year 2 mons 3 days 04:05:06.789")
+    assert kind(r2, "m") == ("pg_text", "happy")
+    assert kind(r2, "dom") == ("pg_text", "42")
+    assert kind(r2, "comp") == ("pg_text", '(7,"seven, ""quoted""")')
+    assert kind(r2, "ia") == ("pg_text", "{1,NULL,3}")
+    assert kind(r2, "bo") == ("bool_value", True)
+    assert kind(r2, "i2") == ("int_value", -32768)
+    assert kind(r2, "i8") == ("int_value", 9223372036854775807)
+    assert kind(r2, "o") == ("int_value", 4294967295)
+    assert kind(r2, "ch") == ("text", "ab  ")
+    assert kind(r2, "vc") == ("text", "ünï")
+    r3 = rows[3]
+    assert kind(r3, "d") == ("pg_text", "0044-03-15 BC")
+    assert kind(r3, "ts") == ("pg_text", "-infinity")
+    assert kind(r3, "tstz") == ("pg_text", "infinity")
+    assert kind(r3, "n") == ("numeric", "NaN")
+    assert r3["f8"].WhichOneof("kind") == "double_value" and r3["f8"].double_value != \
+        r3["f8"].double_value
+    assert kind(r3, "b") == ("bytes_value", b"")
+    assert kind(r3, "u") == ("uuid", bytes(16))
+    assert kind(r3, "bo") == ("bool_value", False)
+    assert kind(r3, "i8") == ("int_value", -9223372036854775808)
+    assert kind(rows[4], "f8") == ("double_value", float("-inf"))
+    # an update leaving a TOASTed column alone marks it unchanged_toast
+    toasty = [r for r in rp.decoded.values() if r.ev["table"] == "toasty"
+              and r.ev["op"] == "update" and r.ev["unchanged_toast"]]
+    assert toasty and all(r.ev["unchanged_toast"] == ["big"] for r in toasty)
+    big = next(c.value for c in toasty[0].event.after.columns if c.name == "big")
+    assert big.WhichOneof("kind") == "unchanged_toast" and big.unchanged_toast is True
+
+
+def test_topics_keys_and_headers(rp, pb2):
+    """Row events go to {prefix}.{schema}.{table}; their record key is a pgfanout.v1.Key with
+    the table and exactly the Event's key columns (the replica-identity columns: the key,
+    every column under FULL), null under REPLICA IDENTITY NOTHING; the same row always has
+    the same key bytes; headers are op, table, lsn, xid of the event."""
+    rp_run_ok(rp)
+    problems = []
+    key_bytes = collections.defaultdict(set)
+    expected_topics = {topic_of(RP_PREFIX, s, t) for s, t in workload.TABLES + [
+        ("public", "hot")]} | {f"{RP_PREFIX}.messages"}
+    extra_topics = set(rp.topics) - expected_topics
+    assert not extra_topics, f"records in unexpected topics {sorted(extra_topics)}"
+    for r in rp.decoded.records:
+        loc = f"{r.rec.topic}[{r.rec.partition}]@{r.rec.offset}"
+        if r.tombstone:
+            continue
+        ev = r.ev
+        if list(r.headers) != ["op", "table", "lsn", "xid"]:
+            problems.append(f"{loc}: headers {r.headers}")
+        table_hdr = (f"{ev['schema']}.{ev['table']}" if ev["op"] not in ("truncate", "message")
+                     else ",".join(f"{t['schema']}.{t['table']}" for t in ev["tables"])
+                     if ev["op"] == "truncate" else "")
+        want = {"op": ev["op"], "table": table_hdr, "lsn": ev["lsn"], "xid": str(ev["xid"])}
+        if r.headers != want:
+            problems.append(f"{loc}: headers {r.headers}, expected {want}")
+        if ev["op"] in ("truncate", "message"):
+            continue
+        where = (ev["schema"], ev["table"])
+        if r.rec.topic != topic_of(RP_PREFIX, *where):
+            problems.append(f"{loc}: event of {where} in topic {r.rec.topic}")
+        expected = workload.KEY_COLUMNS.get(where, {"id"})
+        row = ev["after"] if ev["after"] is not None else ev["before"] or ev["key"]
+        want_cols = set(row) if expected is None else expected
+        if set(ev["key"]) != want_cols:
+            problems.append(f"{loc}: Event.key columns {sorted(ev['key'])}, expected"
+                            f" {sorted(want_cols)}")
+        if ev["after"] is not None and any(ev["after"].get(c) != v for c, v in ev["key"].items()
+                                           if not (isinstance(v, float) and v != v)):
+            problems.append(f"{loc}: key values differ from after: {ev['key']}")
+        if not want_cols:
+            if r.rec.key is not None:
+                problems.append(f"{loc}: REPLICA IDENTITY NOTHING with a record key")
+            continue
+        if r.key is None:
+            problems.append(f"{loc}: no pgfanout.v1.Key record key")
+            continue
+        # compared serialized: a NaN key value is not == itself
+        if (r.key.schema, r.key.table) != where or [c.SerializeToString() for c in
+                                                      r.key.columns] != [
+                c.SerializeToString() for c in r.event.key.columns]:
+            problems.append(f"{loc}: record key {r.key} does not match Event.key")
+        ident = (where, tuple(sorted((c, repr(v)) for c, v in ev["key"].items())))
+        key_bytes[ident].add(r.rec.key)
+        if len(problems) > 20:
+            break
+    assert not problems, "\n".join(problems)
+    nondeterministic = {k: v for k, v in key_bytes.items() if len(v) > 1}
+    assert not nondeterministic, f"one row, several key encodings: {list(nondeterministic)[:3]}"
+
+
+def test_tombstones_follow_deletes(rp):
+    """Each delete with a key is followed at the next offset of its partition by a tombstone:
+    null value, the same key bytes, headers op=tombstone and the delete's table/lsn/xid."""
+    rp_run_ok(rp)
+    problems, n_tomb = tombstone_problems(rp.decoded)
+    deletes = [r for r in rp.decoded.values() if r.ev["op"] == "delete"]
+    print(f"\n{len(deletes)} deletes, {n_tomb} tombstones")
+    assert deletes and not problems, "\n".join(problems[:20])
+    assert n_tomb == len([r for r in deletes if r.rec.key is not None])
+
+
+def test_truncate_in_every_partition(rp):
+    """A TRUNCATE's event is in every partition of each truncated table's topic (identical
+    copies), with the flags and tables of the statement; in each partition it sits between
+    the earlier and the later events."""
+    rp_run_ok(rp)
+    copies = collections.defaultdict(lambda: collections.defaultdict(set))
+    values = collections.defaultdict(set)
+    evs = {}
+    for r in rp.decoded.values():
+        if r.ev["op"] == "truncate":
+            copies[r.ident][r.rec.topic].add(r.rec.partition)
+            values[r.ident].add(r.rec.value)
+            evs[r.ident] = r.ev
+    summary = [(sorted((t["schema"], t["table"]) for t in evs[i]["tables"]), evs[i]["cascade"],
+                evs[i]["restart_identity"]) for i in sorted(evs)]
+    assert summary == [
+        ([("public", "nothing_tbl")], False, False),
+        ([("public", "child"), ("public", "parent")], True, False),
+        ([("public", "seq_tbl")], False, True),
+    ]
+    problems = []
+    for ident, ev in sorted(evs.items()):
+        if len(values[ident]) != 1:
+            problems.append(f"truncate {ident}: copies differ")
+        for t in ev["tables"]:
+            topic = topic_of(RP_PREFIX, t["schema"], t["table"])
+            want = set(range(rp.topics.get(topic, 0)))
+            got = copies[ident].get(topic, set())
+            if got != want:
+                problems.append(f"truncate of {[x['table'] for x in ev['tables']]} at"
+                                f" {ev['commit_lsn']}: in partitions {sorted(got)} of {topic},"
+                                f" which has partitions {sorted(want)}")
+        for topic in copies[ident]:
+            if topic not in {topic_of(RP_PREFIX, t["schema"], t["table"]) for t in ev["tables"]}:
+                problems.append(f"truncate {ident} in unrelated topic {topic}")
+    for (topic, part), recs in rp.decoded.by_partition().items():
+        idents = [r.ident for r in recs if r.event is not None]
+        for i, r in enumerate(recs):
+            if r.event is not None and r.ev["op"] == "truncate":
+                j = idents.index(r.ident)
+                if any(x >= r.ident for x in idents[:j]) or any(x <= r.ident for x in
+                                                                 idents[j + 1:]):
+                    problems.append(f"{topic}[{part}]: truncate {r.ident} out of order")
+    stderr_warn = [line for line in rp.run.stderr.splitlines() if "truncate" in line]
+    assert not problems, "\n".join(problems) + "\npgfanout stderr:\n" + "\n".join(stderr_warn)
+
+
+def test_message_topic(rp):
+    """Logical messages go to {prefix}.messages keyed by their prefix: the transactional one
+    inside its transaction (same commit_lsn as its row, next txn_index), non-transactional
+    ones with commit_lsn/xid/commit_time 0 (also the one from a rolled-back transaction), the
+    rolled-back transactional one never."""
+    rp_run_ok(rp)
+    msgs = [r for r in rp.decoded.values() if r.ev["op"] == "message"]
+    assert all(r.rec.topic == f"{RP_PREFIX}.messages" for r in msgs), [r.rec.topic for r in msgs]
+    got = sorted((r.ev["prefix"], r.ev["transactional"], r.ev["content"], r.rec.key)
+                 for r in msgs)
+    assert got == sorted([
+        ("pgf-tx", True, "hello tx ✓".encode(), b"pgf-tx"),
+        ("pgf-nontx-auto", False, b"auto", b"pgf-nontx-auto"),
+        ("pgf-nontx", False, workload.NONTX_BYTES, b"pgf-nontx"),
+    ]), got
+    others = [r.rec.topic for r in rp.decoded.values() if r.ev["op"] != "message"
+              and r.rec.topic == f"{RP_PREFIX}.messages"]
+    assert not others
+    tx = next(r.ev for r in msgs if r.ev["transactional"])
+    assert tx["xid"] == rp.facts["message_tx"]
+    row = next(r.ev for r in rp.decoded.values() if r.ev["op"] == "insert"
+               and r.ev["table"] == "orders" and r.ev["key"] == {"id": 500})
+    assert (tx["commit_lsn"], tx["commit_time_us"], tx["txn_index"]) == (
+        row["commit_lsn"], row["commit_time_us"], row["txn_index"] + 1)
+    for r in msgs:
+        if not r.ev["transactional"]:
+            assert (r.ev["commit_lsn"], r.ev["xid"], r.ev["commit_time_us"]) == (None, 0, 0), r.ev
+            assert r.headers["xid"] == "0" and r.headers["op"] == "message"
+
+
+def test_order_per_key_within_partition(rp):
+    """For every record key, all its records are in one partition, and there its events come
+    in strictly increasing (commit_lsn, txn_index) order; the hot rows, changed by concurrent
+    transactions, have many events each."""
+    rp_run_ok(rp)
+    problems = []
+    where = collections.defaultdict(set)
+    last = {}
+    per_key = collections.Counter()
+    for (topic, part), recs in rp.decoded.by_partition().items():
+        for r in recs:
+            if r.rec.key is None or r.event is None:
+                continue
+            k = (topic, r.rec.key)
+            where[k].add(part)
+            per_key[k] += 1
+            if k in last and not last[k] < r.ident:
+                problems.append(f"{topic}[{part}]@{r.rec.offset}: key {r.ev.get('key')} event"
+                                f" {r.ident} after {last[k]}")
+            last[k] = r.ident
+    split = {k: sorted(p) for k, p in where.items() if len(p) > 1}
+    assert not split, f"keys in several partitions: {list(split.items())[:3]}"
+    assert not problems, "\n".join(problems[:20])
+    hot = [n for (topic, _), n in per_key.items() if topic == topic_of(RP_PREFIX, "public", "hot")]
+    print(f"\norder: {len(per_key)} keys checked, hot rows have {min(hot)}..{max(hot)} events")
+    assert len(hot) == HOT_KEYS and min(hot) >= 20, hot
+
+
+# --- 3: SIGKILL at random points ---------------------------------------------------------
+
+def test_kill9_at_random_points_loses_nothing(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """A concurrent insert/update/delete workload of KILL_CHANGES changes runs while pgfanout
+    is SIGKILLed at random moments (at least 5 times) and restarted; a final --endpos run
+    catches up.  Every transaction the reference test_decoding slot saw is in Kafka, each
+    exactly as the reference has it (ops, tables, ids, order by txn_index); de-duplicated
+    events replay to the server's tables; duplicates are counted (allowed)."""
+    changes = KILL_CHANGES
+    rng = random.Random(KILL_SEED)
+    print(f"\nkill -9: seed {KILL_SEED}, {changes} changes wanted")
+    churn = Churn(cluster.dsn(), "kt", KILL_SEED, changes, threads=3, max_seconds=150)
+    churn.create(db)
+    setup_slot(db, churn.tables, "kt")
+    # linger.ms=200 keeps a fifth of a second of records unacknowledged at any moment, so
+    # that most kills hit records in flight (a slot confirmed too early then loses them).
+    args = kafka_args(cluster, broker, "kt_slot", "kt_pub", "kt", "--kafka-conf", "linger.ms=200")
+    kills, log = 0, []
+    t0 = time.monotonic()
+    try:
+        churn.start()
+        while (kills < MIN_KILLS or churn.alive()) and kills < 25:
+            err = str(tmp_path / f"run{kills}.err")
+            with runner.Worker(args, stderr_path=err) as w:
+                delay = rng.uniform(0.3, 2.5)
+                time.sleep(delay)
+                assert w.running(), (f"pgfanout exited by itself ({w.proc.returncode}) before"
+                                     f" kill {kills + 1}:\n{stderr_tail(w.stderr_text())}")
+                w.proc.send_signal(signal.SIGKILL)
+                w.proc.wait()
+            kills += 1
+            runner.wait_slot_inactive(db, "kt_slot", timeout=30)
+            log.append((round(delay, 2), runner.slot_info(db, "kt_slot")["confirmed_flush_lsn"],
+                        churn.changes))
+        assert churn.join(timeout=150), "workload did not finish"
+        assert churn.fatal is None, churn.fatal
+        workload_s = time.monotonic() - t0
+        endpos = runner.current_lsn(db)
+        final = runner.run_pgfanout(args + ["--endpos", endpos], timeout=240)
+        assert not final.timed_out and final.returncode == 0, final.describe()
+        ref = reference_transactions(db, "kt_ref", churn.tables)
+        records = consume(broker, [topic_of("kt", s, t) for s, t in churn.tables])
+        decoded = Decoded(records)
+        assert not decoded.problems, "\n".join(decoded.problems[:20])
+        events, dups, conflicts = unique_events(decoded.records)
+        n_ref = kafka_replay.count_changes(ref)
+        print(f"kill -9: {kills} kills (delay s, confirmed, changes committed): {log}")
+        print(f"kill -9: {n_ref} changes in {len(ref)} transactions in {workload_s:.1f} s;"
+              f" {len(records)} records, {len(events)} distinct events, {dups} duplicates")
+        assert kills >= MIN_KILLS
+        assert n_ref >= changes, f"the workload made only {n_ref} changes"
+        assert not conflicts, f"one (commit_lsn, txn_index), different events: {conflicts[:2]}"
+        problems = compare_with_reference(ref, events)
+        assert not problems, "\n".join(problems)
+        assert len(events) == n_ref
+        tomb, _ = tombstone_problems(decoded, repeated=True)
+        assert not tomb, "\n".join(tomb[:10])
+        replayer = replay.Replayer(strict=True).apply_all(events)
+        replay.assert_tables_match(db, replayer, churn.tables)
+        progress = {c for _, c, _ in log}
+        assert len(progress) > 2, f"the slot barely advanced between kills: {log}"
+    finally:
+        churn.stop()
+        churn.join(timeout=60)
+        drop_slots(db, "kt_slot", "kt_ref")
+
+
+# --- 4: the broker goes away ---------------------------------------------------------------
+
+def test_broker_outage_holds_the_slot_and_resumes(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """The broker is stopped for 22 s while the workload keeps committing (tens of MB): the
+    slot's confirmed_flush_lsn never moves past the commit LSN of any transaction committed
+    after the broker was gone (polled every 0.25 s), the worker stays up with bounded memory
+    (--max-inflight-bytes 8M: VmRSS < 100 MB on the plain build, and it grows by less than
+    24 MB, 48 MB under ASan), and after the broker is back the same worker delivers everything,
+    as the reference slot has it."""
+    asan = is_asan_binary(pgfanout)
+    churn = Churn(cluster.dsn(), "bd", 4, 10**9, threads=2, pause=0.02, payload=30,
+                  max_seconds=200)
+    churn.create(db)
+    setup_slot(db, churn.tables, "bd")
+    start = confirmed_lsn(db, "bd_slot")
+    args = kafka_args(cluster, broker, "bd_slot", "bd_pub", "bd", "--max-inflight-bytes",
+                      OUTAGE_INFLIGHT)
+    err = str(tmp_path / "bd.err")
+    samples = []
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            churn.start()
+            assert wait_for(lambda: confirmed_lsn(db, "bd_slot") > start or not w.running(), 30)
+            time.sleep(2)
+            assert w.running(), stderr_tail(w.stderr_text())
+            rss_before = rss_kb(w.proc.pid)
+            t_stop = time.monotonic()
+            broker.stop()
+            stop_s = time.monotonic() - t_stop
+            down_lsn = lsn_to_int(runner.scalar(db, "SELECT pg_current_wal_insert_lsn()::text"))
+            commits_at_down = churn.commits
+            t_down = time.monotonic()
+            try:
+                while time.monotonic() - t_down < 22:
+                    samples.append((time.monotonic() - t_down, confirmed_lsn(db, "bd_slot"),
+                                    rss_kb(w.proc.pid), w.running()))
+                    time.sleep(0.25)
+            finally:
+                broker.restart()
+            outage = time.monotonic() - t_down
+            commits_in_outage = churn.commits - commits_at_down
+            outage_wal = lsn_to_int(runner.current_lsn(db)) - down_lsn
+            time.sleep(3)
+            churn.stop()
+            assert churn.join(60) and churn.fatal is None, churn.fatal
+            ref = reference_transactions(db, "bd_ref", churn.tables)
+            last_end = max(t.end_lsn for t in ref.values())
+            caught_up = wait_for(lambda: confirmed_lsn(db, "bd_slot") >= last_end
+                                 or not w.running(), 120, interval=0.2)
+            running = w.running()
+            rc = w.terminate(timeout=30)
+            stderr = w.stderr_text()
+        max_confirmed = max(c for _, c, _, _ in samples)
+        max_rss = max((r for _, _, r, _ in samples if r), default=None)
+        records = consume(broker, [topic_of("bd", s, t) for s, t in churn.tables])
+        decoded = Decoded(records)
+        events, dups, conflicts = unique_events(decoded.records)
+        # The first transaction committed after the broker was gone: its commit record is the
+        # first at or after down_lsn (commit LSNs from the events, once all are delivered).
+        after_down = [lsn_to_int(e["commit_lsn"]) for e in events
+                      if lsn_to_int(e["commit_lsn"]) >= down_lsn]
+        limit = min(after_down, default=down_lsn)
+        print(f"\nbroker outage: stop took {stop_s:.1f} s, outage {outage:.1f} s,"
+              f" {commits_in_outage} transactions ({outage_wal >> 20} MB of WAL) committed"
+              f" meanwhile; confirmed_flush at most {int_to_lsn(max_confirmed)} (broker gone"
+              f" at {int_to_lsn(down_lsn)}, first commit after it at {int_to_lsn(limit)});"
+              f" VmRSS {rss_before} kB before, at most {max_rss} kB during"
+              f"{' (ASan build)' if asan else ''}; {len(stderr.splitlines())} log lines")
+        print(f"broker outage: {kafka_replay.count_changes(ref)} changes in {len(ref)}"
+              f" transactions, {len(records)} records, {dups} duplicates")
+        assert all(alive for *_, alive in samples), "pgfanout exited during the outage:\n" + \
+            stderr_tail(stderr)
+        assert commits_in_outage > 50, "the workload did not keep committing"
+        past = [(round(t, 1), int_to_lsn(c)) for t, c, _, _ in samples if c > limit]
+        assert max_confirmed <= limit, (
+            f"confirmed_flush_lsn moved to {int_to_lsn(max_confirmed)} while the broker was down,"
+            f" past the commit at {int_to_lsn(limit)} of a transaction committed after the broker"
+            f" went away (seconds into the outage, confirmed): {past[:5]}")
+        # ASan's shadow memory and allocator add ~110 MB of their own, and its redzones about
+        # double the growth: there the growth is bounded at twice the plain build's.
+        if not asan:
+            assert max_rss < RSS_LIMIT_KB, f"VmRSS reached {max_rss} kB during the outage"
+        growth_limit = RSS_GROWTH_KB * (2 if asan else 1)
+        assert max_rss - rss_before < growth_limit, (
+            f"VmRSS grew from {rss_before} to {max_rss} kB while the broker was down")
+        # Buffering what was committed during the outage would have taken more than that
+        # (unthrottled, memory grows by about twice the WAL: the records are copied twice).
+        assert outage_wal > RSS_GROWTH_KB * 1024, f"only {outage_wal} bytes of WAL"
+        assert running and caught_up, ("pgfanout did not deliver everything after the broker"
+                                       " came back:\n" + stderr_tail(stderr))
+        assert rc == 0, f"SIGTERM exit code {rc}:\n{stderr_tail(stderr)}"
+        assert not decoded.problems, decoded.problems[:10]
+        assert not conflicts
+        problems = compare_with_reference(ref, events)
+        assert not problems, "\n".join(problems)
+        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
+                                   churn.tables)
+    finally:
+        churn.stop()
+        churn.join(60)
+        if broker.proc is None:
+            broker.restart()
+        drop_slots(db, "bd_slot", "bd_ref")
+
+
+# --- 5: PostgreSQL restarts ------------------------------------------------------------------
+
+def test_postgres_restart_reconnects_and_loses_nothing(pgfanout, cluster, broker, pb2, tmp_path):
+    """PostgreSQL is restarted (fast shutdown) while the workload commits and pgfanout
+    streams: the same pgfanout process reconnects by itself and every transaction reaches
+    Kafka as the reference slot has it."""
+    db = runner.connect(cluster.dsn())
+    churn = Churn(cluster.dsn(), "pr", 5, 10**9, threads=2, pause=0.01, max_seconds=200)
+    churn.create(db)
+    setup_slot(db, churn.tables, "pr")
+    start = confirmed_lsn(db, "pr_slot")
+    args = kafka_args(cluster, broker, "pr_slot", "pr_pub", "pr")
+    err = str(tmp_path / "pr.err")
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            churn.start()
+            assert wait_for(lambda: confirmed_lsn(db, "pr_slot") > start or not w.running(), 30)
+            time.sleep(1.5)
+            assert w.running(), stderr_tail(w.stderr_text())
+            pid = w.proc.pid
+            confirmed_before = confirmed_lsn(db, "pr_slot")
+            db.close()
+            t0 = time.monotonic()
+            cluster.restart()
+            restart_s = time.monotonic() - t0
+            with runner.connect(cluster.dsn()) as c:
+                confirmed_after = confirmed_lsn(c, "pr_slot")
+            time.sleep(4)
+            churn.stop()
+            assert churn.join(60) and churn.fatal is None, churn.fatal
+            db = runner.connect(cluster.dsn())
+            ref = reference_transactions(db, "pr_ref", churn.tables)
+            last_end = max(t.end_lsn for t in ref.values())
+            caught_up = wait_for(lambda: confirmed_lsn(db, "pr_slot") >= last_end
+                                 or not w.running(), 90, interval=0.2)
+            running = w.running() and w.proc.pid == pid
+            rc = w.terminate(timeout=30)
+            stderr = w.stderr_text()
+        reconnects = [line for line in stderr.splitlines() if "reconnect" in line]
+        print(f"\npostgres restart: took {restart_s:.1f} s; workload saw"
+              f" {len(churn.errors)} connection errors; confirmed_flush"
+              f" {int_to_lsn(confirmed_before)} before, {int_to_lsn(confirmed_after)} right"
+              f" after the restart; pgfanout log: {reconnects[-3:]}")
+        assert running and caught_up, "pgfanout did not resume after the restart:\n" + \
+            stderr_tail(stderr)
+        assert any("reconnected" in line for line in reconnects), stderr_tail(stderr)
+        assert rc == 0, f"SIGTERM exit code {rc}:\n{stderr_tail(stderr)}"
+        records = consume(broker, [topic_of("pr", s, t) for s, t in churn.tables])
+        decoded = Decoded(records)
+        assert not decoded.problems, decoded.problems[:10]
+        events, dups, conflicts = unique_events(decoded.records)
+        print(f"postgres restart: {kafka_replay.count_changes(ref)} changes in {len(ref)}"
+              f" transactions, {len(records)} records, {dups} duplicates")
+        assert not conflicts
+        problems = compare_with_reference(ref, events)
+        assert not problems, "\n".join(problems)
+        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
+                                   churn.tables)
+    finally:
+        churn.stop()
+        churn.join(60)
+        if db.closed:
+            db = runner.connect(cluster.dsn())
+        drop_slots(db, "pr_slot", "pr_ref")
+        db.close()
+
+
+# --- 6: SIGTERM ------------------------------------------------------------------------------
+
+def test_sigterm_drains_confirms_and_exits_zero(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """SIGTERM once part of a 60,000-row transaction reached Kafka: exit 0 within 30 s; every
+    transaction in Kafka is complete and the slot's confirmed_flush_lsn covers all of them
+    (and skips none); a second run delivers the rest without repeating anything."""
+    churn = Churn(cluster.dsn(), "sg", 6, 10**9, threads=2, pause=0.01, max_seconds=200)
+    churn.create(db)
+    setup_slot(db, churn.tables, "sg")
+    args = kafka_args(cluster, broker, "sg_slot", "sg_pub", "sg")
+    topic_a = topic_of("sg", "public", "sg_a")
+    err = str(tmp_path / "sg.err")
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            churn.start()
+            assert wait_for(lambda: high_watermarks(broker.bootstrap, topic_a) > 0
+                            or not w.running(), 30, interval=0.2)
+            before_big = high_watermarks(broker.bootstrap, topic_a)
+            big_xid = workload.tx(db, "INSERT INTO sg_a SELECT g, md5(g::text), 0"
+                                      " FROM generate_series(5000000001, 5000060000) g")
+            mid = wait_for(lambda: high_watermarks(broker.bootstrap, topic_a) > before_big + 5000
+                           or not w.running(), 30, interval=0.02)
+            assert w.running(), stderr_tail(w.stderr_text())
+            t0 = time.monotonic()
+            rc = w.terminate(timeout=60)
+            exit_s = time.monotonic() - t0
+            stderr = w.stderr_text()
+        time.sleep(1)  # transactions after the stop, for the second run
+        churn.stop()
+        assert churn.join(60) and churn.fatal is None, churn.fatal
+        print(f"\nSIGTERM {'mid-transaction' if mid else 'at some point'}: exit {rc} in"
+              f" {exit_s:.1f} s")
+        assert rc == 0, f"exit code {rc} after SIGTERM:\n{stderr_tail(stderr)}"
+        assert exit_s < 30
+        confirmed = lsn_to_int(runner.wait_slot_inactive(db, "sg_slot")["confirmed_flush_lsn"])
+        ref = reference_transactions(db, "sg_ref", churn.tables)
+        topics = [topic_of("sg", s, t) for s, t in churn.tables]
+        first = Decoded(consume(broker, topics))
+        assert not first.problems, first.problems[:10]
+        events1, _, _ = unique_events(first.records)
+        got1 = collections.Counter(e["xid"] for e in events1)
+        partial = {x: (n, len(ref[x].changes)) for x, n in got1.items()
+                   if x not in ref or n != len(ref[x].changes)}
+        assert not partial, f"transactions in Kafka incompletely (got, want): {partial}"
+        beyond = sorted(x for x in got1 if ref[x].end_lsn > confirmed)
+        assert not beyond, (f"confirmed_flush_lsn {int_to_lsn(confirmed)} does not cover"
+                            f" delivered transactions {beyond[:5]}")
+        skipped = sorted(x for x, t in ref.items() if t.end_lsn <= confirmed and x not in got1)
+        assert not skipped, f"confirmed past transactions never delivered: {skipped[:5]}"
+        pending = sorted(x for x, t in ref.items() if t.end_lsn > confirmed)
+        assert pending, "everything was delivered: not a stop in mid-stream"
+        print(f"SIGTERM: {len(got1)} transactions delivered and confirmed up to"
+              f" {int_to_lsn(confirmed)} (the 60,000-row one"
+              f" {'among them' if big_xid in got1 else 'not yet'}), {len(pending)} left for"
+              f" the next run")
+
+        endpos = runner.current_lsn(db)
+        second = runner.run_pgfanout(args + ["--endpos", endpos], timeout=120)
+        assert not second.timed_out and second.returncode == 0, second.describe()
+        both = Decoded(consume(broker, topics))
+        events, dups, conflicts = unique_events(both.records)
+        assert not conflicts
+        assert dups == 0, f"{dups} records delivered twice across a clean SIGTERM stop"
+        problems = compare_with_reference(ref, events)
+        assert not problems, "\n".join(problems)
+        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
+                                   churn.tables)
+    finally:
+        churn.stop()
+        churn.join(60)
+        drop_slots(db, "sg_slot", "sg_ref")
+
+
+# --- 7: a permanent delivery error ------------------------------------------------------------
+
+def test_record_too_large_fails_without_confirming(pgfanout, cluster, broker, db, pb2):
+    """With the client's message.max.bytes=2000, a row of ~6 kB cannot be produced: pgfanout
+    exits non-zero with a message naming the problem, the slot stays before that
+    transaction; a run without the setting then delivers it and what followed."""
+    db.execute("CREATE TABLE pe_t (id int4 PRIMARY KEY, big text)")
+    setup_slot(db, [("public", "pe_t")], "pe", reference=False)
+    try:
+        for i in (1, 2, 3):
+            workload.tx(db, ("INSERT INTO pe_t VALUES (%s, %s)", (i, f"small {i}")))
+        big_value = os.urandom(3000).hex()
+        big = workload.tx_bounded(db, ("INSERT INTO pe_t VALUES (100, %s)", (big_value,)))
+        for i in (4, 5):
+            workload.tx(db, ("INSERT INTO pe_t VALUES (%s, %s)", (i, f"small {i}")))
+        endpos = runner.current_lsn(db)
+        args = kafka_args(cluster, broker, "pe_slot", "pe_pub", "pe")
+        res = runner.run_pgfanout(args + ["--kafka-conf", "message.max.bytes=2000",
+                                          "--endpos", endpos], timeout=60)
+        info = runner.wait_slot_inactive(db, "pe_slot")
+        confirmed = lsn_to_int(info["confirmed_flush_lsn"])
+        print(f"\ntoo large: exit {res.returncode}; stderr: "
+              f"{[line for line in res.stderr.splitlines() if 'error' in line]}")
+        assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
+        assert res.returncode not in (0, None) and res.returncode > 0, res.describe()
+        low = res.stderr.lower()
+        assert "too large" in low and "pe.public.pe_t" in res.stderr, res.describe()
+        assert confirmed <= lsn_to_int(big["lsn_before"]), (
+            f"slot confirmed to {int_to_lsn(confirmed)}, past the undelivered transaction"
+            f" (which starts after {big['lsn_before']})")
+
+        again = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
+        assert not again.timed_out and again.returncode == 0, again.describe()
+        decoded = Decoded(consume(broker, [topic_of("pe", "public", "pe_t")]))
+        assert not decoded.problems
+        events, dups, _ = unique_events(decoded.records)
+        got = {e["after"]["id"]: e["after"]["big"] for e in events if e["op"] == "insert"}
+        assert sorted(got) == [1, 2, 3, 4, 5, 100], sorted(got)
+        assert got[100] == big_value
+        assert [e["xid"] for e in events if e["after"]["id"] == 100] == [big["xid"]]
+    finally:
+        drop_slots(db, "pe_slot")
+
+
+def test_record_rejected_by_broker_fails_without_confirming(pgfanout, cluster, broker, db,
+                                                            pb2):
+    """The topic's max.message.bytes=2000 makes the broker reject a ~6 kB record (a failed
+    delivery report, not a failed produce call): pgfanout exits non-zero naming the topic and
+    the reason, and the slot stays before that transaction even though later transactions
+    were acknowledged; once the topic allows it, a rerun delivers everything."""
+    from confluent_kafka.admin import ConfigResource, NewTopic
+    topic = topic_of("pb", "public", "pb_t")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, 3, 1, config={"max.message.bytes": "2000"})]
+                                 ).values():
+        f.result(30)
+    db.execute("CREATE TABLE pb_t (id int4 PRIMARY KEY, big text)")
+    setup_slot(db, [("public", "pb_t")], "pb", reference=False)
+    try:
+        for i in (1, 2, 3):
+            workload.tx(db, ("INSERT INTO pb_t VALUES (%s, %s)", (i, f"small {i}")))
+        big_value = os.urandom(3000).hex()
+        big = workload.tx_bounded(db, ("INSERT INTO pb_t VALUES (100, %s)", (big_value,)))
+        for i in range(4, 40):
+            workload.tx(db, ("INSERT INTO pb_t VALUES (%s, %s)", (i, f"small {i}")))
+        endpos = runner.current_lsn(db)
+        args = kafka_args(cluster, broker, "pb_slot", "pb_pub", "pb")
+        res = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
+        confirmed = lsn_to_int(runner.wait_slot_inactive(db, "pb_slot")["confirmed_flush_lsn"])
+        delivered = Decoded(consume(broker, [topic]))
+        later = sorted({r.ev["after"]["id"] for r in delivered.values()} - {1, 2, 3})
+        print(f"\nrejected by the broker: exit {res.returncode}; delivered before the exit:"
+              f" ids {later} after the rejected one; confirmed {int_to_lsn(confirmed)}")
+        assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
+        assert res.returncode is not None and res.returncode > 0, res.describe()
+        assert "too large" in res.stderr.lower() and topic in res.stderr, res.describe()
+        assert confirmed <= lsn_to_int(big["lsn_before"]), (
+            f"slot confirmed to {int_to_lsn(confirmed)}, past the rejected transaction"
+            f" (which starts after {big['lsn_before']})")
+
+        for f in admin.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={
+                "max.message.bytes": str(1 << 20)})]).values():
+            f.result(30)
+        again = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
+        assert not again.timed_out and again.returncode == 0, again.describe()
+        events, _, _ = unique_events(Decoded(consume(broker, [topic])).records)
+        got = {e["after"]["id"]: e["after"]["big"] for e in events}
+        assert sorted(got) == list(range(1, 40)) + [100], sorted(got)
+        assert got[100] == big_value
+    finally:
+        drop_slots(db, "pb_slot")
+
+
+# --- 8: bad producer settings -----------------------------------------------------------------
+
+def test_bad_kafka_setting_names_the_key_and_hides_values(pgfanout, cluster, broker, db):
+    """An unknown --kafka-conf key stops pgfanout non-zero, naming the key; the value of a
+    secret setting given alongside never appears in its output, not even at debug level."""
+    db.execute("CREATE TABLE bc_t (id int4 PRIMARY KEY)")
+    setup_slot(db, [("public", "bc_t")], "bc", reference=False)
+    try:
+        before = runner.slot_info(db, "bc_slot")["confirmed_flush_lsn"]
+        args = kafka_args(cluster, broker, "bc_slot", "bc_pub", "bc")
+        res = runner.run_pgfanout(args + ["--kafka-conf", "no.such.setting=1"], timeout=30)
+        assert not res.timed_out and res.returncode > 0, res.describe()
+        assert "no.such.setting" in res.stderr, res.describe()
+
+        secret = "sekrit123"
+        for extra in (["--kafka-conf", f"sasl.password={secret}", "--kafka-conf", "no.such=1"],
+                      ["--log-level", "debug", "--kafka-conf", f"sasl.password={secret}",
+                       "--kafka-conf", "no.such=1"]):
+            res = runner.run_pgfanout(args + extra, timeout=30)
+            assert not res.timed_out and res.returncode > 0, res.describe()
+            assert "no.such" in res.stderr, res.describe()
+            assert secret not in res.stderr and secret not in res.stdout, res.describe()
+        # A valid configuration with the secret, at debug level, librdkafka's too.
+        db.execute("INSERT INTO bc_t VALUES (1)")
+        endpos = runner.current_lsn(db)
+        res = runner.run_pgfanout(args + ["--log-level", "debug", "--kafka-conf",
+                                          f"sasl.password={secret}", "--kafka-conf",
+                                          "debug=generic,conf", "--endpos", endpos], timeout=60)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        assert secret not in res.stderr and secret not in res.stdout, (
+            "the secret was printed: " + "\n".join(line for line in res.stderr.splitlines()
+                                                   if secret in line)[:2000])
+        runner.wait_slot_inactive(db, "bc_slot")
+        assert lsn_to_int(runner.slot_info(db, "bc_slot")["confirmed_flush_lsn"]) >= \
+            lsn_to_int(before)
+    finally:
+        drop_slots(db, "bc_slot")
+
+
+# --- 9: both sinks at once, the topic flags, date/time edge values ----------------------------
+
+EDGE_ROWS = [
+    # id, time, timetz, date, timestamp, timestamptz, name, char(3), varchar, int2, real
+    "(1, '24:00:00', '01:02:03+05:30', '0001-01-01', '0001-01-01 00:00:00',"
+    " '0001-01-01 00:00:00+00', 'nm', 'a', 'v', 1, 1.1)",
+    "(2, '00:00:00.000001', '23:59:59.5-03:00:15', '1969-12-31', '1969-12-31 23:59:59.5',"
+    " '1969-12-31 23:59:59.999999+00', '', '', '', -1, '-0')",
+    "(3, '23:59:59.999999', NULL, '10000-01-01', '12345-06-07 08:09:10.1',"
+    " '99999-12-31 23:59:59.999999+00', repeat('x', 63), 'abc', repeat('é', 300), 32767,"
+    " 'NaN')",
+    "(4, '12:00', '12:00+00', 'infinity', 'infinity', '-infinity', 'n', 'b', NULL, NULL,"
+    " '-Infinity')",
+    "(5, '00:00', '00:00-14', '1970-01-01', 'epoch', '1970-01-01 05:30:00+05:30', 'z', 'c',"
+    " 'w', 0, 3.4028235e38)",
+]
+
+
+def test_stdout_and_kafka_agree_with_topic_flags(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """--sink stdout,kafka: each Kafka event, turned back into PostgreSQL text, equals the
+    JSON line of the same change, and both replay to the table; date/time values at the
+    edges (24:00, year 1, before 1970 with fractions, years 10000 to 99999, infinity) have
+    the typed forms of event.proto; --topic-template/--topic-prefix/--message-topic name the
+    topics, and --no-tombstones leaves out the tombstones."""
+    db.execute("CREATE SCHEMA edge")
+    db.execute("CREATE TABLE edge.vals (id int4 PRIMARY KEY, t time, ttz timetz, d date,"
+               " ts timestamp, tstz timestamptz, nm name, bp char(3), vc varchar, i2 int2,"
+               " r real)")
+    setup_slot(db, [("edge", "vals")], "ed", reference=False)
+    try:
+        workload.tx(db, "INSERT INTO edge.vals VALUES " + ", ".join(EDGE_ROWS))
+        workload.tx(db, "UPDATE edge.vals SET t = '13:14:15.161718', d = d + 1 WHERE id = 5",
+                    "SELECT pg_logical_emit_message(true, 'edge', 'in tx')")
+        workload.tx(db, "UPDATE edge.vals SET id = 50 WHERE id = 5",
+                    "DELETE FROM edge.vals WHERE id = 4")
+        endpos = runner.current_lsn(db)
+        out = str(tmp_path / "edge.jsonl")
+        args = kafka_args(cluster, broker, "ed_slot", "ed_pub", "edp")
+        args[args.index("kafka")] = "stdout,kafka"
+        res = runner.run_pgfanout(args + [
+            "--output", out, "--no-tombstones",
+            "--topic-template", "{prefix}-{database}-{schema}-{table}",
+            "--message-topic", "{prefix}-msgs", "--endpos", endpos], timeout=60)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        topics = list_topics(broker.bootstrap, "edp")
+        assert set(topics) == {"edp-postgres-edge-vals", "edp-msgs"}, topics
+        decoded = Decoded(consume(broker, topics), message_topics={"edp-msgs"})
+        assert not decoded.problems, "\n".join(decoded.problems)
+        assert not [r for r in decoded.records if r.tombstone], "tombstones despite the flag"
+        kafka_events, dups, _ = unique_events(decoded.records)
+        json_events, bad = replay.read_events(out)
+        assert not bad, bad
+        assert len(kafka_events) == len(json_events) == 9, (len(kafka_events), len(json_events))
+        problems = []
+        for k, j in zip(kafka_events, json_events):
+            for field in ("op", "lsn", "commit_lsn", "xid"):
+                if k[field] != j[field]:
+                    problems.append(f"{field}: kafka {k[field]!r}, json {j[field]!r}")
+            t = datetime.datetime.strptime(j["commit_time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                tzinfo=datetime.timezone.utc)
+            if k["commit_time_us"] != (t - datetime.datetime(1970, 1, 1, tzinfo=t.tzinfo)) \
+                    // datetime.timedelta(microseconds=1):
+                problems.append(f"commit_time_us {k['commit_time_us']} vs {j['commit_time']}")
+            if k["op"] == "message":
+                if (k["prefix"], k["content"], k["transactional"]) != ("edge", b"in tx", True):
+                    problems.append(f"message {k}")
+                continue
+            for field in ("schema", "table", "key", "before", "after", "unchanged_toast"):
+                if _comparable(k[field]) != _comparable(j[field]):
+                    problems.append(f"{field} of {j['op']} {j['key']}: kafka {k[field]!r},"
+                                    f" json {j[field]!r}")
+        assert not problems, "\n".join(problems)
+        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(kafka_events),
+                                   [("edge", "vals")])
+        kinds = {}
+        for r in decoded.values():
+            if r.ev["op"] == "insert":
+                kinds[r.ev["key"]["id"]] = {c.name: c.value.WhichOneof("kind")
+                                            for c in r.event.after.columns}
+        assert [kinds[i]["t"] for i in (1, 2, 3)] == ["time_us"] * 3
+        assert [kinds[i]["d"] for i in (1, 2, 3, 4)] == ["date_days"] * 3 + ["pg_text"]
+        assert [kinds[i]["ts"] for i in (1, 2, 3, 4)] == ["timestamp_us"] * 3 + ["pg_text"]
+        assert [kinds[i]["tstz"] for i in (1, 2, 3, 4)] == ["timestamptz_us"] * 3 + ["pg_text"]
+        assert kinds[1]["ttz"] == "pg_text" and kinds[1]["nm"] == "text"
+        msgs = [r for r in decoded.values() if r.ev["op"] == "message"]
+        assert [(r.rec.topic, r.rec.key) for r in msgs] == [("edp-msgs", b"edge")]
+    finally:
+        drop_slots(db, "ed_slot")
+
+
+def _comparable(v):
+    """JSON-stream values and Kafka values side by side: NaN is not == itself."""
+    if isinstance(v, dict):
+        return {k: _comparable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_comparable(x) for x in v]
+    if isinstance(v, float) and v != v:
+        return "NaN"
+    return v
+
+
+def test_timestamps_beyond_int64_microseconds(pgfanout, cluster, broker, db, pb2):
+    """PostgreSQL accepts timestamps up to 294276-12-31 23:59:59.999999, but int64
+    microseconds since 1970 end at 294247-01-10 04:00:54.775807: later values must not come as
+    a wrapped-around timestamp_us/timestamptz_us (event.proto's pg_text is the form for values
+    outside the integer forms).  The last representable instant and the latest date keep
+    their integer forms; everything converts back to the server's text."""
+    db.execute("CREATE TABLE mx (id int4 PRIMARY KEY, ts timestamp, tstz timestamptz, d date)")
+    setup_slot(db, [("public", "mx")], "mx", reference=False)
+    try:
+        workload.tx(db, "INSERT INTO mx VALUES"
+                        " (1, '294276-12-31 23:59:59.999999', '294276-12-31 23:59:59.999999+00',"
+                        "  '5874897-12-31'),"
+                        " (2, '294247-01-10 04:00:54.775807', '294247-01-10 04:00:54.775807+00',"
+                        "  '294247-01-10')")
+        endpos = runner.current_lsn(db)
+        res = runner.run_pgfanout(kafka_args(cluster, broker, "mx_slot", "mx_pub", "mx",
+                                             "--endpos", endpos), timeout=60)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        decoded = Decoded(consume(broker, [topic_of("mx", "public", "mx")]))
+        values = {r.ev["key"]["id"]: {c.name: c.value for c in r.event.after.columns}
+                  for r in decoded.values()}
+        shown = {i: {c: (v.WhichOneof("kind"), getattr(v, v.WhichOneof("kind")))
+                     for c, v in row.items()} for i, row in values.items()}
+        assert not decoded.problems, "\n".join(decoded.problems) + f"\nvalues: {shown}"
+        events, _, _ = unique_events(decoded.records)
+        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
+                                   [("public", "mx")])
+        int64_max = 2**63 - 1
+        assert shown[2]["ts"] == ("timestamp_us", int64_max)
+        assert shown[2]["tstz"] == ("timestamptz_us", int64_max)
+        assert shown[1]["d"] == ("date_days", 2145042905)  # 5874897-12-31, PostgreSQL's last
+    finally:
+        drop_slots(db, "mx_slot")
