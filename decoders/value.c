@@ -144,8 +144,13 @@ int pgf_parse_timestamp(const char *s, size_t n, int with_zone, int64_t *us)
     }
     if (pos != n)
         return -1;
-    /* Local time = UTC + offset, so UTC = local - offset. */
-    *us = days * INT64_C(86400000000) + t - offset;
+    /* Local time = UTC + offset, so UTC = local - offset.  PostgreSQL accepts years past what
+     * int64 microseconds since 1970 can hold; those stay text rather than wrap. */
+    int64_t r;
+    if (__builtin_mul_overflow(days, INT64_C(86400000000), &r) || __builtin_add_overflow(r, t, &r) ||
+        __builtin_sub_overflow(r, offset, &r))
+        return -1;
+    *us = r;
     return 0;
 }
 

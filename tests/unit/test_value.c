@@ -165,6 +165,11 @@ static void test_typed_time(void **state)
     t = conv("1969-12-31 23:59:59.999999-00", PGF_OID_TIMESTAMPTZ, NULL);
     assert_true(t.kind == PGF_VK_TIMESTAMPTZ && t.i == -1);
     assert_int_equal(conv("-infinity", PGF_OID_TIMESTAMPTZ, NULL).kind, PGF_VK_PGTEXT);
+    /* Past int64 microseconds: text, never a wrapped number. */
+    assert_int_equal(conv("294276-12-31 23:59:59.999999", PGF_OID_TIMESTAMP, NULL).kind, PGF_VK_PGTEXT);
+    assert_int_equal(conv("294276-12-31 23:59:59.999999+00", PGF_OID_TIMESTAMPTZ, NULL).kind, PGF_VK_PGTEXT);
+    t = conv("294247-01-10 04:00:54.775807", PGF_OID_TIMESTAMP, NULL);
+    assert_true(t.kind == PGF_VK_TIMESTAMP && t.i == INT64_MAX);
     assert_int_equal(conv("2024-01-01 10:00:00", PGF_OID_TIMESTAMPTZ, NULL).kind, PGF_VK_PGTEXT);
 }
 
