@@ -243,13 +243,17 @@ static int topic_partitions(struct kafka_sink *k, struct ktopic *t)
 {
     if (t->partitions > 0)
         return t->partitions;
-    for (int attempt = 0; attempt < 3 && t->partitions <= 0; attempt++) {
+    /* A topic auto-created by this run's first record may take a few seconds to appear in
+     * metadata; a truncate is rare, so waiting here (up to ~10 s) is cheaper than losing order. */
+    for (int attempt = 0; attempt < 40 && t->partitions <= 0; attempt++) {
         const struct rd_kafka_metadata *md = NULL;
         if (rd_kafka_metadata(k->rk, 0, t->rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
-            md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0)
             t->partitions = md->topics[0].partition_cnt;
         if (md)
             rd_kafka_metadata_destroy(md);
+        if (t->partitions <= 0)
+            rd_kafka_poll(k->rk, 250); /* serves delivery reports while we wait */
     }
     return t->partitions;
 }
