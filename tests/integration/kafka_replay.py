@@ -70,6 +70,19 @@ SPECIAL_DATETIME_RE = re.compile(r"^(-?infinity|.* BC)$")
 UNCHANGED = object()  # an unchanged-TOAST value
 
 
+def beyond_int64_us(type_oid, text):
+    """True for a timestamp after 294247-01-10 04:00:54.775807 UTC, the last instant int64
+    microseconds since 1970 can hold: event.proto sends those as pg_text."""
+    if type_oid not in (OID_TIMESTAMP, OID_TIMESTAMPTZ):
+        return False
+    m = re.match(r"^(\d+)-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d+))?", text)
+    if not m:
+        return False
+    y, mo, d, h, mi, sec = (int(x) for x in m.groups()[:6])
+    frac = int((m.group(7) or "0").ljust(6, "0"))
+    return (y, mo, d, h, mi, sec, frac) > (294247, 1, 10, 4, 0, 54, 775807)
+
+
 def civil_from_days(days):
     """(year, month, day) of a day count since 1970-01-01, proleptic Gregorian
     (Howard Hinnant's civil_from_days)."""
@@ -145,7 +158,8 @@ def value_to_py(value, type_oid, where, problems):
             return getattr(value, kind)
         if kind == "pg_text":
             if type_oid in (OID_DATE, OID_TIMESTAMP, OID_TIMESTAMPTZ) and \
-                    not SPECIAL_DATETIME_RE.match(value.pg_text):
+                    not SPECIAL_DATETIME_RE.match(value.pg_text) and \
+                    not beyond_int64_us(type_oid, value.pg_text):
                 problems.append(f"{where}: ordinary date/time {value.pg_text!r} sent as pg_text")
             return value.pg_text
         if kind == "bytes_value":
