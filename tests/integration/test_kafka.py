@@ -22,6 +22,7 @@ import time
 import types
 import uuid
 
+import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -1175,3 +1176,32 @@ def test_timestamps_beyond_int64_microseconds(pgfanout, cluster, broker, db, pb2
         assert shown[1]["d"] == ("date_days", 2145042905)  # 5874897-12-31, PostgreSQL's last
     finally:
         drop_slots(db, "mx_slot")
+
+
+def test_idle_slot_confirms_keepalive_position(pgfanout, cluster, broker, db, tmp_path):
+    """With nothing in flight, the worker confirms the server's keepalive position: WAL written
+    by another database (which this slot never sends) must not stay pinned behind the slot."""
+    db.execute("CREATE TABLE idle_t (id int PRIMARY KEY)")
+    setup_slot(db, [("public", "idle_t")], "idle", reference=False)
+    db.execute("INSERT INTO idle_t VALUES (1)")
+    db.execute("CREATE DATABASE idle_other")
+    try:
+        args = kafka_args(cluster, broker, "idle_slot", "idle_pub", "idle")
+        with runner.Worker(args, stderr_path=str(tmp_path / "idle.err")) as w:
+            after_row = runner.current_lsn(db)
+            assert wait_for(lambda: confirmed_lsn(db, "idle_slot") >= lsn_to_int(after_row), 30,
+                            interval=0.2), "the one transaction was never confirmed"
+            with psycopg.connect(cluster.dsn(dbname="idle_other"), autocommit=True) as other:
+                other.execute("CREATE TABLE noise (x text)")
+                for _ in range(20):
+                    other.execute("INSERT INTO noise SELECT md5(g::text) FROM generate_series(1, 2000) g")
+                other_end = lsn_to_int(runner.current_lsn(other))
+            # Only keepalives can carry the slot past the other database's WAL.
+            assert wait_for(lambda: confirmed_lsn(db, "idle_slot") >= other_end, 60, interval=0.2), (
+                f"idle slot stuck at {confirmed_lsn(db, 'idle_slot'):X}, other database's WAL ends at "
+                f"{other_end:X}\n" + stderr_tail(w.stderr_text()))
+            assert w.running()
+            assert w.terminate(timeout=30) == 0
+    finally:
+        drop_slots(db, "idle_slot")
+        db.execute("DROP DATABASE idle_other")
