@@ -251,6 +251,10 @@ static void pause_reading(struct stream *st)
         return;
     st->paused = 1;
     event_del(st->ev_read);
+    if (st->stop_requested) {
+        stop_loop(st);
+        return;
+    }
     pgf_debug("back-pressure: %zu bytes unacknowledged, pausing the slot", inflight_bytes(st));
 }
 
@@ -341,7 +345,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     pgf_info("received %s, stopping after the current transaction", sig == SIGINT ? "SIGINT" : "SIGTERM");
     st->stop_requested = 1;
     *st->stop_signal = (sig_atomic_t)sig;
-    if (!st->in_txn)
+    /* While paused the transaction cannot finish until the sinks catch up, which may be never
+     * (broker down): stop now, the unfinished transaction stays unconfirmed. */
+    if (!st->in_txn || st->paused)
         stop_loop(st);
 }
 

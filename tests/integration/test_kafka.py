@@ -1205,3 +1205,35 @@ def test_idle_slot_confirms_keepalive_position(pgfanout, cluster, broker, db, tm
     finally:
         drop_slots(db, "idle_slot")
         db.execute("DROP DATABASE idle_other")
+
+
+def test_sigterm_while_paused_by_a_down_broker_exits_in_bounded_time(pgfanout, cluster, broker, db,
+                                                                     tmp_path):
+    """Broker down, back-pressure paused mid-transaction: SIGTERM still ends the worker within
+    --shutdown-timeout plus a margin, and the undelivered transaction stays unconfirmed."""
+    db.execute("CREATE TABLE bp_t (id int8 PRIMARY KEY, pad text)")
+    setup_slot(db, [("public", "bp_t")], "bp", reference=False)
+    err = str(tmp_path / "bp.err")
+    args = kafka_args(cluster, broker, "bp_slot", "bp_pub", "bp", "--max-inflight-bytes", "256k",
+                      "--shutdown-timeout", "3", "--log-level", "debug")
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            db.execute("INSERT INTO bp_t VALUES (0, 'warm-up')")
+            assert wait_for(lambda: high_watermarks(broker.bootstrap, topic_of("bp", "public", "bp_t")) > 0
+                            or not w.running(), 30, interval=0.2), stderr_tail(w.stderr_text())
+            broker.stop()
+            db.execute("INSERT INTO bp_t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+            big_commit = lsn_to_int(runner.current_lsn(db))
+            assert wait_for(lambda: "pausing the slot" in w.stderr_text() or not w.running(), 60,
+                            interval=0.2), stderr_tail(w.stderr_text())
+            assert w.running(), stderr_tail(w.stderr_text())
+            t0 = time.monotonic()
+            rc = w.terminate(timeout=30)
+            took = time.monotonic() - t0
+            assert rc is not None, "pgfanout did not stop within 30 s of SIGTERM"
+            print(f"\nSIGTERM while paused: exit {rc} after {took:.1f} s")
+            assert took < 15, took
+        assert confirmed_lsn(db, "bp_slot") < big_commit
+    finally:
+        broker.restart()
+        drop_slots(db, "bp_slot")
