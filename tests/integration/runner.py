@@ -202,3 +202,13 @@ class Worker:
             return ""
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    """Polls predicate() until it returns a true value or timeout s pass; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 import kafka_replay
 import replay
 import runner
+from runner import wait_for
 import workload
 from churn import Churn
 from kafka_replay import Decoded, compare_with_reference, reference_transactions, unique_events
@@ -82,15 +83,6 @@ def kafka_args(cluster, broker, slot, pub, prefix, *extra):
     return ["--dsn", cluster.dsn(), "--slot", slot, "--publication", pub, "--sink", "kafka",
             "--kafka-brokers", broker.bootstrap, "--topic-prefix", prefix,
             "--status-interval", "0.5", *extra]
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def confirmed_lsn(conn, slot):
@@ -157,6 +149,14 @@ def rss_kb(pid):
 def is_asan_binary(path):
     with open(path, "rb") as f:
         return b"__asan_init" in f.read()
+
+
+def assert_matches_reference_and_tables(db, ref, events, tables):
+    """The de-duplicated events hold exactly the reference slot's transactions, and replaying
+    them reproduces the tables."""
+    problems = compare_with_reference(ref, events)
+    assert not problems, "\n".join(problems)
+    replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events), tables)
 
 
 def stderr_tail(text, n=3000):
@@ -758,10 +758,7 @@ def test_broker_outage_holds_the_slot_and_resumes(pgfanout, cluster, broker, db,
         assert rc == 0, f"SIGTERM exit code {rc}:\n{stderr_tail(stderr)}"
         assert not decoded.problems, decoded.problems[:10]
         assert not conflicts
-        problems = compare_with_reference(ref, events)
-        assert not problems, "\n".join(problems)
-        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
-                                   churn.tables)
+        assert_matches_reference_and_tables(db, ref, events, churn.tables)
     finally:
         churn.stop()
         churn.join(60)
@@ -824,10 +821,7 @@ def test_postgres_restart_reconnects_and_loses_nothing(pgfanout, cluster, broker
         print(f"postgres restart: {kafka_replay.count_changes(ref)} changes in {len(ref)}"
               f" transactions, {len(records)} records, {dups} duplicates")
         assert not conflicts
-        problems = compare_with_reference(ref, events)
-        assert not problems, "\n".join(problems)
-        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
-                                   churn.tables)
+        assert_matches_reference_and_tables(db, ref, events, churn.tables)
     finally:
         churn.stop()
         churn.join(60)
@@ -900,10 +894,7 @@ def test_sigterm_drains_confirms_and_exits_zero(pgfanout, cluster, broker, db, p
         events, dups, conflicts = unique_events(both.records)
         assert not conflicts
         assert dups == 0, f"{dups} records delivered twice across a clean SIGTERM stop"
-        problems = compare_with_reference(ref, events)
-        assert not problems, "\n".join(problems)
-        replay.assert_tables_match(db, replay.Replayer(strict=True).apply_all(events),
-                                   churn.tables)
+        assert_matches_reference_and_tables(db, ref, events, churn.tables)
     finally:
         churn.stop()
         churn.join(60)

@@ -15,6 +15,7 @@ import pytest
 
 import replay
 import runner
+from runner import wait_for
 import workload
 from pgcluster import PgCluster
 from replay import row_events
@@ -44,16 +45,6 @@ def admin(cluster):
 
 def base_args(cluster, slot, pub):
     return ["--dsn", cluster.dsn(), "--slot", slot, "--publication", pub]
-
-
-def wait_for(predicate, timeout, interval=0.05):
-    """Polls predicate() until it returns a true value or timeout s pass; returns it."""
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value or time.time() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def start_and_stop_creating(cluster, admin, tmp, slot, pub, extra=()):
