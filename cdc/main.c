@@ -1,13 +1,18 @@
 /* main.c - pgfanout: the only place that decides to exit. */
+#include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cdc/catalog.h"
+#include "cdc/config.h"
 #include "cdc/log.h"
 #include "cdc/options.h"
 #include "cdc/replconn.h"
 #include "cdc/stream.h"
+#include "sinks/redis_sink.h"
 #include "sinks/sink.h"
 
 #ifndef PGFANOUT_VERSION
@@ -24,13 +29,42 @@ static void on_stop_signal(int sig)
     stop_signal = sig;
 }
 
-/* Sleeps up to ms, waking early when a stop signal arrives. */
-static void sleep_interruptible(int ms)
+/* Waits up to ms, waking early when a stop signal arrives.  The event loop runs meanwhile,
+ * so sinks keep delivering (and Redis keeps reconnecting) while PostgreSQL is away. */
+static void sleep_interruptible(struct event_base *base, int ms)
 {
     for (int slept = 0; slept < ms && !stop_signal; slept += 100) {
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
+        struct timeval tv = {0, 100 * 1000};
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
     }
+}
+
+/* The redis section in effect: the config file's, or an empty one, with --redis applied.
+ * host_buf holds a host parsed out of --redis.  Returns 0, or -1 after printing why. */
+static int redis_settings(const struct pgf_options *opts, const struct pgf_config *cfg, struct pgf_redis_cfg *out,
+                          char *host_buf, size_t host_len)
+{
+    memset(out, 0, sizeof *out);
+    if (cfg && cfg->redis)
+        *out = *cfg->redis;
+    if (opts->redis_addr == NULL)
+        return 0;
+    const char *colon = strrchr(opts->redis_addr, ':');
+    if (opts->redis_addr[0] == '/' || colon == NULL) {
+        snprintf(host_buf, host_len, "%s", opts->redis_addr);
+    } else {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end != '\0' || port <= 0 || port > 65535 || colon == opts->redis_addr) {
+            pgf_error("invalid --redis '%s': expected HOST:PORT or a unix socket path", opts->redis_addr);
+            return -1;
+        }
+        snprintf(host_buf, host_len, "%.*s", (int)(colon - opts->redis_addr), opts->redis_addr);
+        out->port = (unsigned)port;
+    }
+    out->host = host_buf;
+    return 0;
 }
 
 /* Connects, prepares and starts streaming; returns the connection, or NULL with err set and
@@ -50,15 +84,19 @@ static PGconn *start_stream(const struct pgf_options *opts, struct pgf_server_in
     return conn;
 }
 
-/* Opens the sinks the options name; returns how many, or 0 with err set. */
-static size_t open_sinks(const struct pgf_options *opts, const char *database, struct sink **sinks, char *err,
+/* Opens the sinks the options name; returns how many, or 0 with err set.  Takes ownership
+ * of rules, whatever happens. */
+static size_t open_sinks(const struct pgf_options *opts, const char *database, const struct pgf_redis_cfg *redis,
+                         struct pgf_redis_rules *rules, struct event_base *base, struct sink **sinks, char *err,
                          size_t errlen)
 {
     size_t n = 0;
-    if (opts->sink_stdout && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL)
+    if (opts->sink_stdout && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL) {
         n++;
-    else if (opts->sink_stdout)
+    } else if (opts->sink_stdout) {
+        pgf_redis_rules_free(rules);
         return 0;
+    }
     if (opts->sink_kafka) {
         struct kafka_sink_config kc = {
             .brokers = opts->kafka_brokers,
@@ -71,6 +109,17 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, s
             .database = database,
         };
         if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
+            pgf_redis_rules_free(rules);
+            while (n > 0)
+                sink_close(sinks[--n]);
+            return 0;
+        }
+        n++;
+    }
+    if (opts->sink_redis) {
+        pgf_catalog_check_rules(opts->dsn, opts->publication, rules);
+        struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base};
+        if ((sinks[n] = redis_sink_open(&rc, err, errlen)) == NULL) {
             while (n > 0)
                 sink_close(sinks[--n]);
             return 0;
@@ -95,6 +144,26 @@ int main(int argc, char **argv)
         printf("pgfanout %s\n", PGFANOUT_VERSION);
         return 0;
     }
+    struct pgf_config *cfg = NULL;
+    char err[2048];
+    if (opts.config_path && pgf_config_load(opts.config_path, &cfg, err, sizeof err) != 0) {
+        pgf_error("%s", err);
+        return 2;
+    }
+    struct pgf_redis_cfg redis;
+    char redis_host[256];
+    struct pgf_redis_rules *rules = NULL;
+    if (redis_settings(&opts, cfg, &redis, redis_host, sizeof redis_host) != 0) {
+        pgf_config_free(cfg);
+        return 2;
+    }
+    /* Rules are checked before anything connects, so a typo never touches the server. */
+    if (opts.sink_redis && (redis_sink_validate(&redis, err, sizeof err) != 0 ||
+                            (rules = pgf_redis_rules_new(&redis, opts.config_path, err, sizeof err)) == NULL)) {
+        pgf_error("%s", err);
+        pgf_config_free(cfg);
+        return 2;
+    }
     /* A closed stdout must surface as a write error, not kill us before we can report it. */
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
@@ -103,27 +172,32 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    char err[2048];
     struct pgf_server_info info;
     int fatal;
     /* The first connection must work: a wrong DSN or setup is reported, not retried. */
     PGconn *conn = start_stream(&opts, &info, err, sizeof err, &fatal);
-    if (conn == NULL) {
-        pgf_error("%s", err);
+    struct event_base *base = conn ? event_base_new() : NULL;
+    if (conn == NULL || base == NULL) {
+        pgf_error("%s", conn ? "out of memory" : err);
+        PQfinish(conn);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
         return 1;
     }
-    struct sink *sinks[2];
-    size_t nsinks = open_sinks(&opts, info.database, sinks, err, sizeof err);
+    struct sink *sinks[3];
+    size_t nsinks = open_sinks(&opts, info.database, &redis, rules, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
         PQfinish(conn);
+        event_base_free(base);
+        pgf_config_free(cfg);
         return 1;
     }
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
 
     int rc = 0, backoff_ms = 1000, attempt = 0;
     for (;;) {
-        enum pgf_stream_result r = pgf_stream_run(conn, &opts, sinks, nsinks, info.confirmed_flush, &stop_signal);
+        enum pgf_stream_result r = pgf_stream_run(conn, &opts, sinks, nsinks, info.confirmed_flush, &stop_signal, base);
         PQfinish(conn);
         conn = NULL;
         if (r != PGF_STREAM_LOST) {
@@ -134,7 +208,7 @@ int main(int argc, char **argv)
         while (conn == NULL && !stop_signal) {
             attempt++;
             pgf_warn("reconnecting to PostgreSQL in %d ms (attempt %d)", backoff_ms, attempt);
-            sleep_interruptible(backoff_ms);
+            sleep_interruptible(base, backoff_ms);
             if (stop_signal)
                 break;
             conn = start_stream(&opts, &info, err, sizeof err, &fatal);
@@ -165,5 +239,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < nsinks; i++)
         sink_close(sinks[i]);
+    event_base_free(base);
+    pgf_config_free(cfg);
     return rc;
 }

@@ -12,7 +12,7 @@
 enum { OPT_SLOT = 256, OPT_PUBLICATION, OPT_CREATE_SLOT, OPT_CREATE_PUBLICATION, OPT_TABLES,
        OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION, OPT_KAFKA_BROKERS,
        OPT_KAFKA_CONF, OPT_TOPIC_TEMPLATE, OPT_TOPIC_PREFIX, OPT_MESSAGE_TOPIC, OPT_NO_TOMBSTONES,
-       OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT };
+       OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT, OPT_CONFIG, OPT_REDIS };
 
 static const struct option long_options[] = {
     {"dsn", required_argument, NULL, 'd'},
@@ -34,6 +34,8 @@ static const struct option long_options[] = {
     {"no-tombstones", no_argument, NULL, OPT_NO_TOMBSTONES},
     {"max-inflight-bytes", required_argument, NULL, OPT_MAX_INFLIGHT},
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"redis", required_argument, NULL, OPT_REDIS},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -62,7 +64,11 @@ void pgf_options_usage(FILE *out)
         "\n"
         "Output:\n"
         "      --sink LIST          where events go, comma-separated: stdout (default; one JSON object\n"
-        "                           per line) and/or kafka (protobuf pgfanout.v1.Event records)\n"
+        "                           per line), kafka (protobuf pgfanout.v1.Event records) and/or\n"
+        "                           redis (cache invalidation by the rules in --config)\n"
+        "      --config FILE        YAML configuration: the redis section's rules (see pgfanout.example.yaml)\n"
+        "      --redis HOST:PORT    Redis server for --sink redis (overrides redis.host and redis.port);\n"
+        "                           a path starting with / is a unix socket. Password: PGFANOUT_REDIS_PASSWORD\n"
         "  -o, --output FILE        append JSON lines to FILE instead of standard output\n"
         "      --kafka-brokers LIST bootstrap servers, e.g. 127.0.0.1:9092\n"
         "      --kafka-conf K=V     any librdkafka setting, applied after pgfanout's defaults\n"
@@ -172,6 +178,8 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
             }
             break;
         case 'o': opts->output = optarg; break;
+        case OPT_CONFIG: opts->config_path = optarg; break;
+        case OPT_REDIS: opts->redis_addr = optarg; break;
         case 'h': opts->show_help = 1; break;
         case OPT_VERSION: opts->show_version = 1; break;
         case OPT_ENDPOS:
@@ -221,13 +229,15 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
             opts->sink_stdout = 1;
         else if (strcmp(name, "kafka") == 0)
             opts->sink_kafka = 1;
+        else if (strcmp(name, "redis") == 0)
+            opts->sink_redis = 1;
         else {
-            fprintf(stderr, "pgfanout: unknown sink '%s' in --sink: allowed are stdout, kafka\n", name);
+            fprintf(stderr, "pgfanout: unknown sink '%s' in --sink: allowed are stdout, kafka, redis\n", name);
             return -1;
         }
     }
-    if (!opts->sink_stdout && !opts->sink_kafka) {
-        fprintf(stderr, "pgfanout: --sink names no sink: allowed are stdout, kafka\n");
+    if (!opts->sink_stdout && !opts->sink_kafka && !opts->sink_redis) {
+        fprintf(stderr, "pgfanout: --sink names no sink: allowed are stdout, kafka, redis\n");
         return -1;
     }
     if (opts->sink_kafka && opts->kafka_brokers == NULL) {

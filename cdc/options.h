@@ -18,6 +18,9 @@ struct pgf_options {
     int status_interval_ms;
     int sink_stdout;
     int sink_kafka;
+    int sink_redis;
+    const char *config_path; /* --config: YAML file, or NULL */
+    const char *redis_addr;  /* --redis HOST:PORT or /socket, or NULL for the config's */
     const char *kafka_brokers;
     const char *topic_template;
     const char *topic_prefix;

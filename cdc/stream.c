@@ -34,6 +34,7 @@ struct stream {
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
     int failed;
     int lost; /* the connection broke; the caller reconnects */
+    int stopped; /* stop_loop ran: the loop is shared, so its own break flag is not ours */
 };
 
 /* Writes a big-endian 64-bit integer. */
@@ -77,6 +78,7 @@ static int send_feedback(struct stream *st)
 /* Ends the loop; final feedback is sent by the caller once the loop has stopped. */
 static void stop_loop(struct stream *st)
 {
+    st->stopped = 1;
     event_base_loopbreak(st->base);
 }
 
@@ -282,7 +284,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         stop_loop(st);
         return;
     }
-    while (!event_base_got_break(st->base)) {
+    while (!st->stopped) {
         if (over_limit(st)) {
             pause_reading(st);
             return;
@@ -370,18 +372,16 @@ static void end_copy(struct stream *st)
 
 /* Runs the loop; see stream.h. */
 enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks,
-                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal)
+                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal,
+                                      struct event_base *base)
 {
-    struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks, .stop_signal = stop_signal};
+    struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks, .stop_signal = stop_signal,
+                        .base = base};
     /* Start from the slot's position, so no feedback can ever move it backwards. */
     st.cp.written = st.cp.idle = st.cp.confirmed = confirmed;
     st.dec = pgo_decoder_new();
-    st.base = event_base_new();
-    if (st.dec == NULL || st.base == NULL) {
+    if (st.dec == NULL) {
         pgf_error("out of memory starting the stream");
-        pgo_decoder_free(st.dec);
-        if (st.base)
-            event_base_free(st.base);
         return PGF_STREAM_FAILED;
     }
     struct event *events[8];
@@ -405,8 +405,11 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     /* libpq may already hold data read during START_REPLICATION; serve it before waiting. */
     else
         on_readable(PQsocket(conn), EV_READ, &st);
-    if (!event_base_got_break(st.base) && !st.stop_requested)
+    if (!st.stopped && !st.stop_requested)
         event_base_dispatch(st.base);
+    /* The sinks may run the loop while they drain; the slot must not be read meanwhile. */
+    for (size_t i = 0; i < nevents; i++)
+        event_del(events[i]);
 
     if (st.in_txn) {
         /* Cut off mid-transaction: the slot will send it again, so close its entry in every
@@ -431,7 +434,6 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
 
     for (size_t i = 0; i < nevents; i++)
         event_free(events[i]);
-    event_base_free(st.base);
     pgo_decoder_free(st.dec);
     if (st.failed)
         return PGF_STREAM_FAILED;

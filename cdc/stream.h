@@ -18,11 +18,15 @@ enum pgf_stream_result {
     PGF_STREAM_LOST = 2,   /* the connection to PostgreSQL broke: reconnect and resume */
 };
 
+struct event_base;
+
 /* Streams from conn, already in COPY BOTH mode, until --endpos, a signal or an error.
  * confirmed is the slot's confirmed position: feedback never goes below it.  A SIGINT or
- * SIGTERM caught while streaming is also stored in *stop_signal.  Takes ownership of
- * nothing: the caller closes conn and the sinks. */
+ * SIGTERM caught while streaming is also stored in *stop_signal.  base is the process's one
+ * event loop, which sinks share; the stream adds its events and removes them on return.
+ * Takes ownership of nothing: the caller closes conn and the sinks. */
 enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks,
-                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal);
+                                      size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal,
+                                      struct event_base *base);
 
 #endif

@@ -5,7 +5,9 @@ pkgs=(build-essential cmake pkg-config git
       libpq-dev postgresql-15 postgresql-client-15
       libevent-dev libjansson-dev libcmocka-dev libssl-dev
       librdkafka-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler kcat
-      python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka)
+      libhiredis-dev libcyaml-dev libyaml-dev redis-server redis-tools
+      python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka python3-redis
+      python3-django python3-django-redis python3-django-cachalot python3-psycopg2)
 # Java and Maven fetch and run the Kafka broker for tests; the machine image may already
 # carry its own JDK, so only ask apt when the commands are missing.
 command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)

@@ -18,18 +18,13 @@
 #include "decoders/event.h"
 #include "sinks/proto_event.h"
 #include "sinks/sink.h"
+#include "sinks/txn_ring.h"
 
 /* What librdkafka holds per queued record beyond its key and value (message struct, headers,
  * batching), measured at about 600 bytes with our four headers.  Counting it makes
  * --max-inflight-bytes bound real memory, not just payload. */
 #define KAFKA_RECORD_OVERHEAD 640
 
-/* One transaction (or non-transactional message) with records in flight. */
-struct ktxn {
-    uint64_t end_lsn;
-    uint32_t pending;
-    int committed;
-};
 
 /* A relation's topic, cached so the template is expanded once per relation. */
 struct ktopic {
@@ -47,10 +42,8 @@ struct kafka_sink {
     struct kafka_sink_config cfg;
     struct pgf_proto *proto;
 
-    struct ktxn *ring; /* entry of sequence s at ring[s & (cap - 1)] */
-    uint64_t head, tail; /* live sequences are [head, tail) */
-    size_t cap;
-    int open; /* tail - 1 is the transaction being emitted */
+    struct txn_ring ring; /* one txn_head per transaction; pending counts records in flight */
+    int open; /* ring.tail - 1 is the transaction being emitted */
     uint32_t txn_index;
 
     struct ktopic *topics;
@@ -62,27 +55,16 @@ struct kafka_sink {
 };
 
 /* Returns the ring entry of sequence seq. */
-static struct ktxn *txn_at(struct kafka_sink *k, uint64_t seq)
+static struct txn_head *txn_at(struct kafka_sink *k, uint64_t seq)
 {
-    return &k->ring[seq & (k->cap - 1)];
+    return txn_ring_at(&k->ring, seq);
 }
 
-/* Opens a new transaction entry, growing the ring when full; returns 0 or -1. */
+/* Opens a new transaction entry; returns 0 or -1 when out of memory. */
 static int txn_open(struct kafka_sink *k)
 {
-    if (k->tail - k->head == k->cap) {
-        size_t ncap = k->cap * 2;
-        struct ktxn *n = malloc(ncap * sizeof *n);
-        if (n == NULL)
-            return -1;
-        for (uint64_t s = k->head; s < k->tail; s++)
-            n[s & (ncap - 1)] = *txn_at(k, s);
-        free(k->ring);
-        k->ring = n;
-        k->cap = ncap;
-    }
-    struct ktxn *t = txn_at(k, k->tail++);
-    memset(t, 0, sizeof *t);
+    if (txn_ring_push(&k->ring) == NULL)
+        return -1;
     k->open = 1;
     k->txn_index = 0;
     return 0;
@@ -91,14 +73,8 @@ static int txn_open(struct kafka_sink *k)
 /* Moves acked_lsn across every leading transaction that is committed and fully delivered. */
 static void txn_advance(struct kafka_sink *k)
 {
-    while (k->head < k->tail) {
-        struct ktxn *t = txn_at(k, k->head);
-        if (!t->committed || t->pending > 0)
-            break;
-        if (t->end_lsn > k->base.acked_lsn)
-            k->base.acked_lsn = t->end_lsn;
-        k->head++;
-    }
+    while (txn_ring_done_head(&k->ring))
+        txn_ring_pop(&k->ring, &k->base.acked_lsn);
 }
 
 /* Delivery report, served on our thread by rd_kafka_poll: counts a record down, or records
@@ -119,7 +95,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                      rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
         return;
     }
-    if (seq >= k->head && seq < k->tail && txn_at(k, seq)->pending > 0)
+    if (seq >= k->ring.head && seq < k->ring.tail && txn_at(k, seq)->pending > 0)
         txn_at(k, seq)->pending--;
 }
 
@@ -279,7 +255,7 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
             n += (size_t)snprintf(table + n, sizeof table - n, "%s%s.%s", i ? "," : "", r->nspname, r->relname);
         }
     }
-    uint64_t seq = k->tail - 1;
+    uint64_t seq = k->ring.tail - 1;
     for (;;) {
         rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
         rd_kafka_header_add(hdrs, "op", -1, op, -1);
@@ -360,7 +336,7 @@ static int kafka_commit(struct sink *sink, const struct pgf_txn *txn)
     struct kafka_sink *k = (struct kafka_sink *)sink;
     if (!k->open && txn_open(k)) /* a transaction with no rows for us still needs its place */
         return sink_fail(sink, "out of memory");
-    struct ktxn *t = txn_at(k, k->tail - 1);
+    struct txn_head *t = txn_at(k, k->ring.tail - 1);
     t->end_lsn = txn->end_lsn;
     t->committed = 1;
     k->open = 0;
@@ -388,13 +364,13 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
     struct kafka_sink *k = (struct kafka_sink *)sink;
     int64_t deadline = pgf_pgtime_now() + (int64_t)timeout_ms * 1000;
     /* An unfinished transaction (after an error mid-way) can never be acked: stop there. */
-    while (k->head < k->tail && txn_at(k, k->head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
+    while (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
         rd_kafka_poll(k->rk, 100);
         txn_advance(k);
     }
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
-    if (k->head < k->tail && txn_at(k, k->head)->committed)
+    if (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed)
         return sink_fail(sink, "%zu records still unacknowledged after %d ms; they were not confirmed and "
                                "will be replayed on restart",
                          sink->inflight_msgs, timeout_ms);
@@ -425,7 +401,7 @@ static void kafka_close(struct sink *sink)
         close(k->pipe_wr);
     pgf_proto_free(k->proto);
     free(k->topics);
-    free(k->ring);
+    txn_ring_free(&k->ring);
     free(k);
 }
 
@@ -508,10 +484,8 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->base.wake_fd = -1;
     k->pipe_wr = -1;
     k->cfg = *cfg;
-    k->cap = 64;
-    k->ring = calloc(k->cap, sizeof *k->ring);
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
-    if (k->ring == NULL || k->proto == NULL) {
+    if (txn_ring_init(&k->ring, sizeof(struct txn_head)) != 0 || k->proto == NULL) {
         snprintf(errbuf, errlen, "out of memory");
         kafka_close(&k->base);
         return NULL;

@@ -11,6 +11,8 @@
 
 #include "decoders/pgoutput.h"
 
+struct pgf_hist;
+
 /* The transaction a change belongs to; valid from its Begin until its Commit is emitted. */
 struct pgf_txn {
     uint32_t xid;
@@ -53,6 +55,7 @@ struct sink {
     size_t inflight_bytes;  /* emitted but not yet acked; drives back-pressure */
     size_t inflight_msgs;
     int wake_fd;            /* readable when poll() has work (acks to serve), or -1 */
+    const struct pgf_hist *latency; /* commit-to-ack latency, for sinks that measure it, or NULL */
     char errstr[512];
 };
 
