@@ -132,6 +132,9 @@ static int compile_tmpl(struct tmpl *t, const char *src, const char *cfgpath, co
             pt->is_col = 1;
             pt->text = strdup(name);
             pt->len = strlen(name);
+            if (pt->text == NULL)
+                return -1;
+            t->nparts++; /* counted now, so free_tmpl releases it if a filter is bad */
             for (char *f = strtok_r(NULL, "|", &save); f; f = strtok_r(NULL, "|", &save)) {
                 int found = -1;
                 for (int i = 0; i < (int)(sizeof filter_names / sizeof *filter_names); i++)
@@ -147,6 +150,7 @@ static int compile_tmpl(struct tmpl *t, const char *src, const char *cfgpath, co
                 pt->filters[pt->nfilters++] = (enum filter)found;
             }
             p = close + 1;
+            continue;
         } else {
             size_t n = strcspn(p, "{}");
             if (n == 0) { /* a lone '}' */
