@@ -403,6 +403,7 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
         return -1;
     const char *argv[KEYS_PER_DEL + 1];
     size_t argl[KEYS_PER_DEL + 1];
+    char lsn[24]; /* lives until the command is formatted below */
     int argc = 0;
     if (e.kind == E_DEL || e.kind == E_UNLINK) {
         int kind = e.kind;
@@ -433,7 +434,6 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
         r->keys_sent += (uint64_t)argc;
         argc++;
     } else {
-        char lsn[24];
         switch (e.kind) {
         case E_PUBLISH:
             argv[0] = "PUBLISH", argv[1] = e.a, argv[2] = e.b;
