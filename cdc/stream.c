@@ -420,11 +420,15 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     }
     if (!st.lost) {
         /* Drain what the sinks still owe, then confirm exactly what they acked. */
-        for (size_t i = 0; i < nsinks; i++)
-            if (sink_flush(sinks[i], opts->shutdown_timeout_ms) != 0) {
+        for (size_t i = 0; i < nsinks; i++) {
+            int rc = sink_flush(sinks[i], opts->shutdown_timeout_ms);
+            if (rc > 0) { /* out of time: unconfirmed, so the slot replays it; not an error */
+                pgf_warn("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+            } else if (rc < 0) {
                 pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
                 st.failed = 1;
             }
+        }
         if (send_feedback(&st) == 0)
             end_copy(&st);
     }

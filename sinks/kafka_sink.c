@@ -370,10 +370,12 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
     }
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
-    if (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed)
-        return sink_fail(sink, "%zu records still unacknowledged after %d ms; they were not confirmed and "
-                               "will be replayed on restart",
-                         sink->inflight_msgs, timeout_ms);
+    if (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed) {
+        sink_fail(sink, "%zu records still unacknowledged after %d ms; they were not confirmed and "
+                        "will be replayed on restart",
+                  sink->inflight_msgs, timeout_ms);
+        return 1;
+    }
     return 0;
 }
 

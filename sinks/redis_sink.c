@@ -473,6 +473,9 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
  * fewer than MAX_OUTSTANDING commands await replies. */
 static void kick(struct redis_sink *r)
 {
+    /* Empty transactions are acked without being sent, so head can pass send_seq. */
+    if (r->send_seq < r->ring.head)
+        r->send_seq = r->ring.head;
     while (r->state == C_READY && !r->failure[0] && r->send_seq < r->ring.tail) {
         struct rtxn *t = txn_at(r, r->send_seq);
         if (!t->h.committed)
@@ -798,10 +801,12 @@ static int redis_flush(struct sink *sink, int timeout_ms)
     }
     if (r->failure[0])
         return sink_fail(sink, "%s", r->failure);
-    if (r->ring.head < r->ring.tail && txn_at(r, r->ring.head)->h.committed)
-        return sink_fail(sink, "%zu transactions still unacknowledged by Redis after %d ms; they were not "
-                               "confirmed and will be replayed on restart",
-                         (size_t)(r->ring.tail - r->ring.head), timeout_ms);
+    if (r->ring.head < r->ring.tail && txn_at(r, r->ring.head)->h.committed) {
+        sink_fail(sink, "%zu transactions still unacknowledged by Redis after %d ms; they were not "
+                        "confirmed and will be replayed on restart",
+                  (size_t)(r->ring.tail - r->ring.head), timeout_ms);
+        return 1;
+    }
     return 0;
 }
 

@@ -42,7 +42,9 @@ struct sink_ops {
     int (*commit)(struct sink *sink, const struct pgf_txn *txn);
     /* Serves delivery reports without blocking; returns 0, or -1 with errstr set. */
     int (*poll)(struct sink *sink);
-    /* Waits up to timeout_ms for everything committed to be acked; returns 0 when all is. */
+    /* Waits up to timeout_ms for everything committed to be acked.  Returns 0 when all is, 1
+     * with errstr set when time ran out (the rest stays unconfirmed in the slot: nothing is
+     * lost), or -1 with errstr set on a permanent failure. */
     int (*flush)(struct sink *sink, int timeout_ms);
     /* Releases the sink; the pointer is invalid afterwards. */
     void (*close)(struct sink *sink);
