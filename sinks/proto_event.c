@@ -53,22 +53,6 @@ void pgf_proto_free(struct pgf_proto *p)
     free(p);
 }
 
-/* Makes *buf hold at least need bytes, keeping nothing; returns 0 or -1. */
-static int reserve(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 256;
-    while (n < need)
-        n *= 2;
-    uint8_t *b = realloc(*buf, n);
-    if (b == NULL)
-        return -1;
-    *buf = b;
-    *cap = n;
-    return 0;
-}
-
 /* Grows the column scratch to natts columns; returns 0 or -1. */
 static int reserve_cols(struct pgf_proto *p, size_t natts)
 {
@@ -202,7 +186,7 @@ static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const st
 static size_t pack(const ProtobufCMessage *m, uint8_t **buf, size_t *cap, int *ok)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
-    if (reserve(buf, cap, n ? n : 1)) {
+    if (sink_grow((void **)buf, cap, n ? n : 1)) {
         *ok = 0;
         return 0;
     }
@@ -275,7 +259,7 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     if (op == PGF_OP_INSERT || op == PGF_OP_UPDATE || op == PGF_OP_DELETE) {
         const struct pgo_change *c = &msg->u.change;
         if (reserve_cols(p, c->rel->natts) ||
-            reserve(&p->arena, &p->arena_cap,
+            sink_grow((void **)&p->arena, &p->arena_cap,
                     tuple_arena_need(op != PGF_OP_DELETE ? &c->new_tuple : NULL) +
                         tuple_arena_need(c->old_kind ? &c->old_tuple : NULL)))
             return -1;

@@ -58,22 +58,6 @@ struct pgf_redis_rules {
     size_t cap, tmpcap;
 };
 
-/* Ensures *p holds at least need bytes; returns 0, or -1 when out of memory. */
-static int reserve(char **p, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t ncap = *cap ? *cap : 256;
-    while (ncap < need)
-        ncap *= 2;
-    char *n = realloc(*p, ncap);
-    if (n == NULL)
-        return -1;
-    *p = n;
-    *cap = ncap;
-    return 0;
-}
-
 /* Writes an error for setting keypath, with its line in the config file when found. */
 static void setting_error(char *err, size_t errlen, const char *cfgpath, const char *keypath, const char *fmt,
                           const char *a, const char *b)
@@ -359,7 +343,7 @@ static void hex_digest(const EVP_MD *md, const char *data, size_t len, char *out
 /* Appends len bytes to the key buffer at *at; returns 0 or -1. */
 static int put(struct pgf_redis_rules *r, size_t *at, const char *s, size_t len)
 {
-    if (reserve(&r->buf, &r->cap, *at + len + 1) != 0)
+    if (sink_grow((void **)&r->buf, &r->cap, *at + len + 1) != 0)
         return -1;
     memcpy(r->buf + *at, s, len);
     *at += len;
@@ -372,7 +356,7 @@ static int put_filtered(struct pgf_redis_rules *r, size_t *at, const struct part
 {
     if (pt->nfilters == 0)
         return put(r, at, s, len);
-    if (reserve(&r->tmp, &r->tmpcap, len + 65) != 0)
+    if (sink_grow((void **)&r->tmp, &r->tmpcap, len + 65) != 0)
         return -1;
     memmove(r->tmp, s, len);
     for (int f = 0; f < pt->nfilters; f++) {

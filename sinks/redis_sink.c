@@ -98,22 +98,6 @@ struct redis_sink {
     char failure[512];
 };
 
-/* Grows b to hold need bytes; returns 0 or -1. */
-static int buf_reserve(struct buf *b, size_t need)
-{
-    if (need <= b->cap)
-        return 0;
-    size_t ncap = b->cap ? b->cap : 1024;
-    while (ncap < need)
-        ncap *= 2;
-    char *n = realloc(b->p, ncap);
-    if (n == NULL)
-        return -1;
-    b->p = n;
-    b->cap = ncap;
-    return 0;
-}
-
 /* Returns transaction seq's entry. */
 static struct rtxn *txn_at(struct redis_sink *r, uint64_t seq)
 {
@@ -260,7 +244,7 @@ static int add_entry(struct redis_sink *r, int kind, const char *a, size_t alen,
     }
     if (alen > UINT32_MAX - 16 || blen > UINT32_MAX - 16 || t->mem.len + alen + blen + 9 > UINT32_MAX)
         return -1;
-    if (buf_reserve(&t->mem, t->mem.len + 9 + alen + blen) != 0)
+    if (sink_grow((void **)&t->mem.p, &t->mem.cap, t->mem.len + 9 + alen + blen) != 0)
         return -1;
     char *e = t->mem.p + t->mem.len;
     uint32_t l32 = (uint32_t)alen, b32 = (uint32_t)blen;
@@ -331,7 +315,7 @@ static const char *spill_bytes(struct redis_sink *r, uint64_t seq, struct rtxn *
     size_t want = len > (256u << 10) ? len : (256u << 10);
     if (want > t->spill_len - off)
         want = (size_t)(t->spill_len - off);
-    if (want < len || buf_reserve(&r->rd, want) != 0)
+    if (want < len || sink_grow((void **)&r->rd.p, &r->rd.cap, want) != 0)
         return NULL;
     ssize_t got = pread(fileno(t->spill), r->rd.p, want, (off_t)off);
     if (got < 0 || (size_t)got < len)
@@ -412,7 +396,7 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
         uint64_t end = txn_size(t);
         /* Copy the keys: reading further entries may move the spill window under them. */
         while (argc < KEYS_PER_DEL) {
-            if (buf_reserve(&r->args, r->args.len + e.alen) != 0)
+            if (sink_grow((void **)&r->args.p, &r->args.cap, r->args.len + e.alen) != 0)
                 return sink_fail(&r->base, "out of memory");
             memcpy(r->args.p + r->args.len, e.a, e.alen);
             offs[argc] = r->args.len;

@@ -88,6 +88,10 @@ struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
  * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
 struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
 
+/* Grows the buffer *buf (capacity *cap) to hold at least need bytes, doubling from 256 and
+ * keeping its contents; returns 0, or -1 when out of memory (the buffer is unchanged). */
+int sink_grow(void **buf, size_t *cap, size_t need);
+
 /* Sets sink->errstr from a format and returns -1, for sinks' error paths. */
 int sink_fail(struct sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

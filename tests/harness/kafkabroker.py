@@ -25,6 +25,8 @@ import tempfile
 import time
 import uuid
 
+from ports import free_port  # noqa: F401  (re-exported)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 FETCH_SCRIPT = os.path.join(REPO, "scripts", "fetch-kafka.sh")
@@ -47,12 +49,6 @@ logger.authorizer.level = WARN
 JVM_OPTS = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-Xss512k", "-Djava.awt.headless=true", "-Dlog4j2.shutdownHookEnabled=false"]
 
-
-def free_port():
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _default_classpath_file():

@@ -5,19 +5,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
+from ports import free_port  # noqa: F401  (re-exported)
+
 PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
-
-def free_port():
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgCluster:

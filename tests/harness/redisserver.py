@@ -12,21 +12,16 @@ on the same port with the same settings.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import redis
 
+from ports import free_port  # noqa: F401  (re-exported)
+
 REDIS_SERVER = os.environ.get("PGFANOUT_REDIS_SERVER", "/usr/bin/redis-server")
 
-
-def free_port():
-    """Returns a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
