@@ -3,7 +3,8 @@ tests/harness/kafkabroker.py): the protobuf events of the type-rich workload rep
 source tables (with tombstones, headers, truncates in every partition, the message topic);
 per-key order; SIGKILL at random points; a broker outage; a PostgreSQL restart; SIGTERM;
 permanent delivery errors (client- and broker-side); bad producer settings; both sinks at
-once against each other; timestamps beyond int64 microseconds.
+once against each other; timestamps beyond int64 microseconds; Kafka and Redis together, where
+both must ack before the slot moves.
 
 Every test uses its own tables, slot, publication and topic prefix on one cluster and one
 broker.  Events are identified exactly by (Source.commit_lsn, Source.txn_index); where a test
@@ -1228,3 +1229,53 @@ def test_sigterm_while_paused_by_a_down_broker_exits_in_bounded_time(pgfanout, c
     finally:
         broker.restart()
         drop_slots(db, "bp_slot")
+
+
+def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db, tmp_path):
+    """With --sink kafka,redis the slot moves past a transaction only when both sinks acked it:
+    Redis down holds the slot even though Kafka acked everything; when Redis is back every
+    key is invalidated, and Kafka has every change."""
+    from redisserver import RedisServer
+    db.execute("CREATE TABLE kr_t (id int8 PRIMARY KEY, v text)")
+    db.execute("INSERT INTO kr_t SELECT g, 'v' FROM generate_series(1, 200) g")
+    setup_slot(db, [("public", "kr_t")], "kr", reference=False)
+    cfg = tmp_path / "kr.yaml"
+    cfg.write_text("redis:\n  command_timeout_ms: 2000\n  rules:\n"
+                   "    - table: kr_t\n      keys: [\"kr:{id}\"]\n")
+    rs = RedisServer().start()
+    err = str(tmp_path / "kr.err")
+    args = kafka_args(cluster, broker, "kr_slot", "kr_pub", "kr", "--config", str(cfg),
+                      "--redis", rs.addr)
+    args[args.index("--sink") + 1] = "kafka,redis"
+    topic = topic_of("kr", "public", "kr_t")
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            db.execute("UPDATE kr_t SET v = 'w' WHERE id = 1")
+            warm = lsn_to_int(runner.current_lsn(db))
+            assert wait_for(lambda: confirmed_lsn(db, "kr_slot") >= warm or not w.running(), 30,
+                            interval=0.2), stderr_tail(w.stderr_text())
+            # Redis goes away (SIGSTOP: the connection hangs, the command timeout notices).
+            client = rs.client()
+            client.mset({f"kr:{i}": "cached" for i in range(1, 201)})
+            rs.proc.send_signal(signal.SIGSTOP)
+            before = confirmed_lsn(db, "kr_slot")
+            db.execute("UPDATE kr_t SET v = 'x' WHERE id BETWEEN 1 AND 50")
+            first_commit = lsn_to_int(runner.current_lsn(db))
+            db.execute("UPDATE kr_t SET v = 'y' WHERE id BETWEEN 51 AND 100")
+            # Kafka acks both transactions (1 + 50 + 50 records) while Redis cannot.
+            assert wait_for(lambda: high_watermarks(broker.bootstrap, topic) >= 101, 60, interval=0.5)
+            time.sleep(3)  # several status updates go by
+            held = confirmed_lsn(db, "kr_slot")
+            assert before <= held < first_commit, (before, held, first_commit)
+            rs.proc.send_signal(signal.SIGCONT)
+            end = lsn_to_int(runner.current_lsn(db))
+            assert wait_for(lambda: confirmed_lsn(db, "kr_slot") >= end or not w.running(), 60,
+                            interval=0.2), stderr_tail(w.stderr_text())
+            left = {int(k.decode().split(":")[1]) for k in client.keys("kr:*")}
+            assert left == set(range(101, 201)), sorted(set(range(101, 201)) ^ left)[:20]
+            assert w.terminate() == 0, stderr_tail(w.stderr_text())
+    finally:
+        if rs.proc and rs.proc.poll() is None:
+            rs.proc.send_signal(signal.SIGCONT)
+        rs.cleanup()
+        drop_slots(db, "kr_slot")
