@@ -19,7 +19,8 @@ static const char check_sql[] =
     " coalesce((SELECT string_agg(attname, chr(1)) FROM pg_attribute"
     "   WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped), ''),"
     " EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $3"
-    "   AND p.schemaname = n.nspname AND p.tablename = c.relname)"
+    "   AND p.schemaname = n.nspname AND p.tablename = c.relname),"
+    " c.relkind = 'p'"
     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE n.nspname = $1 AND c.relname = $2";
 
@@ -66,13 +67,19 @@ void pgf_catalog_check_rules(const char *dsn, const char *publication, const str
             snprintf(keybuf, sizeof keybuf, "%s", PQgetvalue(res, 0, 1));
             snprintf(allbuf, sizeof allbuf, "%s", PQgetvalue(res, 0, 2));
             size_t nkey = split_names(keybuf, keycols, 256), nall = split_names(allbuf, allcols, 1024);
-            if (strcmp(PQgetvalue(res, 0, 3), "t") != 0)
+            if (strcmp(PQgetvalue(res, 0, 3), "t") != 0 && strcmp(PQgetvalue(res, 0, 4), "t") == 0)
+                pgf_warn("redis: a rule names partitioned table %s.%s, but publication \"%s\" sends its "
+                         "changes under each partition's name, so the rule never matches. Fix: ALTER "
+                         "PUBLICATION %s SET (publish_via_partition_root = true)",
+                         schema, table, publication, publication);
+            else if (strcmp(PQgetvalue(res, 0, 3), "t") != 0)
                 pgf_warn("redis: a rule names table %s.%s, but publication \"%s\" does not include it, so its "
                          "changes never arrive. Fix: ALTER PUBLICATION %s ADD TABLE %s.%s",
                          schema, table, publication, publication, schema, table);
             if (pgf_redis_rule_unknown_column(rules, i, allcols, nall, msg, sizeof msg))
                 pgf_warn("%s", msg);
-            if (pgf_redis_rule_identity_warning(rules, i, PQgetvalue(res, 0, 0)[0], keycols, nkey, msg, sizeof msg))
+            if (pgf_redis_rule_identity_warning(rules, i, PQgetvalue(res, 0, 0)[0], keycols, nkey, allcols, nall, msg,
+                                                sizeof msg))
                 pgf_warn("%s", msg);
         }
         PQclear(res);

@@ -43,7 +43,7 @@ static const cyaml_schema_value_t rule_entry = {
 
 static const cyaml_schema_field_t django_fields[] = {
     CYAML_FIELD_STRING_PTR("key_prefix", OPT_PTR, struct pgf_django_cfg, key_prefix, 0, CYAML_UNLIMITED),
-    CYAML_FIELD_INT("version", CYAML_FLAG_OPTIONAL, struct pgf_django_cfg, version),
+    CYAML_FIELD_INT_PTR("version", OPT_PTR, struct pgf_django_cfg, version),
     CYAML_FIELD_END,
 };
 

@@ -24,7 +24,7 @@ struct pgf_redis_rule_cfg {
 /* Django's cache key format KEY_PREFIX:VERSION:key. */
 struct pgf_django_cfg {
     char *key_prefix; /* NULL = "" */
-    int version;      /* 0 in the file = Django's default, 1 */
+    int *version;     /* NULL = Django's default, 1 */
 };
 
 /* django-cachalot table invalidation. */

@@ -35,6 +35,7 @@ struct stream {
     int failed;
     int lost; /* the connection broke; the caller reconnects */
     int stopped; /* stop_loop ran: the loop is shared, so its own break flag is not ours */
+    struct sink *failed_sink; /* already reported; not drained again at the end */
 };
 
 /* Writes a big-endian 64-bit integer. */
@@ -87,6 +88,7 @@ static void sink_failed(struct stream *st, struct sink *sink)
 {
     pgf_error("%s sink: %s", sink->ops->name, sink->errstr);
     st->failed = 1;
+    st->failed_sink = sink;
     stop_loop(st);
 }
 
@@ -421,6 +423,8 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     if (!st.lost) {
         /* Drain what the sinks still owe, then confirm exactly what they acked. */
         for (size_t i = 0; i < nsinks; i++) {
+            if (sinks[i] == st.failed_sink)
+                continue;
             int rc = sink_flush(sinks[i], opts->shutdown_timeout_ms);
             if (rc > 0) { /* out of time: unconfirmed, so the slot replays it; not an error */
                 pgf_warn("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);

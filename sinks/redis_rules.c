@@ -106,13 +106,15 @@ static int compile_tmpl(struct tmpl *t, const char *src, const char *cfgpath, co
             }
             char inner[256];
             snprintf(inner, sizeof inner, "%.*s", (int)(close - p - 1), p + 1);
-            char *save = NULL, *name = strtok_r(inner, "|", &save);
-            if (name == NULL || name[0] == '\0') {
+            /* Every '|'-separated part must be non-empty: "{|lower}" and "{a||lower}" are typos. */
+            size_t ilen = strlen(inner);
+            if (ilen == 0 || inner[0] == '|' || inner[ilen - 1] == '|' || strstr(inner, "||")) {
                 setting_error(err, errlen, cfgpath, keypath,
-                              "template '%s' has an empty placeholder; write {column} or {column|filter}%s", src,
-                              "");
+                              "template '%s' has an empty placeholder, column or filter; write {column} or "
+                              "{column|filter}%s", src, "");
                 return -1;
             }
+            char *save = NULL, *name = strtok_r(inner, "|", &save);
             pt->is_col = 1;
             pt->text = strdup(name);
             pt->len = strlen(name);
@@ -273,14 +275,10 @@ struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, con
         }
     }
     if (cfg->django) {
-        if (cfg->django->version < 0 || (cfg->django->key_prefix && strchr(cfg->django->key_prefix, ' '))) {
-            setting_error(err, errlen, cfgpath, "redis.django", "version must be 1 or more%s%s", "", "");
-            pgf_redis_rules_free(r);
-            return NULL;
-        }
         char pfx[512];
+        /* Django's VERSION defaults to 1; any integer it accepts, 0 and negatives too, is kept. */
         snprintf(pfx, sizeof pfx, "%s:%d:", cfg->django->key_prefix ? cfg->django->key_prefix : "",
-                 cfg->django->version ? cfg->django->version : 1);
+                 cfg->django->version ? *cfg->django->version : 1);
         r->django = 1;
         r->django_prefix = strdup(pfx);
     }
@@ -488,7 +486,12 @@ static int publish_change(const struct rule *ru, const struct pgf_event *ev, jso
 /* Reports a key and, when the rule publishes, remembers it for the message. */
 static int emit_key(const struct rule *ru, const char *key, size_t len, json_t *keys, const struct pgf_inval_out *out)
 {
-    if (keys)
+    int seen = 0; /* the old and the new row often give the same key; list it once */
+    for (size_t i = 0; keys && i < json_array_size(keys) && !seen; i++) {
+        const json_t *k = json_array_get(keys, i);
+        seen = json_string_length(k) == len && memcmp(json_string_value(k), key, len) == 0;
+    }
+    if (keys && !seen)
         json_array_append_new(keys, json_stringn(key, len));
     return out->key(out->ctx, ru->action, key, len);
 }
@@ -617,9 +620,10 @@ void pgf_redis_rule_table(const struct pgf_redis_rules *r, size_t i, const char 
     *table = r->rules[i].table;
 }
 
-/* Lists, once each, the template columns of rule ru that are not among cols; returns the
- * length written to out. */
-static size_t columns_not_in(const struct rule *ru, const char *const *cols, size_t ncols, char *out, size_t room)
+/* Lists, once each, the template columns of rule ru that are not among cols (and, when
+ * within is given, are among within); returns the length written to out. */
+static size_t columns_not_in(const struct rule *ru, const char *const *cols, size_t ncols,
+                             const char *const *within, size_t nwithin, char *out, size_t room)
 {
     size_t n = 0;
     out[0] = '\0';
@@ -631,6 +635,12 @@ static size_t columns_not_in(const struct rule *ru, const char *const *cols, siz
             int skip = 0;
             for (size_t c = 0; c < ncols && !skip; c++)
                 skip = strcmp(cols[c], pt->text) == 0;
+            if (within && !skip) {
+                int in = 0;
+                for (size_t c = 0; c < nwithin && !in; c++)
+                    in = strcmp(within[c], pt->text) == 0;
+                skip = !in;
+            }
             for (size_t k2 = 0; k2 <= k && !skip; k2++) /* listed already */
                 for (size_t p2 = 0; p2 < (k2 == k ? p : ru->keys[k2].nparts) && !skip; p2++)
                     skip = ru->keys[k2].parts[p2].is_col && strcmp(ru->keys[k2].parts[p2].text, pt->text) == 0;
@@ -646,7 +656,7 @@ int pgf_redis_rule_unknown_column(const struct pgf_redis_rules *r, size_t i, con
 {
     const struct rule *ru = &r->rules[i];
     char missing[512];
-    if (columns_not_in(ru, cols, ncols, missing, sizeof missing) == 0)
+    if (columns_not_in(ru, cols, ncols, NULL, 0, missing, sizeof missing) == 0)
         return 0;
     snprintf(msg, msglen, "redis: the key templates of %s.%s name %s, which the table does not have; those keys "
              "are never built. Check redis.rules", ru->schema, ru->table, missing);
@@ -655,11 +665,13 @@ int pgf_redis_rule_unknown_column(const struct pgf_redis_rules *r, size_t i, con
 
 /* Lists the template columns the old key does not carry; see redis_rules.h. */
 int pgf_redis_rule_identity_warning(const struct pgf_redis_rules *r, size_t i, char replident,
-                                    const char *const *keycols, size_t nkeycols, char *msg, size_t msglen)
+                                    const char *const *keycols, size_t nkeycols, const char *const *allcols,
+                                    size_t nallcols, char *msg, size_t msglen)
 {
     const struct rule *ru = &r->rules[i];
     char missing[512];
-    if (replident == 'f' || columns_not_in(ru, keycols, nkeycols, missing, sizeof missing) == 0)
+    if (replident == 'f' ||
+        columns_not_in(ru, keycols, nkeycols, allcols, nallcols, missing, sizeof missing) == 0)
         return 0;
     snprintf(msg, msglen,
              "redis: the key templates of %s.%s use %s, which its replica identity (%s) does not send for "

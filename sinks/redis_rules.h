@@ -40,10 +40,12 @@ size_t pgf_redis_rules_count(const struct pgf_redis_rules *r);
 void pgf_redis_rule_table(const struct pgf_redis_rules *r, size_t i, const char **schema, const char **table);
 
 /* Checks rule i against the table's replica identity ('d', 'n', 'f' or 'i') and the columns
- * it sends as the old key.  Returns 1 with a warning in msg that says which templates need
- * which columns and how to fix it, or 0 when updates and deletes can expand every template. */
+ * it sends as the old key; columns the table lacks (allcols, when given) are left to
+ * pgf_redis_rule_unknown_column.  Returns 1 with a warning in msg that says which templates
+ * need which columns and how to fix it, or 0 when updates and deletes can expand them all. */
 int pgf_redis_rule_identity_warning(const struct pgf_redis_rules *r, size_t i, char replident,
-                                    const char *const *keycols, size_t nkeycols, char *msg, size_t msglen);
+                                    const char *const *keycols, size_t nkeycols, const char *const *allcols,
+                                    size_t nallcols, char *msg, size_t msglen);
 
 /* Checks rule i's template columns against the table's columns.  Returns 1 with a warning
  * in msg naming the ones the table does not have, else 0. */

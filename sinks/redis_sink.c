@@ -134,7 +134,9 @@ static void advance(struct redis_sink *r)
     struct rtxn *t;
     while ((t = txn_ring_done_head(&r->ring)) != NULL) {
         if (txn_size(t) > 0 && t->h.end_lsn != 0) {
-            pgf_hist_record(&r->latency, pgf_pgtime_now() - t->commit_time);
+            /* A non-transactional message has no commit, so no commit time to measure from. */
+            if (t->commit_time != 0)
+                pgf_hist_record(&r->latency, pgf_pgtime_now() - t->commit_time);
             r->txns_done++;
         }
         r->base.inflight_bytes -= t->counted < r->base.inflight_bytes ? t->counted : r->base.inflight_bytes;

@@ -40,7 +40,8 @@ class RedisServer:
         if self.password:
             args += ["--requirepass", self.password]
         if self.acl_user:
-            args += ["--user", f"{self.acl_user} on >{self.acl_password} ~* &* +@all"]
+            # redis-server joins the words after --user into one ACL rule.
+            args += ["--user", self.acl_user, "on", f">{self.acl_password}", "~*", "&*", "+@all"]
         return args
 
     def start(self, timeout=20):
