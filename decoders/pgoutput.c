@@ -329,7 +329,7 @@ static int rd_attr(struct reader *r, struct pgo_attr *a)
 static int read_relation(struct reader *r, const struct pgo_relation **out)
 {
     uint32_t oid;
-    const char *nsp, *name;
+    const char *nsp = NULL, *name = NULL; /* set on every success path; GCC 12 -O3 cannot tell */
     uint8_t ident;
     uint16_t natts;
     int rc;
