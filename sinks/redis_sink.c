@@ -384,7 +384,7 @@ static int transient_error(const char *s)
  * kind as one DEL/UNLINK, or one PUBLISH, SET or INCR.  Returns 0 or -1 with errstr. */
 static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
 {
-    struct entry e;
+    struct entry e = {0}; /* read_entry fills it; GCC 12 -O3 cannot tell */
     if (read_entry(r, seq, t, t->sent, &e) != 0)
         return -1;
     const char *argv[KEYS_PER_DEL + 1];
