@@ -10,6 +10,9 @@ void pgf_log_set_level(enum pgf_log_level level);
 /* Parses "debug", "info", "warn" or "error" into *level; returns 0, or -1 if unknown. */
 int pgf_log_parse_level(const char *s, enum pgf_log_level *level);
 
+/* Selects the line format: "text" (default), "logfmt" or "json"; returns 0, or -1 if unknown. */
+int pgf_log_set_format(const char *name);
+
 /* Writes one line "TIMESTAMP LEVEL message" to stderr when level is enabled. */
 void pgf_log(enum pgf_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -8,6 +8,9 @@
 
 #include "cdc/catalog.h"
 #include "cdc/config.h"
+#include "cdc/heartbeat.h"
+#include "cdc/http.h"
+#include "cdc/metrics.h"
 #include "cdc/log.h"
 #include "cdc/options.h"
 #include "cdc/replconn.h"
@@ -144,6 +147,8 @@ int main(int argc, char **argv)
         printf("pgfanout %s\n", PGFANOUT_VERSION);
         return 0;
     }
+    if (opts.probe_url)
+        return pgf_http_probe(opts.probe_url, 5);
     struct pgf_config *cfg = NULL;
     char err[2048];
     if (opts.config_path && pgf_config_load(opts.config_path, &cfg, err, sizeof err) != 0) {
@@ -174,12 +179,23 @@ int main(int argc, char **argv)
 
     struct pgf_server_info info;
     int fatal;
+    struct event_base *base = event_base_new();
+    /* Listen before connecting, so /healthz answers while PostgreSQL is still coming up. */
+    struct pgf_http *http = NULL;
+    if (base && opts.http_listen && (http = pgf_http_start(base, opts.http_listen, err, sizeof err)) == NULL) {
+        pgf_error("%s", err);
+        event_base_free(base);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 1;
+    }
     /* The first connection must work: a wrong DSN or setup is reported, not retried. */
-    PGconn *conn = start_stream(&opts, &info, err, sizeof err, &fatal);
-    struct event_base *base = conn ? event_base_new() : NULL;
+    PGconn *conn = base ? start_stream(&opts, &info, err, sizeof err, &fatal) : NULL;
     if (conn == NULL || base == NULL) {
-        pgf_error("%s", conn ? "out of memory" : err);
-        PQfinish(conn);
+        pgf_error("%s", base ? err : "out of memory");
+        pgf_http_stop(http);
+        if (base)
+            event_base_free(base);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 1;
@@ -189,10 +205,15 @@ int main(int argc, char **argv)
     if (nsinks == 0) {
         pgf_error("%s", err);
         PQfinish(conn);
+        pgf_http_stop(http);
         event_base_free(base);
         pgf_config_free(cfg);
         return 1;
     }
+    pgf_metrics.sinks = sinks;
+    pgf_metrics.nsinks = nsinks;
+    struct pgf_heartbeat *heartbeat =
+        opts.heartbeat_interval_ms ? pgf_heartbeat_start(base, opts.dsn, opts.heartbeat_interval_ms) : NULL;
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
 
     int rc = 0, backoff_ms = 1000, attempt = 0;
@@ -234,11 +255,22 @@ int main(int argc, char **argv)
             break;
         }
         pgf_info("reconnected after %d attempt%s; resuming from the slot", attempt, attempt == 1 ? "" : "s");
+        pgf_metrics.reconnects++;
         backoff_ms = 1000;
         attempt = 0;
     }
+    pgf_heartbeat_stop(heartbeat);
     for (size_t i = 0; i < nsinks; i++)
         sink_close(sinks[i]);
+    pgf_metrics.nsinks = 0;
+    if (rc == 0 && opts.drop_slot_on_exit && !opts.temporary_slot) {
+        if (pgf_replconn_drop_slot(opts.dsn, opts.slot, err, sizeof err) == 0)
+            pgf_info("dropped replication slot \"%s\" (--drop-slot-on-exit)", opts.slot);
+        else
+            pgf_warn("could not drop replication slot \"%s\": %s", opts.slot, err);
+    }
+    pgf_http_stop(http);
+    pgf_metrics_free();
     event_base_free(base);
     pgf_config_free(cfg);
     return rc;

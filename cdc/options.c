@@ -12,7 +12,8 @@
 enum { OPT_SLOT = 256, OPT_PUBLICATION, OPT_CREATE_SLOT, OPT_CREATE_PUBLICATION, OPT_TABLES,
        OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION, OPT_KAFKA_BROKERS,
        OPT_KAFKA_CONF, OPT_TOPIC_TEMPLATE, OPT_TOPIC_PREFIX, OPT_MESSAGE_TOPIC, OPT_NO_TOMBSTONES,
-       OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT, OPT_CONFIG, OPT_REDIS };
+       OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT, OPT_CONFIG, OPT_REDIS, OPT_HTTP_LISTEN, OPT_PROBE,
+       OPT_LOG_FORMAT, OPT_HEARTBEAT, OPT_DROP_SLOT, OPT_TEMP_SLOT };
 
 static const struct option long_options[] = {
     {"dsn", required_argument, NULL, 'd'},
@@ -36,6 +37,12 @@ static const struct option long_options[] = {
     {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN_TIMEOUT},
     {"config", required_argument, NULL, OPT_CONFIG},
     {"redis", required_argument, NULL, OPT_REDIS},
+    {"http-listen", required_argument, NULL, OPT_HTTP_LISTEN},
+    {"probe", required_argument, NULL, OPT_PROBE},
+    {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+    {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
+    {"drop-slot-on-exit", no_argument, NULL, OPT_DROP_SLOT},
+    {"temporary-slot", no_argument, NULL, OPT_TEMP_SLOT},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -59,6 +66,12 @@ void pgf_options_usage(FILE *out)
         "      --create-publication create the publication if it is missing: FOR ALL TABLES,\n"
         "                           or FOR TABLE the --tables list\n"
         "      --tables LIST        comma-separated tables (schema.table or table) for --create-publication\n"
+        "      --temporary-slot     create a temporary slot for this session only (ad-hoc runs; gone on exit,\n"
+        "                           and recreated at the current position after a reconnect)\n"
+        "      --drop-slot-on-exit  drop the slot after a clean stop\n"
+        "      --heartbeat-interval S  write a transactional logical message every S seconds so the slot\n"
+        "                           advances while the published tables are idle (needs EXECUTE on\n"
+        "                           pg_logical_emit_message)\n"
         "      --endpos LSN         stop cleanly once the stream reaches LSN (e.g. 0/16B3748)\n"
         "      --status-interval S  seconds between standby status updates (default: 10)\n"
         "\n"
@@ -84,6 +97,10 @@ void pgf_options_usage(FILE *out)
         "\n"
         "Other:\n"
         "      --log-level LEVEL    debug, info (default), warn or error; logs go to stderr\n"
+        "      --log-format F       text (default), logfmt or json\n"
+        "      --http-listen ADDR   serve /metrics, /healthz and /readyz on HOST:PORT (a bare PORT binds\n"
+        "                           127.0.0.1); off unless set\n"
+        "      --probe URL          GET HOST:PORT/path (e.g. 127.0.0.1:9187/healthz), exit 0 on 200, else 1\n"
         "  -h, --help               show this help and exit\n"
         "      --version            show the version and exit\n"
         "\n"
@@ -180,6 +197,23 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
         case 'o': opts->output = optarg; break;
         case OPT_CONFIG: opts->config_path = optarg; break;
         case OPT_REDIS: opts->redis_addr = optarg; break;
+        case OPT_HTTP_LISTEN: opts->http_listen = optarg; break;
+        case OPT_PROBE: opts->probe_url = optarg; break;
+        case OPT_DROP_SLOT: opts->drop_slot_on_exit = 1; break;
+        case OPT_TEMP_SLOT: opts->temporary_slot = 1; break;
+        case OPT_HEARTBEAT:
+            if (parse_interval(optarg, &opts->heartbeat_interval_ms) != 0) {
+                fprintf(stderr, "pgfanout: invalid --heartbeat-interval '%s': expected seconds, greater than 0 "
+                                "and at most 86400\n", optarg);
+                return -1;
+            }
+            break;
+        case OPT_LOG_FORMAT:
+            if (pgf_log_set_format(optarg) != 0) {
+                fprintf(stderr, "pgfanout: invalid --log-format '%s': expected text, logfmt or json\n", optarg);
+                return -1;
+            }
+            break;
         case 'h': opts->show_help = 1; break;
         case OPT_VERSION: opts->show_version = 1; break;
         case OPT_ENDPOS:

@@ -30,6 +30,11 @@ struct pgf_options {
     size_t nkafka_conf;
     size_t max_inflight_bytes;
     int shutdown_timeout_ms;
+    const char *http_listen;  /* --http-listen HOST:PORT, or NULL: no HTTP listener */
+    const char *probe_url;    /* --probe HOST:PORT/path: GET it and exit */
+    int heartbeat_interval_ms;/* 0 = no heartbeat */
+    int drop_slot_on_exit;
+    int temporary_slot;
     int show_help;
     int show_version;
 };

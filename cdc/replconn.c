@@ -234,7 +234,13 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pg
     if (slot_exists && !PQgetisnull(res, 0, 3))
         pgf_lsn_parse(PQgetvalue(res, 0, 3), &info->confirmed_flush);
     PQclear(res);
-    if (!slot_exists && !opts->create_slot) {
+    if (slot_exists && opts->temporary_slot) {
+        snprintf(err, errlen,
+                 "replication slot \"%s\" already exists; --temporary-slot creates a slot of its own for this "
+                 "session. Pick another --slot name", opts->slot);
+        return -1;
+    }
+    if (!slot_exists && !opts->create_slot && !opts->temporary_slot) {
         snprintf(err, errlen,
                  "replication slot \"%s\" does not exist. Run pgfanout with --create-slot, or create it: "
                  "SELECT pg_create_logical_replication_slot('%s', 'pgoutput');",
@@ -273,10 +279,13 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pg
     if (!slot_exists) {
         snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT ");
         quote_into(conn, sql, sizeof sql, opts->slot, 1);
-        strncat(sql, " LOGICAL pgoutput NOEXPORT_SNAPSHOT", sizeof sql - strlen(sql) - 1);
+        /* A temporary slot lives as long as this connection: an ad-hoc run leaves nothing behind. */
+        strncat(sql, opts->temporary_slot ? " TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT"
+                                          : " LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+                sizeof sql - strlen(sql) - 1);
         if ((res = query(conn, sql, "CREATE_REPLICATION_SLOT", err, errlen)) == NULL)
             return -1;
-        pgf_info("created replication slot \"%s\" at %s", opts->slot,
+        pgf_info("created %sreplication slot \"%s\" at %s", opts->temporary_slot ? "temporary " : "", opts->slot,
                  PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "?");
         if (PQntuples(res) == 1)
             pgf_lsn_parse(PQgetvalue(res, 0, 1), &info->confirmed_flush);
@@ -307,4 +316,25 @@ int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, 
     }
     PQclear(res);
     return 0;
+}
+
+/* Drops the slot; see replconn.h. */
+int pgf_replconn_drop_slot(const char *dsn, const char *slot, char *err, size_t errlen)
+{
+    PGconn *conn = pgf_replconn_open(dsn, 1, err, errlen);
+    if (conn == NULL)
+        return -1;
+    char sql[1024] = "DROP_REPLICATION_SLOT ";
+    int rc = -1;
+    if (quote_into(conn, sql, sizeof sql, slot, 1) == 0) {
+        /* WAIT: our own walsender may still be letting go of it. */
+        strncat(sql, " WAIT", sizeof sql - strlen(sql) - 1);
+        PGresult *res = query(conn, sql, "DROP_REPLICATION_SLOT", err, errlen);
+        rc = res ? 0 : -1;
+        PQclear(res);
+    } else {
+        snprintf(err, errlen, "slot name is too long");
+    }
+    PQfinish(conn);
+    return rc;
 }

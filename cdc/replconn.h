@@ -32,4 +32,8 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pg
  * position.  Returns 0 once the server is in COPY BOTH mode, or -1 with the reason in err. */
 int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
 
+/* Drops the replication slot over a new replication connection, waiting while it is still
+ * in use by a walsender that is going away.  Returns 0, or -1 with the reason in err. */
+int pgf_replconn_drop_slot(const char *dsn, const char *slot, char *err, size_t errlen);
+
 #endif

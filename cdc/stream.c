@@ -10,6 +10,7 @@
 
 #include "cdc/checkpoint.h"
 #include "cdc/log.h"
+#include "cdc/metrics.h"
 #include "cdc/lsn.h"
 #include "decoders/pgoutput.h"
 
@@ -71,6 +72,7 @@ static int send_feedback(struct stream *st)
         st->lost = 1;
         return -1;
     }
+    pgf_metrics.confirmed_lsn = flushed;
     char w[PGF_LSN_BUFSZ], f[PGF_LSN_BUFSZ];
     pgf_debug("status update: written %s, flushed %s", pgf_lsn_format(written, w), pgf_lsn_format(flushed, f));
     return 0;
@@ -95,6 +97,10 @@ static void sink_failed(struct stream *st, struct sink *sink)
 /* Hands one change to every sink; returns 0, or -1 after a sink failed. */
 static int emit_all(struct stream *st, const struct pgf_event *ev)
 {
+    /* Our own heartbeat only moves the slot; the sinks never see it. */
+    if (ev->msg->type == PGO_MSG_MESSAGE && strcmp(ev->msg->u.message.prefix, PGF_HEARTBEAT_PREFIX) == 0)
+        return 0;
+    pgf_metrics_count(ev->msg);
     for (size_t i = 0; i < st->nsinks; i++)
         if (sink_emit(st->sinks[i], ev) != 0) {
             sink_failed(st, st->sinks[i]);
@@ -112,6 +118,10 @@ static int commit_all(struct stream *st, const struct pgf_txn *txn)
             return -1;
         }
     pgf_checkpoint_written(&st->cp, txn->end_lsn);
+    if (txn->end_lsn > pgf_metrics.written_lsn)
+        pgf_metrics.written_lsn = txn->end_lsn;
+    if (txn->commit_time != 0)
+        pgf_metrics.last_commit_time = txn->commit_time;
     return 0;
 }
 
@@ -197,7 +207,8 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
     if (len >= 25 && buf[0] == 'w') {
         uint64_t start = get_u64(buf + 1), wal_end = get_u64(buf + 9);
         if (wal_end > st->received)
-            st->received = wal_end;
+            st->received = pgf_metrics.server_lsn = wal_end;
+        pgf_metrics.received_bytes += (uint64_t)len - 25;
         struct pgo_msg msg;
         int rc = pgo_decode(st->dec, (const uint8_t *)buf + 25, (size_t)len - 25, &msg);
         if (rc != PGO_OK) {
@@ -215,7 +226,7 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         char at[PGF_LSN_BUFSZ];
         pgf_debug("keepalive: server WAL end %s%s", pgf_lsn_format(wal_end, at), reply ? ", reply requested" : "");
         if (wal_end > st->received)
-            st->received = wal_end;
+            st->received = pgf_metrics.server_lsn = wal_end;
         if (!st->in_txn)
             pgf_checkpoint_idle(&st->cp, wal_end);
         /* Answer at once when asked, or the server drops us after wal_sender_timeout. */
@@ -299,11 +310,22 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             /* The server ended COPY (it is shutting down) or the socket broke: either way a
              * reconnect resumes from the slot's confirmed position. */
             PGresult *res = len == -1 ? PQgetResult(st->conn) : NULL;
-            pgf_error("PostgreSQL ended replication: %s",
-                      res && PQresultStatus(res) != PGRES_COMMAND_OK ? PQresultErrorMessage(res)
-                                                                     : PQerrorMessage(st->conn));
+            const char *why = res && PQresultStatus(res) != PGRES_COMMAND_OK ? PQresultErrorMessage(res)
+                                                                             : PQerrorMessage(st->conn);
+            pgf_error("PostgreSQL ended replication: %s", why);
+            if (strstr(why, "publication \"") && strstr(why, "does not exist")) {
+                /* pgoutput reads the catalog as of each change: WAL from before the publication
+                 * existed cannot be decoded with it, and a reconnect would hit the same wall. */
+                pgf_error("the slot \"%s\" was created before publication \"%s\" (or the publication was "
+                          "dropped): changes from before it cannot be decoded with it. Fix: drop and recreate "
+                          "the slot after the publication (SELECT pg_drop_replication_slot('%s'), then run with "
+                          "--create-slot), or skip that WAL with pg_replication_slot_advance",
+                          st->opts->slot, st->opts->publication, st->opts->slot);
+                st->failed = 1;
+            } else {
+                st->lost = 1;
+            }
             PQclear(res);
-            st->lost = 1;
             stop_loop(st);
             return;
         }
@@ -407,8 +429,10 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     /* libpq may already hold data read during START_REPLICATION; serve it before waiting. */
     else
         on_readable(PQsocket(conn), EV_READ, &st);
+    pgf_metrics.streaming = 1;
     if (!st.stopped && !st.stop_requested)
         event_base_dispatch(st.base);
+    pgf_metrics.streaming = 0;
     /* The sinks may run the loop while they drain; the slot must not be read meanwhile. */
     for (size_t i = 0; i < nevents; i++)
         event_del(events[i]);

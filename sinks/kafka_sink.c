@@ -19,6 +19,7 @@
 #include "sinks/proto_event.h"
 #include "sinks/sink.h"
 #include "sinks/txn_ring.h"
+#include "cdc/histogram.h"
 
 /* What librdkafka holds per queued record beyond its key and value (message struct, headers,
  * batching), measured at about 600 bytes with our four headers.  Counting it makes
@@ -51,7 +52,14 @@ struct kafka_sink {
     rd_kafka_topic_t *msg_rkt;
 
     char failure[400]; /* the first delivery failure, set from the delivery callback */
+    struct pgf_hist latency;
     int64_t last_broker_warn_us;
+};
+
+/* One transaction in the ring: pending counts its records in flight. */
+struct ktxn {
+    struct txn_head h;
+    int64_t commit_time; /* for the commit-to-ack latency; 0 for a non-transactional message */
 };
 
 /* Returns the ring entry of sequence seq. */
@@ -73,8 +81,12 @@ static int txn_open(struct kafka_sink *k)
 /* Moves acked_lsn across every leading transaction that is committed and fully delivered. */
 static void txn_advance(struct kafka_sink *k)
 {
-    while (txn_ring_done_head(&k->ring))
+    struct ktxn *t;
+    while ((t = txn_ring_done_head(&k->ring)) != NULL) {
+        if (t->commit_time != 0 && t->h.end_lsn != 0)
+            pgf_hist_record(&k->latency, pgf_pgtime_now() - t->commit_time);
         txn_ring_pop(&k->ring, &k->base.acked_lsn);
+    }
 }
 
 /* Delivery report, served on our thread by rd_kafka_poll: counts a record down, or records
@@ -89,12 +101,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (k->base.inflight_msgs)
         k->base.inflight_msgs--;
     if (m->err) {
+        k->base.errors++;
         if (!k->failure[0])
             snprintf(k->failure, sizeof k->failure,
                      "delivery to topic %s failed: %s; the slot is not advanced past it, a restart replays it",
                      rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
         return;
     }
+    k->base.connected = 1;
     if (seq >= k->ring.head && seq < k->ring.tail && txn_at(k, seq)->pending > 0)
         txn_at(k, seq)->pending--;
 }
@@ -120,6 +134,9 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
             snprintf(k->failure, sizeof k->failure, "fatal producer error: %s", why);
         return;
     }
+    k->base.errors++;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        k->base.connected = 0;
     int64_t now = pgf_pgtime_now();
     if (now - k->last_broker_warn_us >= 10000000) {
         k->last_broker_warn_us = now;
@@ -336,9 +353,10 @@ static int kafka_commit(struct sink *sink, const struct pgf_txn *txn)
     struct kafka_sink *k = (struct kafka_sink *)sink;
     if (!k->open && txn_open(k)) /* a transaction with no rows for us still needs its place */
         return sink_fail(sink, "out of memory");
-    struct txn_head *t = txn_at(k, k->ring.tail - 1);
-    t->end_lsn = txn->end_lsn;
-    t->committed = 1;
+    struct ktxn *t = txn_ring_at(&k->ring, k->ring.tail - 1);
+    t->h.end_lsn = txn->end_lsn;
+    t->h.committed = 1;
+    t->commit_time = txn->commit_time;
     k->open = 0;
     txn_advance(k);
     return 0;
@@ -487,7 +505,9 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->pipe_wr = -1;
     k->cfg = *cfg;
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
-    if (txn_ring_init(&k->ring, sizeof(struct txn_head)) != 0 || k->proto == NULL) {
+    k->base.latency = &k->latency;
+    k->base.connected = 1; /* until librdkafka says every broker is down */
+    if (txn_ring_init(&k->ring, sizeof(struct ktxn)) != 0 || k->proto == NULL) {
         snprintf(errbuf, errlen, "out of memory");
         kafka_close(&k->base);
         return NULL;

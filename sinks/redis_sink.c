@@ -573,6 +573,8 @@ static void rewind_unacked(struct redis_sink *r)
 /* Forgets a broken connection: logs why, resends everything unacked after a backoff. */
 static void connection_lost(struct redis_sink *r, const char *why)
 {
+    r->base.errors++;
+    r->base.connected = 0;
     char where[300];
     describe_server(r, where, sizeof where);
     r->attempts++;
@@ -636,6 +638,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
         else
             pgf_info("redis at %s: connected", where);
         r->state = C_READY;
+        r->base.connected = 1;
         r->attempts = 0;
         r->backoff_ms = BACKOFF_MIN_MS;
         kick(r);
@@ -705,8 +708,10 @@ static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct redis_sink *r = arg;
-    if (r->state == C_DOWN && !r->closing)
+    if (r->state == C_DOWN && !r->closing) {
+        r->base.retries++;
         connect_redis(r);
+    }
 }
 
 /* Drops a connection that stopped answering, which hiredis 0.14 itself never notices. */
@@ -739,6 +744,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             drop_connection(r, rep->str);
             return;
         }
+        r->base.errors++;
         fail(r, "Redis refused a command: %s; nothing after it is confirmed. Check the rules (a generation "
                 "key holding a non-number?) and the ACL of redis.username", rep->str);
         return;

@@ -58,6 +58,9 @@ struct sink {
     size_t inflight_msgs;
     int wake_fd;            /* readable when poll() has work (acks to serve), or -1 */
     const struct pgf_hist *latency; /* commit-to-ack latency, for sinks that measure it, or NULL */
+    uint64_t errors;        /* failed connections, deliveries or commands (for /metrics) */
+    uint64_t retries;       /* reconnections or resends after an error */
+    int connected;          /* can deliver now (for /readyz) */
     char errstr[512];
 };
 

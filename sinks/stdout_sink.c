@@ -83,6 +83,7 @@ struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen)
         return NULL;
     }
     s->base.ops = &stdout_ops;
+    s->base.connected = 1;
     s->base.wake_fd = -1;
     if (path == NULL || strcmp(path, "-") == 0) {
         s->out = stdout;

@@ -1,0 +1,22 @@
+/* http.h - the HTTP listener for /metrics, /healthz and /readyz (libevent's evhttp, on the
+ * process's one event loop, so handlers read the metrics without locks). */
+#ifndef PGFANOUT_HTTP_H
+#define PGFANOUT_HTTP_H
+
+#include <stddef.h>
+
+struct event_base;
+struct pgf_http;
+
+/* Listens on addr ("HOST:PORT", or "PORT" for 127.0.0.1).  Returns the listener, or NULL
+ * with the reason in err (a bad address, or the port in use). */
+struct pgf_http *pgf_http_start(struct event_base *base, const char *addr, char *err, size_t errlen);
+
+/* Stops listening and frees; NULL is fine. */
+void pgf_http_stop(struct pgf_http *h);
+
+/* Probes url ("HOST:PORT/path") with a GET and returns 0 when it answers 200 within
+ * timeout_s, else 1 after printing why; for the container's HEALTHCHECK. */
+int pgf_http_probe(const char *url, int timeout_s);
+
+#endif

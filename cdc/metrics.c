@@ -1,0 +1,212 @@
+/* metrics.c - see metrics.h.  The text format is Prometheus's exposition format 0.0.4. */
+#include "cdc/metrics.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cdc/histogram.h"
+
+struct pgf_metrics pgf_metrics;
+
+/* Returns the counters of a relation, creating them on first use; NULL when out of memory. */
+static struct pgf_table_count *table_for(const struct pgo_relation *rel)
+{
+    struct pgf_metrics *m = &pgf_metrics;
+    if (m->last < m->ntables && m->tables[m->last].oid == rel->oid)
+        return &m->tables[m->last];
+    char name[512];
+    snprintf(name, sizeof name, "%s.%s", rel->nspname, rel->relname);
+    for (size_t i = 0; i < m->ntables; i++)
+        if (m->tables[i].oid == rel->oid && strcmp(m->tables[i].name, name) == 0) {
+            m->last = i;
+            return &m->tables[i];
+        }
+    if (m->ntables == m->cap) {
+        size_t ncap = m->cap ? m->cap * 2 : 16;
+        struct pgf_table_count *n = realloc(m->tables, ncap * sizeof *n);
+        if (n == NULL)
+            return NULL;
+        m->tables = n;
+        m->cap = ncap;
+    }
+    struct pgf_table_count *t = &m->tables[m->ntables];
+    memset(t, 0, sizeof *t);
+    t->oid = rel->oid;
+    if ((t->name = strdup(name)) == NULL)
+        return NULL;
+    m->last = m->ntables++;
+    return t;
+}
+
+/* Counts one change. */
+void pgf_metrics_count(const struct pgo_msg *msg)
+{
+    enum pgf_op op = pgf_op_of(msg);
+    struct pgf_table_count *t;
+    if (op == PGF_OP_MESSAGE) {
+        pgf_metrics.messages++;
+    } else if (op == PGF_OP_TRUNCATE) {
+        for (uint32_t i = 0; i < msg->u.truncate.nrelids; i++)
+            if ((t = table_for(msg->u.truncate.rels[i])) != NULL)
+                t->ops[op]++;
+    } else if (op != PGF_OP_NONE && (t = table_for(msg->u.change.rel)) != NULL) {
+        t->ops[op]++;
+    }
+}
+
+/* A growing text buffer for the exposition. */
+struct text {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+
+/* Appends formatted text. */
+static void put(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct text *t, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !t->oom; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            t->oom = 1;
+            return;
+        }
+        if (t->p && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        if (sink_grow((void **)&t->p, &t->cap, t->len + (size_t)n + 1) != 0)
+            t->oom = 1;
+    }
+}
+
+/* Writes a label value with Prometheus's escapes (backslash, quote, newline). */
+static void put_label(struct text *t, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            put(t, "\\%c", *s);
+        else if (*s == '\n')
+            put(t, "\\n");
+        else
+            put(t, "%c", *s);
+    }
+}
+
+/* Upper bounds of the latency histogram's exported buckets, in seconds. */
+static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+/* Renders everything; see metrics.h. */
+int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
+{
+    const struct pgf_metrics *m = &pgf_metrics;
+    struct text t = {0};
+    put(&t, "# HELP pgfanout_events_total Row changes handed to the sinks, by table and op.\n"
+            "# TYPE pgfanout_events_total counter\n");
+    for (size_t i = 0; i < m->ntables; i++)
+        for (int op = 0; op < PGF_OP_MESSAGE; op++) {
+            put(&t, "pgfanout_events_total{table=\"");
+            put_label(&t, m->tables[i].name);
+            put(&t, "\",op=\"%s\"} %" PRIu64 "\n", pgf_op_name((enum pgf_op)op), m->tables[i].ops[op]);
+        }
+    put(&t, "# HELP pgfanout_messages_total Logical decoding messages handed to the sinks.\n"
+            "# TYPE pgfanout_messages_total counter\npgfanout_messages_total %" PRIu64 "\n", m->messages);
+    put(&t, "# HELP pgfanout_received_bytes_total pgoutput bytes read from the slot.\n"
+            "# TYPE pgfanout_received_bytes_total counter\npgfanout_received_bytes_total %" PRIu64 "\n",
+        m->received_bytes);
+    put(&t, "# HELP pgfanout_confirmed_lsn The position last confirmed to the server, as a byte offset.\n"
+            "# TYPE pgfanout_confirmed_lsn gauge\npgfanout_confirmed_lsn %" PRIu64 "\n", m->confirmed_lsn);
+    put(&t, "# HELP pgfanout_server_lsn The newest WAL position the server reported.\n"
+            "# TYPE pgfanout_server_lsn gauge\npgfanout_server_lsn %" PRIu64 "\n", m->server_lsn);
+    uint64_t lag = m->server_lsn > m->confirmed_lsn ? m->server_lsn - m->confirmed_lsn : 0;
+    put(&t, "# HELP pgfanout_slot_lag_bytes The server's WAL position minus the confirmed one: WAL the slot "
+            "retains for us.\n# TYPE pgfanout_slot_lag_bytes gauge\npgfanout_slot_lag_bytes %" PRIu64 "\n", lag);
+    /* Behind the server: how old the newest transaction we handed on is; caught up: 0. */
+    double rlag = m->written_lsn < m->server_lsn && m->last_commit_time > 0 && now_us > m->last_commit_time
+                      ? (double)(now_us - m->last_commit_time) / 1e6
+                      : 0.0;
+    put(&t, "# HELP pgfanout_replication_lag_seconds Age of the newest transaction handed to the sinks "
+            "while the server has more; 0 when caught up.\n# TYPE pgfanout_replication_lag_seconds gauge\n"
+            "pgfanout_replication_lag_seconds %.3f\n", rlag);
+    put(&t, "# HELP pgfanout_streaming 1 while streaming from the slot.\n# TYPE pgfanout_streaming gauge\n"
+            "pgfanout_streaming %d\n", m->streaming);
+    put(&t, "# HELP pgfanout_reconnects_total Reconnections to PostgreSQL.\n"
+            "# TYPE pgfanout_reconnects_total counter\npgfanout_reconnects_total %" PRIu64 "\n", m->reconnects);
+    put(&t, "# HELP pgfanout_heartbeats_total Heartbeat messages written.\n"
+            "# TYPE pgfanout_heartbeats_total counter\npgfanout_heartbeats_total %" PRIu64 "\n"
+            "# HELP pgfanout_heartbeat_errors_total Heartbeats that failed.\n"
+            "# TYPE pgfanout_heartbeat_errors_total counter\npgfanout_heartbeat_errors_total %" PRIu64 "\n",
+        m->heartbeats, m->heartbeat_errors);
+    static const struct {
+        const char *name, *type, *help;
+    } per_sink[] = {
+        {"pgfanout_sink_inflight_messages", "gauge", "Messages (records, or Redis transactions) not yet acked."},
+        {"pgfanout_sink_inflight_bytes", "gauge", "Bytes not yet acked; drives back-pressure."},
+        {"pgfanout_sink_errors_total", "counter", "Errors seen by the sink (failed connections or commands)."},
+        {"pgfanout_sink_retries_total", "counter", "Reconnections or resends after an error."},
+        {"pgfanout_sink_connected", "gauge", "1 when the sink can deliver now."},
+    };
+    for (size_t k = 0; k < sizeof per_sink / sizeof *per_sink; k++) {
+        put(&t, "# HELP %s %s\n# TYPE %s %s\n", per_sink[k].name, per_sink[k].help, per_sink[k].name,
+            per_sink[k].type);
+        for (size_t i = 0; i < m->nsinks; i++) {
+            const struct sink *s = m->sinks[i];
+            uint64_t v = k == 0 ? s->inflight_msgs : k == 1 ? s->inflight_bytes : k == 2 ? s->errors
+                       : k == 3 ? s->retries : (uint64_t)s->connected;
+            put(&t, "%s{sink=\"%s\"} %" PRIu64 "\n", per_sink[k].name, s->ops->name, v);
+        }
+    }
+    put(&t, "# HELP pgfanout_sink_ack_latency_seconds Commit (timestamp in pgoutput's Commit) to the sink's "
+            "acknowledgement of the whole transaction.\n# TYPE pgfanout_sink_ack_latency_seconds histogram\n");
+    for (size_t i = 0; i < m->nsinks; i++) {
+        const struct pgf_hist *h = m->sinks[i]->latency;
+        if (h == NULL)
+            continue;
+        const char *name = m->sinks[i]->ops->name;
+        for (size_t b = 0; b < sizeof latency_buckets / sizeof *latency_buckets; b++)
+            put(&t, "pgfanout_sink_ack_latency_seconds_bucket{sink=\"%s\",le=\"%g\"} %" PRIu64 "\n", name,
+                latency_buckets[b], pgf_hist_count_le(h, (uint64_t)(latency_buckets[b] * 1e6)));
+        put(&t, "pgfanout_sink_ack_latency_seconds_bucket{sink=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, h->total);
+        put(&t, "pgfanout_sink_ack_latency_seconds_sum{sink=\"%s\"} %.6f\n", name, h->sum_us / 1e6);
+        put(&t, "pgfanout_sink_ack_latency_seconds_count{sink=\"%s\"} %" PRIu64 "\n", name, h->total);
+    }
+    if (t.oom) {
+        free(t.p);
+        return -1;
+    }
+    *out = t.p;
+    *len = t.len;
+    return 0;
+}
+
+/* Readiness: see metrics.h. */
+int pgf_metrics_ready(char *why, size_t whylen)
+{
+    if (!pgf_metrics.streaming) {
+        snprintf(why, whylen, "not streaming from PostgreSQL");
+        return 0;
+    }
+    for (size_t i = 0; i < pgf_metrics.nsinks; i++)
+        if (!pgf_metrics.sinks[i]->connected) {
+            snprintf(why, whylen, "%s sink not connected", pgf_metrics.sinks[i]->ops->name);
+            return 0;
+        }
+    snprintf(why, whylen, "ready");
+    return 1;
+}
+
+/* Frees the table counters. */
+void pgf_metrics_free(void)
+{
+    for (size_t i = 0; i < pgf_metrics.ntables; i++)
+        free(pgf_metrics.tables[i].name);
+    free(pgf_metrics.tables);
+    pgf_metrics.tables = NULL;
+    pgf_metrics.ntables = pgf_metrics.cap = 0;
+}

@@ -1,0 +1,58 @@
+/* metrics.h - what the process counts for /metrics and /readyz.  One instance per process,
+ * written by the stream on the event loop's thread and read by the HTTP handlers on the same
+ * thread, so no locking is needed. */
+#ifndef PGFANOUT_METRICS_H
+#define PGFANOUT_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decoders/event.h"
+#include "decoders/pgoutput.h"
+#include "sinks/sink.h"
+
+/* The prefix of pgfanout's heartbeat messages, which only move the slot. */
+#define PGF_HEARTBEAT_PREFIX "pgfanout.heartbeat"
+
+/* Events of one table, by op. */
+struct pgf_table_count {
+    uint32_t oid;
+    char *name; /* "schema.table" */
+    uint64_t ops[PGF_OP_NONE];
+};
+
+struct pgf_metrics {
+    struct pgf_table_count *tables;
+    size_t ntables, cap;
+    size_t last; /* the entry hit last: consecutive changes are usually to one table */
+    uint64_t messages;        /* logical decoding messages (not per table) */
+    uint64_t received_bytes;  /* pgoutput payload bytes read from the slot */
+    uint64_t server_lsn;      /* newest WAL end the server reported */
+    uint64_t written_lsn;     /* end of the newest transaction handed to the sinks */
+    uint64_t confirmed_lsn;   /* what was last confirmed to the server */
+    int64_t last_commit_time; /* commit time of the newest transaction handed to the sinks */
+    uint64_t heartbeats;      /* heartbeat messages written by us */
+    uint64_t heartbeat_errors;
+    uint64_t reconnects;      /* to PostgreSQL */
+    int streaming;            /* in COPY BOTH with the server */
+    struct sink *const *sinks;
+    size_t nsinks;
+};
+
+/* The process's metrics. */
+extern struct pgf_metrics pgf_metrics;
+
+/* Counts one change (insert, update, delete, truncate per table, or message). */
+void pgf_metrics_count(const struct pgo_msg *msg);
+
+/* Appends the Prometheus text exposition of everything to *out (malloc'd, *len bytes).
+ * now_us is the current time since PostgreSQL's epoch.  Returns 0, or -1 when out of memory. */
+int pgf_metrics_render(char **out, size_t *len, int64_t now_us);
+
+/* Returns 1 when streaming with every sink connected; else 0 with the reason in why. */
+int pgf_metrics_ready(char *why, size_t whylen);
+
+/* Frees the per-table counters. */
+void pgf_metrics_free(void);
+
+#endif
