@@ -3,6 +3,9 @@
 #include "cdc/config.h"
 
 #include <cyaml/cyaml.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +73,59 @@ static const cyaml_schema_field_t redis_fields[] = {
     CYAML_FIELD_END,
 };
 
+#define STR_FIELD(key, type, member) CYAML_FIELD_STRING_PTR(key, OPT_PTR, type, member, 0, CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t source_fields[] = {
+    STR_FIELD("dsn", struct pgf_source_cfg, dsn),
+    STR_FIELD("slot", struct pgf_source_cfg, slot),
+    STR_FIELD("publication", struct pgf_source_cfg, publication),
+    STR_FIELD("tables", struct pgf_source_cfg, tables),
+    STR_FIELD("create_slot", struct pgf_source_cfg, create_slot),
+    STR_FIELD("create_publication", struct pgf_source_cfg, create_publication),
+    STR_FIELD("temporary_slot", struct pgf_source_cfg, temporary_slot),
+    STR_FIELD("drop_slot_on_exit", struct pgf_source_cfg, drop_slot_on_exit),
+    STR_FIELD("status_interval", struct pgf_source_cfg, status_interval),
+    STR_FIELD("heartbeat_interval", struct pgf_source_cfg, heartbeat_interval),
+    STR_FIELD("endpos", struct pgf_source_cfg, endpos),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t stdout_fields[] = {
+    STR_FIELD("output", struct pgf_stdout_cfg, output),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t kafka_fields[] = {
+    STR_FIELD("brokers", struct pgf_kafka_cfg, brokers),
+    STR_FIELD("topic_template", struct pgf_kafka_cfg, topic_template),
+    STR_FIELD("topic_prefix", struct pgf_kafka_cfg, topic_prefix),
+    STR_FIELD("message_topic", struct pgf_kafka_cfg, message_topic),
+    STR_FIELD("tombstones", struct pgf_kafka_cfg, tombstones),
+    CYAML_FIELD_SEQUENCE("conf", OPT_PTR, struct pgf_kafka_cfg, conf, &string_entry, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t http_fields[] = {
+    STR_FIELD("listen", struct pgf_http_cfg, listen),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t log_fields[] = {
+    STR_FIELD("level", struct pgf_log_cfg, level),
+    STR_FIELD("format", struct pgf_log_cfg, format),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("source", OPT_PTR, struct pgf_config, source, source_fields),
+    CYAML_FIELD_SEQUENCE("sinks", OPT_PTR, struct pgf_config, sinks, &string_entry, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_MAPPING_PTR("stdout", OPT_PTR, struct pgf_config, stdout_sink, stdout_fields),
+    CYAML_FIELD_MAPPING_PTR("kafka", OPT_PTR, struct pgf_config, kafka, kafka_fields),
     CYAML_FIELD_MAPPING_PTR("redis", OPT_PTR, struct pgf_config, redis, redis_fields),
+    CYAML_FIELD_MAPPING_PTR("http", OPT_PTR, struct pgf_config, http, http_fields),
+    CYAML_FIELD_MAPPING_PTR("log", OPT_PTR, struct pgf_config, log, log_fields),
+    STR_FIELD("max_inflight_bytes", struct pgf_config, max_inflight_bytes),
+    STR_FIELD("shutdown_timeout", struct pgf_config, shutdown_timeout),
     CYAML_FIELD_END,
 };
 
@@ -243,6 +297,61 @@ int pgf_config_load(const char *path, struct pgf_config **out, char *err, size_t
         return -1;
     }
     *out = c;
+    return 0;
+}
+
+/* Parses a whole non-negative number for an environment variable; returns 0 or -1. */
+static int env_uint(const char *name, const char *v, unsigned *out, char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (*v == '\0' || *v == '-' || *end != '\0' || errno || n > UINT32_MAX) {
+        snprintf(err, errlen, "invalid value '%s' in environment variable %s: expected a non-negative integer", v,
+                 name);
+        return -1;
+    }
+    *out = (unsigned)n;
+    return 0;
+}
+
+/* Applies the PGFANOUT_REDIS_* variables; see config.h. */
+int pgf_config_redis_env(struct pgf_redis_cfg *redis, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        int is_uint;
+    } vars[] = {
+        {"PGFANOUT_REDIS_HOST", offsetof(struct pgf_redis_cfg, host), 0},
+        {"PGFANOUT_REDIS_USERNAME", offsetof(struct pgf_redis_cfg, username), 0},
+        {"PGFANOUT_REDIS_PASSWORD_FILE", offsetof(struct pgf_redis_cfg, password_file), 0},
+        {"PGFANOUT_REDIS_MESSAGE_PREFIX", offsetof(struct pgf_redis_cfg, message_prefix), 0},
+        {"PGFANOUT_REDIS_PORT", offsetof(struct pgf_redis_cfg, port), 1},
+        {"PGFANOUT_REDIS_DB", offsetof(struct pgf_redis_cfg, db), 1},
+        {"PGFANOUT_REDIS_WINDOW", offsetof(struct pgf_redis_cfg, window), 1},
+        {"PGFANOUT_REDIS_LINGER_MS", offsetof(struct pgf_redis_cfg, linger_ms), 1},
+        {"PGFANOUT_REDIS_COMMAND_TIMEOUT_MS", offsetof(struct pgf_redis_cfg, command_timeout_ms), 1},
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        char *v = getenv(vars[i].name);
+        if (v == NULL)
+            continue;
+        char *field = (char *)redis + vars[i].off;
+        if (vars[i].is_uint && env_uint(vars[i].name, v, (unsigned *)(void *)field, err, errlen) != 0)
+            return -1;
+        if (!vars[i].is_uint)
+            memcpy(field, &v, sizeof v); /* the environment outlives the configuration */
+    }
+    const char *tls = getenv("PGFANOUT_REDIS_TLS");
+    if (tls) {
+        if (strcmp(tls, "true") != 0 && strcmp(tls, "false") != 0) {
+            snprintf(err, errlen, "invalid value '%s' in environment variable PGFANOUT_REDIS_TLS: expected true or "
+                                  "false", tls);
+            return -1;
+        }
+        redis->tls = strcmp(tls, "true") == 0;
+    }
     return 0;
 }
 

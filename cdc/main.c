@@ -51,6 +51,11 @@ static int redis_settings(const struct pgf_options *opts, const struct pgf_confi
     memset(out, 0, sizeof *out);
     if (cfg && cfg->redis)
         *out = *cfg->redis;
+    char err[512];
+    if (pgf_config_redis_env(out, err, sizeof err) != 0) {
+        pgf_error("%s", err);
+        return -1;
+    }
     if (opts->redis_addr == NULL)
         return 0;
     const char *colon = strrchr(opts->redis_addr, ':');
@@ -137,8 +142,11 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
 int main(int argc, char **argv)
 {
     struct pgf_options opts;
-    if (pgf_options_parse(argc, argv, &opts) != 0)
+    struct pgf_config *cfg = NULL;
+    if (pgf_options_parse(argc, argv, &opts, &cfg) != 0) {
+        pgf_config_free(cfg);
         return 2;
+    }
     if (opts.show_help) {
         pgf_options_usage(stdout);
         return 0;
@@ -149,12 +157,7 @@ int main(int argc, char **argv)
     }
     if (opts.probe_url)
         return pgf_http_probe(opts.probe_url, 5);
-    struct pgf_config *cfg = NULL;
     char err[2048];
-    if (opts.config_path && pgf_config_load(opts.config_path, &cfg, err, sizeof err) != 0) {
-        pgf_error("%s", err);
-        return 2;
-    }
     struct pgf_redis_cfg redis;
     char redis_host[256];
     struct pgf_redis_rules *rules = NULL;
@@ -163,11 +166,18 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Rules are checked before anything connects, so a typo never touches the server. */
-    if (opts.sink_redis && (redis_sink_validate(&redis, err, sizeof err) != 0 ||
-                            (rules = pgf_redis_rules_new(&redis, opts.config_path, err, sizeof err)) == NULL)) {
+    if ((opts.sink_redis || opts.check_config) &&
+        (redis_sink_validate(&redis, err, sizeof err) != 0 ||
+         (rules = pgf_redis_rules_new(&redis, opts.config_path, err, sizeof err)) == NULL)) {
         pgf_error("%s", err);
         pgf_config_free(cfg);
         return 2;
+    }
+    if (opts.check_config) {
+        pgf_options_print(stdout, &opts, &redis, rules ? pgf_redis_rules_count(rules) : 0);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 0;
     }
     /* A closed stdout must surface as a write error, not kill us before we can report it. */
     signal(SIGPIPE, SIG_IGN);

@@ -2,18 +2,22 @@
 #include "cdc/options.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cdc/log.h"
 #include "cdc/lsn.h"
+#include "cdc/config.h"
+
+#include <libpq-fe.h>
 
 enum { OPT_SLOT = 256, OPT_PUBLICATION, OPT_CREATE_SLOT, OPT_CREATE_PUBLICATION, OPT_TABLES,
        OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION, OPT_KAFKA_BROKERS,
        OPT_KAFKA_CONF, OPT_TOPIC_TEMPLATE, OPT_TOPIC_PREFIX, OPT_MESSAGE_TOPIC, OPT_NO_TOMBSTONES,
        OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT, OPT_CONFIG, OPT_REDIS, OPT_HTTP_LISTEN, OPT_PROBE,
-       OPT_LOG_FORMAT, OPT_HEARTBEAT, OPT_DROP_SLOT, OPT_TEMP_SLOT };
+       OPT_LOG_FORMAT, OPT_HEARTBEAT, OPT_DROP_SLOT, OPT_TEMP_SLOT, OPT_CHECK_CONFIG };
 
 static const struct option long_options[] = {
     {"dsn", required_argument, NULL, 'd'},
@@ -39,6 +43,7 @@ static const struct option long_options[] = {
     {"redis", required_argument, NULL, OPT_REDIS},
     {"http-listen", required_argument, NULL, OPT_HTTP_LISTEN},
     {"probe", required_argument, NULL, OPT_PROBE},
+    {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
     {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
     {"drop-slot-on-exit", no_argument, NULL, OPT_DROP_SLOT},
@@ -95,6 +100,14 @@ void pgf_options_usage(FILE *out)
         "                           (default: 16M; suffixes k, M, G)\n"
         "      --shutdown-timeout S seconds to wait for acknowledgements when stopping (default: 30)\n"
         "\n"
+        "Configuration:\n"
+        "      --config FILE        YAML file with every setting (see pgfanout.example.yaml); also\n"
+        "                           PGFANOUT_CONFIG. Each setting can come from PGFANOUT_<SECTION>_<KEY>\n"
+        "                           too (PGFANOUT_SOURCE_DSN, PGFANOUT_KAFKA_BROKERS, PGFANOUT_REDIS_HOST...);\n"
+        "                           flags override the environment, which overrides the file\n"
+        "      --check-config       validate everything, print the effective settings (secrets\n"
+        "                           redacted) and exit: 0 when valid, 2 when not\n"
+        "\n"
         "Other:\n"
         "      --log-level LEVEL    debug, info (default), warn or error; logs go to stderr\n"
         "      --log-format F       text (default), logfmt or json\n"
@@ -138,14 +151,205 @@ static int parse_bytes(const char *s, size_t *out)
     return 0;
 }
 
-/* Parses argv; see options.h. */
-int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
+/* How a setting's text becomes a value. */
+enum stype { S_STR, S_BOOL, S_SECONDS, S_BYTES, S_LSN, S_SINKS, S_LOGLEVEL, S_LOGFORMAT };
+
+/* One setting: its key in the config file (its environment variable is PGFANOUT_ and the key
+ * in capitals with '.' as '_'), its flag, and where its value goes. */
+struct setting {
+    const char *key;
+    const char *flag;
+    enum stype type;
+    size_t off; /* in struct pgf_options */
+    size_t file_off; /* in the config section named by the key's first part */
+    int secret;
+};
+
+#define OPT(m) offsetof(struct pgf_options, m)
+static const struct setting settings[] = {
+    {"source.dsn", "dsn", S_STR, OPT(dsn), offsetof(struct pgf_source_cfg, dsn), 1},
+    {"source.slot", "slot", S_STR, OPT(slot), offsetof(struct pgf_source_cfg, slot), 0},
+    {"source.publication", "publication", S_STR, OPT(publication), offsetof(struct pgf_source_cfg, publication), 0},
+    {"source.tables", "tables", S_STR, OPT(tables), offsetof(struct pgf_source_cfg, tables), 0},
+    {"source.create_slot", "create-slot", S_BOOL, OPT(create_slot), offsetof(struct pgf_source_cfg, create_slot), 0},
+    {"source.create_publication", "create-publication", S_BOOL, OPT(create_publication),
+     offsetof(struct pgf_source_cfg, create_publication), 0},
+    {"source.temporary_slot", "temporary-slot", S_BOOL, OPT(temporary_slot),
+     offsetof(struct pgf_source_cfg, temporary_slot), 0},
+    {"source.drop_slot_on_exit", "drop-slot-on-exit", S_BOOL, OPT(drop_slot_on_exit),
+     offsetof(struct pgf_source_cfg, drop_slot_on_exit), 0},
+    {"source.status_interval", "status-interval", S_SECONDS, OPT(status_interval_ms),
+     offsetof(struct pgf_source_cfg, status_interval), 0},
+    {"source.heartbeat_interval", "heartbeat-interval", S_SECONDS, OPT(heartbeat_interval_ms),
+     offsetof(struct pgf_source_cfg, heartbeat_interval), 0},
+    {"source.endpos", "endpos", S_LSN, OPT(endpos), offsetof(struct pgf_source_cfg, endpos), 0},
+    {"sinks", "sink", S_SINKS, 0, 0, 0},
+    {"stdout.output", "output", S_STR, OPT(output), offsetof(struct pgf_stdout_cfg, output), 0},
+    {"kafka.brokers", "kafka-brokers", S_STR, OPT(kafka_brokers), offsetof(struct pgf_kafka_cfg, brokers), 0},
+    {"kafka.topic_template", "topic-template", S_STR, OPT(topic_template),
+     offsetof(struct pgf_kafka_cfg, topic_template), 0},
+    {"kafka.topic_prefix", "topic-prefix", S_STR, OPT(topic_prefix), offsetof(struct pgf_kafka_cfg, topic_prefix), 0},
+    {"kafka.message_topic", "message-topic", S_STR, OPT(message_topic),
+     offsetof(struct pgf_kafka_cfg, message_topic), 0},
+    {"kafka.tombstones", "no-tombstones", S_BOOL, OPT(tombstones), offsetof(struct pgf_kafka_cfg, tombstones), 0},
+    {"http.listen", "http-listen", S_STR, OPT(http_listen), offsetof(struct pgf_http_cfg, listen), 0},
+    {"log.level", "log-level", S_LOGLEVEL, 0, offsetof(struct pgf_log_cfg, level), 0},
+    {"log.format", "log-format", S_LOGFORMAT, 0, offsetof(struct pgf_log_cfg, format), 0},
+    {"max_inflight_bytes", "max-inflight-bytes", S_BYTES, OPT(max_inflight_bytes),
+     offsetof(struct pgf_config, max_inflight_bytes), 0},
+    {"shutdown_timeout", "shutdown-timeout", S_SECONDS, OPT(shutdown_timeout_ms),
+     offsetof(struct pgf_config, shutdown_timeout), 0},
+};
+#define NSETTINGS (sizeof settings / sizeof *settings)
+
+/* Returns the setting whose flag is name, or NULL. */
+static const struct setting *setting_by_flag(const char *name)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strcmp(settings[i].flag, name) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+/* Writes the environment variable of a setting: PGFANOUT_SOURCE_DSN for source.dsn. */
+static void env_name(const struct setting *s, char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "PGFANOUT_");
+    for (const char *k = s->key; *k && n + 1 < len; k++)
+        out[n++] = *k == '.' ? '_' : (char)(*k >= 'a' && *k <= 'z' ? *k - 'a' + 'A' : *k);
+    out[n] = '\0';
+}
+
+/* Returns the config file's text for a setting, or NULL when the file does not set it. */
+static const char *file_value(const struct pgf_config *cfg, const struct setting *s)
+{
+    if (cfg == NULL)
+        return NULL;
+    const void *sec = cfg;
+    if (strncmp(s->key, "source.", 7) == 0) sec = cfg->source;
+    else if (strncmp(s->key, "stdout.", 7) == 0) sec = cfg->stdout_sink;
+    else if (strncmp(s->key, "kafka.", 6) == 0) sec = cfg->kafka;
+    else if (strncmp(s->key, "http.", 5) == 0) sec = cfg->http;
+    else if (strncmp(s->key, "log.", 4) == 0) sec = cfg->log;
+    if (sec == NULL || s->type == S_SINKS)
+        return NULL;
+    const char *v;
+    memcpy(&v, (const char *)sec + s->file_off, sizeof v);
+    return v;
+}
+
+/* Parses a strict boolean; returns 0 or -1. */
+static int parse_bool(const char *s, int *out)
+{
+    if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 || strcmp(s, "on") == 0)
+        *out = 1;
+    else if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 || strcmp(s, "off") == 0)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* Parses a comma-separated sink list into opts; returns 0, or -1 naming the bad word in err. */
+static int parse_sinks(const char *list, struct pgf_options *opts, char *err, size_t errlen)
+{
+    char copy[256];
+    snprintf(copy, sizeof copy, "%s", list);
+    opts->sink_stdout = opts->sink_kafka = opts->sink_redis = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(copy, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
+        if (strcmp(name, "stdout") == 0)
+            opts->sink_stdout = 1;
+        else if (strcmp(name, "kafka") == 0)
+            opts->sink_kafka = 1;
+        else if (strcmp(name, "redis") == 0)
+            opts->sink_redis = 1;
+        else {
+            snprintf(err, errlen, "unknown sink '%s'; allowed are stdout, kafka, redis", name);
+            return -1;
+        }
+    }
+    if (!opts->sink_stdout && !opts->sink_kafka && !opts->sink_redis) {
+        snprintf(err, errlen, "no sink named; allowed are stdout, kafka, redis");
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies one setting's text to opts; returns 0, or -1 with what is allowed in err. */
+static int apply(const struct setting *s, const char *v, struct pgf_options *opts, char *err, size_t errlen)
+{
+    char *field = (char *)opts + s->off;
+    int b;
+    switch (s->type) {
+    case S_STR:
+        memcpy(field, &v, sizeof v);
+        return 0;
+    case S_BOOL:
+        if (parse_bool(v, &b) != 0) {
+            snprintf(err, errlen, "expected true or false");
+            return -1;
+        }
+        memcpy(field, &b, sizeof b);
+        return 0;
+    case S_SECONDS:
+        if (parse_interval(v, (int *)(void *)field) != 0) {
+            snprintf(err, errlen, "expected seconds, greater than 0 and at most 86400");
+            return -1;
+        }
+        return 0;
+    case S_BYTES:
+        if (parse_bytes(v, &opts->max_inflight_bytes) != 0) {
+            snprintf(err, errlen, "expected a positive size like 16M (suffixes k, M, G)");
+            return -1;
+        }
+        return 0;
+    case S_LSN:
+        if (pgf_lsn_parse(v, &opts->endpos) != 0) {
+            snprintf(err, errlen, "expected an LSN like 0/16B3748");
+            return -1;
+        }
+        opts->has_endpos = 1;
+        return 0;
+    case S_SINKS:
+        return parse_sinks(v, opts, err, errlen);
+    case S_LOGLEVEL: {
+        enum pgf_log_level level;
+        if (pgf_log_parse_level(v, &level) != 0) {
+            snprintf(err, errlen, "expected debug, info, warn or error");
+            return -1;
+        }
+        pgf_log_set_level(level);
+        opts->log_level = v;
+        return 0;
+    }
+    case S_LOGFORMAT:
+        if (pgf_log_set_format(v) != 0) {
+            snprintf(err, errlen, "expected text, logfmt or json");
+            return -1;
+        }
+        opts->log_format = v;
+        return 0;
+    }
+    return -1;
+}
+
+/* Prints the error for a bad value, naming where it came from; never echoes a secret. */
+static void bad_value(const struct setting *s, const char *v, const char *from, const char *why)
+{
+    fprintf(stderr, "pgfanout: invalid value %s%s%s for %s (%s): %s\n", s->secret ? "" : "'",
+            s->secret ? "(hidden)" : v, s->secret ? "" : "'", s->key, from, why);
+}
+
+/* Parses argv, the environment and the config file; see options.h. */
+int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pgf_config **cfgp)
 {
     memset(opts, 0, sizeof *opts);
+    *cfgp = NULL;
     opts->dsn = "";
     opts->slot = "pgfanout";
     opts->publication = "pgfanout";
-    const char *sinks = "stdout";
+    opts->sink_stdout = 1;
     opts->status_interval_ms = 10000;
     opts->topic_template = "{prefix}.{schema}.{table}";
     opts->topic_prefix = "pgfanout";
@@ -153,24 +357,32 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
     opts->tombstones = 1;
     opts->max_inflight_bytes = 16u << 20;
     opts->shutdown_timeout_ms = 30000;
+    opts->log_level = "info";
+    opts->log_format = "text";
+    const char *flagval[NSETTINGS] = {0};
+    const char *flag_conf[64];
+    size_t nflag_conf = 0;
     opterr = 0; /* we print our own messages, naming the flag */
-    int c;
-    while ((c = getopt_long(argc, argv, ":d:o:h", long_options, NULL)) != -1) {
+    int c, index;
+    while ((c = getopt_long(argc, argv, ":d:o:h", long_options, &index)) != -1) {
+        const char *name = c == 'd' ? "dsn" : c == 'o' ? "output" : c >= OPT_SLOT ? long_options[index].name : NULL;
+        const struct setting *s = name ? setting_by_flag(name) : NULL;
+        if (s) {
+            /* Flags without a value set booleans; --no-tombstones sets one to false. */
+            flagval[s - settings] = long_options[index].has_arg == no_argument && c >= OPT_SLOT
+                                        ? (strcmp(name, "no-tombstones") == 0 ? "false" : "true")
+                                        : optarg;
+            continue;
+        }
         switch (c) {
-        case 'd': opts->dsn = optarg; break;
-        case OPT_SLOT: opts->slot = optarg; break;
-        case OPT_PUBLICATION: opts->publication = optarg; break;
-        case OPT_CREATE_SLOT: opts->create_slot = 1; break;
-        case OPT_CREATE_PUBLICATION: opts->create_publication = 1; break;
-        case OPT_TABLES: opts->tables = optarg; break;
-        case OPT_SINK: sinks = optarg; break;
-        case OPT_KAFKA_BROKERS: opts->kafka_brokers = optarg; break;
-        case OPT_TOPIC_TEMPLATE: opts->topic_template = optarg; break;
-        case OPT_TOPIC_PREFIX: opts->topic_prefix = optarg; break;
-        case OPT_MESSAGE_TOPIC: opts->message_topic = optarg; break;
-        case OPT_NO_TOMBSTONES: opts->tombstones = 0; break;
+        case OPT_CONFIG: opts->config_path = optarg; break;
+        case OPT_REDIS: opts->redis_addr = optarg; break;
+        case OPT_PROBE: opts->probe_url = optarg; break;
+        case OPT_CHECK_CONFIG: opts->check_config = 1; break;
+        case 'h': opts->show_help = 1; break;
+        case OPT_VERSION: opts->show_version = 1; break;
         case OPT_KAFKA_CONF:
-            if (opts->nkafka_conf == sizeof opts->kafka_conf / sizeof *opts->kafka_conf) {
+            if (nflag_conf == sizeof flag_conf / sizeof *flag_conf) {
                 fprintf(stderr, "pgfanout: too many --kafka-conf flags (at most 64)\n");
                 return -1;
             }
@@ -178,68 +390,8 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
                 fprintf(stderr, "pgfanout: invalid --kafka-conf: expected key=value\n");
                 return -1;
             }
-            opts->kafka_conf[opts->nkafka_conf++] = optarg;
+            flag_conf[nflag_conf++] = optarg;
             break;
-        case OPT_MAX_INFLIGHT:
-            if (parse_bytes(optarg, &opts->max_inflight_bytes) != 0) {
-                fprintf(stderr, "pgfanout: invalid --max-inflight-bytes '%s': expected a positive size "
-                                "like 16M\n", optarg);
-                return -1;
-            }
-            break;
-        case OPT_SHUTDOWN_TIMEOUT:
-            if (parse_interval(optarg, &opts->shutdown_timeout_ms) != 0) {
-                fprintf(stderr, "pgfanout: invalid --shutdown-timeout '%s': expected seconds, greater than 0 "
-                                "and at most 86400\n", optarg);
-                return -1;
-            }
-            break;
-        case 'o': opts->output = optarg; break;
-        case OPT_CONFIG: opts->config_path = optarg; break;
-        case OPT_REDIS: opts->redis_addr = optarg; break;
-        case OPT_HTTP_LISTEN: opts->http_listen = optarg; break;
-        case OPT_PROBE: opts->probe_url = optarg; break;
-        case OPT_DROP_SLOT: opts->drop_slot_on_exit = 1; break;
-        case OPT_TEMP_SLOT: opts->temporary_slot = 1; break;
-        case OPT_HEARTBEAT:
-            if (parse_interval(optarg, &opts->heartbeat_interval_ms) != 0) {
-                fprintf(stderr, "pgfanout: invalid --heartbeat-interval '%s': expected seconds, greater than 0 "
-                                "and at most 86400\n", optarg);
-                return -1;
-            }
-            break;
-        case OPT_LOG_FORMAT:
-            if (pgf_log_set_format(optarg) != 0) {
-                fprintf(stderr, "pgfanout: invalid --log-format '%s': expected text, logfmt or json\n", optarg);
-                return -1;
-            }
-            break;
-        case 'h': opts->show_help = 1; break;
-        case OPT_VERSION: opts->show_version = 1; break;
-        case OPT_ENDPOS:
-            if (pgf_lsn_parse(optarg, &opts->endpos) != 0) {
-                fprintf(stderr, "pgfanout: invalid --endpos '%s': expected an LSN like 0/16B3748\n", optarg);
-                return -1;
-            }
-            opts->has_endpos = 1;
-            break;
-        case OPT_STATUS_INTERVAL:
-            if (parse_interval(optarg, &opts->status_interval_ms) != 0) {
-                fprintf(stderr, "pgfanout: invalid --status-interval '%s': expected seconds, greater than 0 "
-                                "and at most 86400\n", optarg);
-                return -1;
-            }
-            break;
-        case OPT_LOG_LEVEL: {
-            enum pgf_log_level level;
-            if (pgf_log_parse_level(optarg, &level) != 0) {
-                fprintf(stderr, "pgfanout: invalid --log-level '%s': expected debug, info, warn or error\n",
-                        optarg);
-                return -1;
-            }
-            pgf_log_set_level(level);
-            break;
-        }
         case ':':
             fprintf(stderr, "pgfanout: flag %s needs a value; see pgfanout --help\n", argv[optind - 1]);
             return -1;
@@ -255,31 +407,72 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
         fprintf(stderr, "pgfanout: unexpected argument '%s'; see pgfanout --help\n", argv[optind]);
         return -1;
     }
-    char list[256];
-    snprintf(list, sizeof list, "%s", sinks);
-    char *save = NULL;
-    for (char *name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
-        if (strcmp(name, "stdout") == 0)
-            opts->sink_stdout = 1;
-        else if (strcmp(name, "kafka") == 0)
-            opts->sink_kafka = 1;
-        else if (strcmp(name, "redis") == 0)
-            opts->sink_redis = 1;
-        else {
-            fprintf(stderr, "pgfanout: unknown sink '%s' in --sink: allowed are stdout, kafka, redis\n", name);
+    if (opts->show_help || opts->show_version || opts->probe_url)
+        return 0;
+    if (opts->config_path == NULL)
+        opts->config_path = getenv("PGFANOUT_CONFIG");
+    char err[1024];
+    if (opts->config_path && pgf_config_load(opts->config_path, cfgp, err, sizeof err) != 0) {
+        fprintf(stderr, "pgfanout: %s\n", err);
+        return -1;
+    }
+    const struct pgf_config *cfg = *cfgp;
+    /* Lowest precedence first: the file, then the environment, then flags. */
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        char env[96], from[512], sinks[256];
+        env_name(s, env, sizeof env);
+        const char *v = flagval[i];
+        if (v) {
+            snprintf(from, sizeof from, "flag --%s", s->flag);
+        } else if ((v = getenv(env)) != NULL) {
+            snprintf(from, sizeof from, "environment variable %s", env);
+        } else if (s->type == S_SINKS && cfg && cfg->sinks_count > 0) {
+            size_t n = 0;
+            sinks[0] = '\0';
+            for (unsigned k = 0; k < cfg->sinks_count && n < sizeof sinks; k++)
+                n += (size_t)snprintf(sinks + n, sizeof sinks - n, "%s%s", k ? "," : "", cfg->sinks[k]);
+            v = sinks;
+            snprintf(from, sizeof from, "config file %s, line %d", opts->config_path,
+                     pgf_config_line_of(opts->config_path, "sinks"));
+        } else if ((v = file_value(cfg, s)) != NULL) {
+            snprintf(from, sizeof from, "config file %s, line %d", opts->config_path,
+                     pgf_config_line_of(opts->config_path, s->key));
+        } else {
+            continue;
+        }
+        opts->origin[i] = flagval[i] ? "flag" : getenv(env) ? "environment" : "config file";
+        if (apply(s, v, opts, err, sizeof err) != 0) {
+            bad_value(s, v, from, err);
             return -1;
         }
     }
-    if (!opts->sink_stdout && !opts->sink_kafka && !opts->sink_redis) {
-        fprintf(stderr, "pgfanout: --sink names no sink: allowed are stdout, kafka, redis\n");
-        return -1;
+    /* librdkafka settings: the file's, then PGFANOUT_KAFKA_CONF_<KEY> (sasl.password from
+     * PGFANOUT_KAFKA_CONF_SASL_PASSWORD, so secrets need not sit in the file), then flags. */
+    for (unsigned k = 0; cfg && cfg->kafka && k < cfg->kafka->conf_count; k++)
+        if (opts->nkafka_conf < 64)
+            opts->kafka_conf[opts->nkafka_conf++] = cfg->kafka->conf[k];
+    extern char **environ;
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "PGFANOUT_KAFKA_CONF_", 20) != 0 || strchr(*e, '=') == NULL || opts->nkafka_conf >= 64)
+            continue;
+        size_t n = 0;
+        char *key = opts->env_conf[opts->nkafka_conf];
+        for (const char *p = *e + 20; *p != '=' && n + 1 < sizeof opts->env_conf[0]; p++)
+            key[n++] = *p == '_' ? '.' : (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+        snprintf(key + n, sizeof opts->env_conf[0] - n, "%s", strchr(*e, '='));
+        opts->kafka_conf[opts->nkafka_conf] = key;
+        opts->nkafka_conf++;
     }
+    for (size_t k = 0; k < nflag_conf && opts->nkafka_conf < 64; k++)
+        opts->kafka_conf[opts->nkafka_conf++] = flag_conf[k];
     if (opts->sink_kafka && opts->kafka_brokers == NULL) {
         int has_bootstrap = 0;
         for (size_t i = 0; i < opts->nkafka_conf; i++)
             has_bootstrap |= strncmp(opts->kafka_conf[i], "bootstrap.servers=", 18) == 0;
         if (!has_bootstrap) {
-            fprintf(stderr, "pgfanout: --sink kafka needs --kafka-brokers HOST:PORT\n");
+            fprintf(stderr, "pgfanout: the kafka sink needs brokers: --kafka-brokers HOST:PORT, "
+                            "PGFANOUT_KAFKA_BROKERS or kafka.brokers\n");
             return -1;
         }
     }
@@ -292,4 +485,136 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts)
         return -1;
     }
     return 0;
+}
+
+/* Prints a YAML scalar in double quotes with escapes. */
+static void print_quoted(FILE *out, const char *v)
+{
+    fputc('"', out);
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            fputc('\\', out);
+        fputc(*v, out);
+    }
+    fputc('"', out);
+}
+
+/* Prints a DSN with its password replaced; libpq parses both key=value and URI forms. */
+static void print_dsn(FILE *out, const char *dsn)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &err);
+    if (opts == NULL) {
+        fputs("\"(not a valid connection string)\"", out);
+        PQfreemem(err);
+        return;
+    }
+    char buf[2048];
+    size_t n = 0;
+    buf[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (o->val && o->val[0] && n < sizeof buf)
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s=%s", n ? " " : "", o->keyword,
+                                  strcmp(o->keyword, "password") == 0 ? "*****" : o->val);
+    PQconninfoFree(opts);
+    print_quoted(out, buf);
+}
+
+/* True for librdkafka settings that hold secrets. */
+static int secret_kafka_key(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    size_t len = eq ? (size_t)(eq - kv) : strlen(kv);
+    char key[128];
+    snprintf(key, sizeof key, "%.*s", (int)len, kv);
+    return strstr(key, "password") || strstr(key, "secret") || strstr(key, "sasl.oauthbearer.config") ||
+           strstr(key, "ssl.key.pem");
+}
+
+/* Prints the effective settings; see options.h. */
+void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_redis_cfg *redis, size_t nrules)
+{
+    fputs("# pgfanout effective configuration: flags > environment > config file > defaults.\n", out);
+    char section[32] = "";
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        const char *dot = strchr(s->key, '.');
+        char sec[32] = "";
+        if (dot)
+            snprintf(sec, sizeof sec, "%.*s", (int)(dot - s->key), s->key);
+        if (sec[0] && strcmp(sec, section) != 0)
+            fprintf(out, "%s:\n", sec);
+        snprintf(section, sizeof section, "%s", sec);
+        fprintf(out, "%s%s: ", dot ? "  " : "", dot ? dot + 1 : s->key);
+        const char *field = (const char *)opts + s->off;
+        switch (s->type) {
+        case S_STR: {
+            const char *v;
+            memcpy(&v, field, sizeof v);
+            if (s->secret)
+                print_dsn(out, v ? v : "");
+            else if (v)
+                print_quoted(out, v);
+            else
+                fputs("null", out);
+            break;
+        }
+        case S_BOOL:
+            fputs(*(const int *)(const void *)field ? "true" : "false", out);
+            break;
+        case S_SECONDS: {
+            int ms = *(const int *)(const void *)field;
+            if (ms)
+                fprintf(out, "%g", ms / 1000.0);
+            else
+                fputs("null", out);
+            break;
+        }
+        case S_BYTES:
+            fprintf(out, "%zu", opts->max_inflight_bytes);
+            break;
+        case S_LSN: {
+            char lsn[PGF_LSN_BUFSZ];
+            if (opts->has_endpos)
+                fprintf(out, "\"%s\"", pgf_lsn_format(opts->endpos, lsn));
+            else
+                fputs("null", out);
+            break;
+        }
+        case S_SINKS:
+            fprintf(out, "[%s%s%s%s%s]", opts->sink_stdout ? "stdout" : "",
+                    opts->sink_stdout && (opts->sink_kafka || opts->sink_redis) ? ", " : "",
+                    opts->sink_kafka ? "kafka" : "", opts->sink_kafka && opts->sink_redis ? ", " : "",
+                    opts->sink_redis ? "redis" : "");
+            break;
+        case S_LOGLEVEL:
+            print_quoted(out, opts->log_level);
+            break;
+        case S_LOGFORMAT:
+            print_quoted(out, opts->log_format);
+            break;
+        }
+        fprintf(out, "  # %s\n", opts->origin[i] ? opts->origin[i] : "default");
+        if (strcmp(s->key, "kafka.tombstones") == 0) {
+            fputs("  conf:\n", out);
+            for (size_t k = 0; k < opts->nkafka_conf; k++) {
+                const char *eq = strchr(opts->kafka_conf[k], '=');
+                fprintf(out, "    - \"%.*s=%s\"\n", (int)(eq - opts->kafka_conf[k]), opts->kafka_conf[k],
+                        secret_kafka_key(opts->kafka_conf[k]) ? "*****" : eq + 1);
+            }
+        }
+    }
+    fputs("redis:\n", out);
+    fprintf(out, "  host: \"%s\"\n  port: %u\n  db: %u\n", redis->host ? redis->host : "127.0.0.1",
+            redis->port ? redis->port : 6379, redis->db);
+    fprintf(out, "  username: %s%s%s\n", redis->username ? "\"" : "", redis->username ? redis->username : "null",
+            redis->username ? "\"" : "");
+    fprintf(out, "  password: %s\n", getenv("PGFANOUT_REDIS_PASSWORD") ? "\"*****\"  # PGFANOUT_REDIS_PASSWORD"
+                                     : redis->password_file ? "\"*****\"  # password_file" : "null");
+    fprintf(out, "  tls: %s\n  window: %u\n  linger_ms: %u\n  command_timeout_ms: %u\n", redis->tls ? "true" : "false",
+            redis->window ? redis->window : 64, redis->linger_ms,
+            redis->command_timeout_ms ? redis->command_timeout_ms : 10000);
+    fprintf(out, "  message_prefix: \"%s\"\n  django: %s\n  cachalot: %s\n  rules: %zu\n",
+            redis->message_prefix ? redis->message_prefix : "pgfanout.invalidate", redis->django ? "on" : "off",
+            redis->cachalot ? "on" : "off", nrules);
 }

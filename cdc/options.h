@@ -1,4 +1,5 @@
-/* options.h - the command line. */
+/* options.h - settings from the command line, the environment and the config file, in that
+ * order of precedence. */
 #ifndef PGFANOUT_OPTIONS_H
 #define PGFANOUT_OPTIONS_H
 
@@ -35,13 +36,28 @@ struct pgf_options {
     int heartbeat_interval_ms;/* 0 = no heartbeat */
     int drop_slot_on_exit;
     int temporary_slot;
+    const char *log_level;    /* as given, for --check-config */
+    const char *log_format;
+    int check_config;         /* --check-config: print the effective settings and exit */
+    const char *origin[32];   /* where each setting came from, by its index in options.c's table */
+    char env_conf[64][256];   /* librdkafka settings built from PGFANOUT_KAFKA_CONF_* */
     int show_help;
     int show_version;
 };
 
-/* Parses argv into *opts (strings point into argv).  Returns 0, or -1 after printing an
- * error to stderr that names the bad flag or value. */
-int pgf_options_parse(int argc, char **argv, struct pgf_options *opts);
+struct pgf_config;
+struct pgf_redis_cfg;
+
+/* Fills *opts from the config file (--config or PGFANOUT_CONFIG), then PGFANOUT_* environment
+ * variables, then flags; *cfg gets the loaded file (free it with pgf_config_free once opts is
+ * no longer used: strings point into it, argv and the environment).  Returns 0, or -1 after
+ * printing an error that names the setting, where its value came from and what is allowed. */
+int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pgf_config **cfg);
+
+/* Prints the effective settings as YAML, each with its source, secrets redacted (the DSN's
+ * password, Kafka settings whose names contain "password" or "secret", Redis's password). */
+void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_redis_cfg *redis,
+                       size_t nrules);
 
 /* Prints the --help text to out. */
 void pgf_options_usage(FILE *out);
