@@ -235,6 +235,9 @@ static const char *file_value(const struct pgf_config *cfg, const struct setting
         return NULL;
     const char *v;
     memcpy(&v, (const char *)sec + s->file_off, sizeof v);
+    /* libcyaml hands YAML's null to a string field as its text; null means "not set". */
+    if (v && (strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0))
+        return NULL;
     return v;
 }
 

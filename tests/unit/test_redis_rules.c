@@ -275,7 +275,8 @@ static void test_config_errors(void **state)
         {"redis:\n  window: lots\n", {"line 2", "redis.window", "non-negative integers"}},
         {"redis:\n  rules:\n    - table: a\n      generation: sometimes\n",
          {"line 4", "redis.rules[0].generation", "none, lsn, incr"}},
-        {"kafka: {}\n", {"line 1", "unknown key 'kafka'", "allowed keys here: redis"}},
+        {"kafka: {}\nrabbit: {}\n", {"line 2", "unknown key 'rabbit'", "allowed keys here: source, sinks"}},
+        {"source:\n  slto: x\n", {"line 2", "source.slto", "allowed keys here: dsn, slot"}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *path = temp_yaml(cases[i].yaml);
