@@ -409,6 +409,8 @@ def main():
     args = ap.parse_args()
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"quickstart: {args.bin} is missing (build it: bash scripts/quickstart.sh)")
+    # Ctrl-C stops the demo and cleans up, even where the shell started us ignoring SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     state = {"dirs": [], "pids": {}}
