@@ -36,6 +36,18 @@ from redisserver import RedisServer  # noqa: E402
 
 T0_NS = int(os.environ.get("QUICKSTART_T0_NS") or time.time_ns())
 
+# libpq's environment would reach the throwaway server too (PGSSLMODE=require, PGOPTIONS...):
+# the demo names everything it connects to, so it drops these.
+LIBPQ_ENV = {"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
+             "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME", "PGSSLMODE",
+             "PGREQUIRESSL", "PGSSLCERT", "PGSSLKEY", "PGSSLROOTCERT", "PGSSLCRL",
+             "PGSSLCOMPRESSION", "PGSSLMINPROTOCOLVERSION", "PGSSLMAXPROTOCOLVERSION",
+             "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB", "PGCONNECT_TIMEOUT",
+             "PGCLIENTENCODING", "PGTARGETSESSIONATTRS", "PGREQUIREAUTH", "PGCHANNELBINDING",
+             "PGDATESTYLE", "PGTZ", "PGGEQO", "PGSYSCONFDIR", "PGLOCALEDIR"}
+for _k in LIBPQ_ENV & set(os.environ):
+    del os.environ[_k]
+
 SLOT = PUBLICATION = "quickstart"
 TOPIC = "pgfanout.public.products"
 MESSAGE_TOPIC = "pgfanout.messages"
@@ -151,7 +163,7 @@ def event_lines(rec, pb):
         key = pb.Key()
         key.ParseFromString(rec.key)
         ident = ", ".join(f"{c.name}: {show_value(c.value)}" for c in key.columns[:1])
-        return [f"{'tombstone':9} {key.schema}.{key.table:9} key {{{ident}, ...}}, null value:"
+        return [f"{'tombstone':9} {key.table:9} key {{{ident}, ...}}, null value:"
                 " lets a compacted topic forget the row"]
     ev = pb.Event()
     ev.ParseFromString(rec.value)
@@ -160,7 +172,7 @@ def event_lines(rec, pb):
         m = ev.message
         return [f"{op:9} {m.prefix}  {json.dumps(m.content.decode('utf-8', 'replace'))}"
                 f" ({'transactional' if m.transactional else 'non-transactional'})"]
-    head = f"{op:9} {ev.source.schema}.{ev.source.table:9}"
+    head = f"{op:9} {ev.source.table:9}"
     pad = " " * len(head)
     # Under REPLICA IDENTITY FULL the key is the whole row: name it instead of repeating it.
     image = ev.after if ev.HasField("after") else ev.before
@@ -171,7 +183,7 @@ def event_lines(rec, pb):
         lines.append(f"before {show_row(ev.before)}")
     if ev.HasField("after"):
         lines.append(f"after  {show_row(ev.after)}")
-    lines[-1] += f"   {key}"
+    lines[-1] += f"  {key}"
     return [(head if i == 0 else pad) + " " + line for i, line in enumerate(lines)]
 
 
@@ -199,7 +211,6 @@ def start_postgres_and_redis(pg, rds, out):
         c.set("products:list", json.dumps([r[0] for r in ROWS]))
         c.set("homepage:featured", json.dumps([2, 3]))
         c.set("homepage:banner", "Autumn sale")
-        out["ready"] = True
     except BaseException as e:  # reported by the main thread
         out["error"] = e
 
@@ -302,10 +313,12 @@ def run(args, state):
     errfile = os.path.join(work, "pgfanout.log")
     monitor = RedisMonitor(rds)
     monitor.start()
+    # Only the settings shown: none from PGFANOUT_* variables of the caller's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGFANOUT_")}
     with open(errfile, "wb") as err:
         # Its own session: Ctrl-C reaches only this script, which stops pgfanout with SIGTERM.
         worker = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=err, start_new_session=True)
+                                  stderr=err, env=env, start_new_session=True)
     state["worker"], state["errfile"] = worker, errfile
     state["pids"]["pgfanout"] = worker.pid
     wait_started(worker, errfile)
@@ -343,8 +356,8 @@ def run(args, state):
     }
 
     print(flush=True)
-    print(f"Kafka records, decoded with the pgfanout.v1 protobuf classes ({pb.where});")
-    print("the record key is the row's replica identity: every column, as REPLICA IDENTITY FULL:")
+    print(f"Kafka records (protobuf pgfanout.v1.Event, decoded with {pb.where}); a record's key is")
+    print("the row's replica identity, here every column (REPLICA IDENTITY FULL):")
     for topic in (TOPIC, MESSAGE_TOPIC):
         print(f"  topic {topic}")
         for r in (r for r in records if r.topic == topic):
@@ -418,7 +431,7 @@ def main():
     try:
         problems = run(args, state)
     except (KeyboardInterrupt, Interrupted) as e:
-        print(f"\nquickstart: interrupted ({e or 'SIGINT'}); stopping what it started",
+        print(f"\nquickstart: interrupted ({str(e) or 'SIGINT'}); stopping what it started",
               file=sys.stderr, flush=True)
         status = 130
     except BrokenPipeError:  # e.g. | head: stop quietly, still cleaning up
@@ -443,8 +456,8 @@ def main():
         problems.append(f"pgfanout exited with {exit_code} after SIGTERM")
     names = [n for p, n in (("pgfanout", "pgfanout"), ("kafka", "Kafka"), ("redis", "Redis"),
                             ("postgres", "PostgreSQL")) if p in state["pids"]]
-    if names:
-        say(f"stopped {', '.join(names)} (by pid) and removed their temp dirs")
+    say(f"stopped {', '.join(names) if names else 'what it had started'} (by pid)"
+        " and removed the temp dirs")
     for p in problems:
         print(f"quickstart: UNEXPECTED: {p}", file=sys.stderr)
     if status == 0 and problems:

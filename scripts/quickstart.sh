@@ -29,10 +29,12 @@ fi
 # The Kafka broker's jars, resolved through Maven once (about 40 jars) and cached.
 classpath_ok() {
   [ -s build/kafka.classpath ] || return 1
-  local jar
-  while IFS= read -r jar; do
-    [ -z "$jar" ] || [ -f "$jar" ] || return 1
-  done < <(tr ':' '\n' <build/kafka.classpath)
+  local jar jars=()
+  IFS=: read -r -a jars <build/kafka.classpath || true
+  ((${#jars[@]})) || return 1
+  for jar in "${jars[@]}"; do
+    [ -f "$jar" ] || return 1
+  done
 }
 if ! classpath_ok; then
   say "fetching the Kafka jars with Maven (first run only)"
