@@ -270,10 +270,18 @@ int main(int argc, char **argv)
         attempt = 0;
     }
     pgf_heartbeat_stop(heartbeat);
+    /* Dropping the slot throws away what it still holds: only when every sink has acked all. */
+    int all_acked = 1;
+    for (size_t i = 0; i < nsinks; i++)
+        if (sink_flush(sinks[i], 0) != 0)
+            all_acked = 0;
     for (size_t i = 0; i < nsinks; i++)
         sink_close(sinks[i]);
     pgf_metrics.nsinks = 0;
-    if (rc == 0 && opts.drop_slot_on_exit && !opts.temporary_slot) {
+    if (rc == 0 && opts.drop_slot_on_exit && !opts.temporary_slot && !all_acked)
+        pgf_warn("kept replication slot \"%s\" despite --drop-slot-on-exit: it still holds changes a sink "
+                 "has not acknowledged", opts.slot);
+    else if (rc == 0 && opts.drop_slot_on_exit && !opts.temporary_slot) {
         if (pgf_replconn_drop_slot(opts.dsn, opts.slot, err, sizeof err) == 0)
             pgf_info("dropped replication slot \"%s\" (--drop-slot-on-exit)", opts.slot);
         else
