@@ -250,6 +250,16 @@ static void load_error(const char *file, cyaml_err_t rc, const char *log, char *
         unknown[0] = '\0';
     char path[256];
     path_from_backtrace(log, unknown[0] ? unknown : NULL, path, sizeof path);
+    if (strstr(what, "Expecting MAPPING")) {
+        /* "stdout:" with every key commented out is YAML null, not an empty mapping. */
+        char allowed[512], probe[300];
+        snprintf(probe, sizeof probe, "%s.x", path);
+        describe_allowed(probe, 1, allowed, sizeof allowed);
+        int line = path[0] ? pgf_config_line_of(file, path) : 0;
+        snprintf(err, errlen, "config file %s, line %d (%s): a section with no keys; remove it, or give it "
+                              "keys%s", file, line, path, allowed);
+        return;
+    }
     int line = path[0] ? pgf_config_line_of(file, path) : 0;
     if (line == 0) {
         const char *l = strstr(log, "(line: ");
@@ -345,12 +355,13 @@ int pgf_config_redis_env(struct pgf_redis_cfg *redis, char *err, size_t errlen)
     }
     const char *tls = getenv("PGFANOUT_REDIS_TLS");
     if (tls) {
-        if (strcmp(tls, "true") != 0 && strcmp(tls, "false") != 0) {
-            snprintf(err, errlen, "invalid value '%s' in environment variable PGFANOUT_REDIS_TLS: expected true or "
-                                  "false", tls);
+        int yes = strcmp(tls, "true") == 0 || strcmp(tls, "yes") == 0;
+        if (!yes && strcmp(tls, "false") != 0 && strcmp(tls, "no") != 0) {
+            snprintf(err, errlen, "invalid value '%s' in environment variable PGFANOUT_REDIS_TLS: expected true, "
+                                  "false, yes or no", tls);
             return -1;
         }
-        redis->tls = strcmp(tls, "true") == 0;
+        redis->tls = yes;
     }
     return 0;
 }

@@ -92,6 +92,22 @@ static PGconn *start_stream(const struct pgf_options *opts, struct pgf_server_in
     return conn;
 }
 
+/* The Kafka sink's settings from the options. */
+static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, const char *database)
+{
+    struct kafka_sink_config kc = {
+        .brokers = opts->kafka_brokers,
+        .topic_template = opts->topic_template,
+        .topic_prefix = opts->topic_prefix,
+        .message_topic = opts->message_topic,
+        .tombstones = opts->tombstones,
+        .conf = opts->kafka_conf,
+        .nconf = opts->nkafka_conf,
+        .database = database,
+    };
+    return kc;
+}
+
 /* Opens the sinks the options name; returns how many, or 0 with err set.  Takes ownership
  * of rules, whatever happens. */
 static size_t open_sinks(const struct pgf_options *opts, const char *database, const struct pgf_redis_cfg *redis,
@@ -106,16 +122,7 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
         return 0;
     }
     if (opts->sink_kafka) {
-        struct kafka_sink_config kc = {
-            .brokers = opts->kafka_brokers,
-            .topic_template = opts->topic_template,
-            .topic_prefix = opts->topic_prefix,
-            .message_topic = opts->message_topic,
-            .tombstones = opts->tombstones,
-            .conf = opts->kafka_conf,
-            .nconf = opts->nkafka_conf,
-            .database = database,
-        };
+        struct kafka_sink_config kc = kafka_settings(opts, database);
         if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
             pgf_redis_rules_free(rules);
             while (n > 0)
@@ -173,8 +180,17 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 2;
     }
+    /* Everything that can be checked without a server is checked before connecting. */
+    struct kafka_sink_config kc = kafka_settings(&opts, "");
+    if (pgf_dsn_check(opts.dsn, err, sizeof err) != 0 ||
+        ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
+        pgf_error("%s", err);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 2;
+    }
     if (opts.check_config) {
-        pgf_options_print(stdout, &opts, &redis, rules ? pgf_redis_rules_count(rules) : 0);
+        pgf_options_print(stdout, &opts, cfg, &redis, rules ? pgf_redis_rules_count(rules) : 0);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 0;

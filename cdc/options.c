@@ -143,8 +143,8 @@ static int parse_bytes(const char *s, size_t *out)
         return -1;
     unsigned long long mult = 1;
     if (*end == 'k' || *end == 'K') mult = 1ULL << 10, end++;
-    else if (*end == 'M') mult = 1ULL << 20, end++;
-    else if (*end == 'G') mult = 1ULL << 30, end++;
+    else if (*end == 'M' || *end == 'm') mult = 1ULL << 20, end++;
+    else if (*end == 'G' || *end == 'g') mult = 1ULL << 30, end++;
     if (*end != '\0' || v == 0 || v > (1ULL << 40) / mult)
         return -1;
     *out = (size_t)(v * mult);
@@ -430,6 +430,10 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
             snprintf(from, sizeof from, "flag --%s", s->flag);
         } else if ((v = getenv(env)) != NULL) {
             snprintf(from, sizeof from, "environment variable %s", env);
+        } else if (s->type == S_SINKS && cfg && cfg->sinks && cfg->sinks_count == 0) {
+            fprintf(stderr, "pgfanout: invalid value [] for sinks (config file %s, line %d): name at least one of "
+                            "stdout, kafka, redis\n", opts->config_path, pgf_config_line_of(opts->config_path, "sinks"));
+            return -1;
         } else if (s->type == S_SINKS && cfg && cfg->sinks_count > 0) {
             size_t n = 0;
             sinks[0] = '\0';
@@ -452,9 +456,19 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
     }
     /* librdkafka settings: the file's, then PGFANOUT_KAFKA_CONF_<KEY> (sasl.password from
      * PGFANOUT_KAFKA_CONF_SASL_PASSWORD, so secrets need not sit in the file), then flags. */
-    for (unsigned k = 0; cfg && cfg->kafka && k < cfg->kafka->conf_count; k++)
+    for (unsigned k = 0; cfg && cfg->kafka && k < cfg->kafka->conf_count; k++) {
+        const char *kv = cfg->kafka->conf[k], *eq = strchr(kv, '=');
+        if (eq == NULL || eq == kv) {
+            char path[64];
+            snprintf(path, sizeof path, "kafka.conf[%u]", k);
+            fprintf(stderr, "pgfanout: invalid entry for %s (config file %s, line %d): expected \"key=value\", "
+                            "a librdkafka setting\n", path, opts->config_path,
+                    pgf_config_line_of(opts->config_path, path));
+            return -1;
+        }
         if (opts->nkafka_conf < 64)
-            opts->kafka_conf[opts->nkafka_conf++] = cfg->kafka->conf[k];
+            opts->kafka_conf[opts->nkafka_conf++] = kv;
+    }
     extern char **environ;
     for (char **e = environ; *e; e++) {
         if (strncmp(*e, "PGFANOUT_KAFKA_CONF_", 20) != 0 || strchr(*e, '=') == NULL || opts->nkafka_conf >= 64)
@@ -518,7 +532,7 @@ static void print_dsn(FILE *out, const char *dsn)
     for (PQconninfoOption *o = opts; o->keyword; o++)
         if (o->val && o->val[0] && n < sizeof buf)
             n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s=%s", n ? " " : "", o->keyword,
-                                  strcmp(o->keyword, "password") == 0 ? "*****" : o->val);
+                                  strstr(o->keyword, "password") ? "*****" : o->val); /* also sslpassword */
     PQconninfoFree(opts);
     print_quoted(out, buf);
 }
@@ -535,7 +549,8 @@ static int secret_kafka_key(const char *kv)
 }
 
 /* Prints the effective settings; see options.h. */
-void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_redis_cfg *redis, size_t nrules)
+void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_config *cfg,
+                       const struct pgf_redis_cfg *redis, size_t nrules)
 {
     fputs("# pgfanout effective configuration: flags > environment > config file > defaults.\n", out);
     char section[32] = "";
@@ -608,16 +623,64 @@ void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct p
         }
     }
     fputs("redis:\n", out);
-    fprintf(out, "  host: \"%s\"\n  port: %u\n  db: %u\n", redis->host ? redis->host : "127.0.0.1",
-            redis->port ? redis->port : 6379, redis->db);
-    fprintf(out, "  username: %s%s%s\n", redis->username ? "\"" : "", redis->username ? redis->username : "null",
-            redis->username ? "\"" : "");
-    fprintf(out, "  password: %s\n", getenv("PGFANOUT_REDIS_PASSWORD") ? "\"*****\"  # PGFANOUT_REDIS_PASSWORD"
-                                     : redis->password_file ? "\"*****\"  # password_file" : "null");
-    fprintf(out, "  tls: %s\n  window: %u\n  linger_ms: %u\n  command_timeout_ms: %u\n", redis->tls ? "true" : "false",
-            redis->window ? redis->window : 64, redis->linger_ms,
-            redis->command_timeout_ms ? redis->command_timeout_ms : 10000);
-    fprintf(out, "  message_prefix: \"%s\"\n  django: %s\n  cachalot: %s\n  rules: %zu\n",
-            redis->message_prefix ? redis->message_prefix : "pgfanout.invalidate", redis->django ? "on" : "off",
+    /* Where each Redis setting came from: --redis, PGFANOUT_REDIS_<KEY>, the file, or default. */
+    static const struct {
+        const char *key, *env;
+        size_t off;
+        int is_str;
+    } rk[] = {
+        {"host", "PGFANOUT_REDIS_HOST", offsetof(struct pgf_redis_cfg, host), 1},
+        {"port", "PGFANOUT_REDIS_PORT", offsetof(struct pgf_redis_cfg, port), 0},
+        {"db", "PGFANOUT_REDIS_DB", offsetof(struct pgf_redis_cfg, db), 0},
+        {"username", "PGFANOUT_REDIS_USERNAME", offsetof(struct pgf_redis_cfg, username), 1},
+        {"password_file", "PGFANOUT_REDIS_PASSWORD_FILE", offsetof(struct pgf_redis_cfg, password_file), 1},
+        {"tls", "PGFANOUT_REDIS_TLS", offsetof(struct pgf_redis_cfg, tls), 0},
+        {"window", "PGFANOUT_REDIS_WINDOW", offsetof(struct pgf_redis_cfg, window), 0},
+        {"linger_ms", "PGFANOUT_REDIS_LINGER_MS", offsetof(struct pgf_redis_cfg, linger_ms), 0},
+        {"command_timeout_ms", "PGFANOUT_REDIS_COMMAND_TIMEOUT_MS", offsetof(struct pgf_redis_cfg, command_timeout_ms), 0},
+        {"message_prefix", "PGFANOUT_REDIS_MESSAGE_PREFIX", offsetof(struct pgf_redis_cfg, message_prefix), 1},
+    };
+    static const unsigned defaults[] = {0, 6379, 0, 0, 0, 0, 64, 0, 10000, 0};
+    for (size_t i = 0; i < sizeof rk / sizeof *rk; i++) {
+        const char *field = (const char *)redis + rk[i].off;
+        const char *from = "default";
+        if (opts->redis_addr && i < 2)
+            from = "flag --redis";
+        else if (getenv(rk[i].env))
+            from = "environment";
+        else if (cfg && cfg->redis) {
+            const char *ff = (const char *)cfg->redis + rk[i].off;
+            char *sv = NULL;
+            if (rk[i].is_str)
+                memcpy(&sv, ff, sizeof sv);
+            int set = rk[i].is_str ? sv != NULL
+                      : i == 5     ? *(const int *)(const void *)ff != 0
+                                   : *(const unsigned *)(const void *)ff != 0;
+            if (set)
+                from = "config file";
+        }
+        fprintf(out, "  %s: ", rk[i].key);
+        if (rk[i].is_str) {
+            const char *v;
+            memcpy(&v, field, sizeof v);
+            if (v == NULL && i == 0)
+                v = "127.0.0.1";
+            if (v == NULL && i == 9)
+                v = "pgfanout.invalidate";
+            if (v)
+                print_quoted(out, v);
+            else
+                fputs("null", out);
+        } else if (i == 5) {
+            fputs(*(const int *)(const void *)field ? "true" : "false", out);
+        } else {
+            unsigned v = *(const unsigned *)(const void *)field;
+            fprintf(out, "%u", v ? v : defaults[i]);
+        }
+        fprintf(out, "  # %s\n", from);
+    }
+    fprintf(out, "  password: %s\n", getenv("PGFANOUT_REDIS_PASSWORD") ? "\"*****\"  # environment PGFANOUT_REDIS_PASSWORD"
+                                     : redis->password_file ? "\"*****\"  # password_file" : "null  # none");
+    fprintf(out, "  django: %s\n  cachalot: %s\n  rules: %zu  # config file\n", redis->django ? "on" : "off",
             redis->cachalot ? "on" : "off", nrules);
 }

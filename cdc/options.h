@@ -56,8 +56,8 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
 
 /* Prints the effective settings as YAML, each with its source, secrets redacted (the DSN's
  * password, Kafka settings whose names contain "password" or "secret", Redis's password). */
-void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_redis_cfg *redis,
-                       size_t nrules);
+void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_config *cfg,
+                       const struct pgf_redis_cfg *redis, size_t nrules);
 
 /* Prints the --help text to out. */
 void pgf_options_usage(FILE *out);

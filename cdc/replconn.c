@@ -79,6 +79,8 @@ static int role_lacks_replication(const char *dsn, char *role, size_t rolelen)
 /* Opens the connection; see replconn.h. */
 PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t errlen)
 {
+    if (pgf_dsn_check(dsn, err, errlen) != 0)
+        return NULL;
     PGconn *conn = connect_raw(dsn, replication);
     if (conn == NULL) {
         snprintf(err, errlen, "cannot allocate a PostgreSQL connection");
@@ -103,6 +105,23 @@ PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t er
         snprintf(err, errlen, "cannot connect to PostgreSQL at %s: %s", where, msg);
     PQfinish(conn);
     return NULL;
+}
+
+/* Checks that dsn parses; see replconn.h. */
+int pgf_dsn_check(const char *dsn, char *err, size_t errlen)
+{
+    char *why = NULL;
+    PQconninfoOption *o = PQconninfoParse(dsn, &why);
+    if (o) {
+        PQconninfoFree(o);
+        return 0;
+    }
+    /* libpq's reason quotes the string, which may hold a password: say what to check instead. */
+    PQfreemem(why);
+    snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) is not valid: write key=value pairs "
+                          "such as \"host=127.0.0.1 dbname=app user=cdc\", or a postgresql:// URI (its text is "
+                          "not shown here because it may hold a password)");
+    return -1;
 }
 
 /* Runs a query expecting rows; returns the result, or NULL with err set naming what. */

@@ -10,6 +10,10 @@
 
 #include "cdc/options.h"
 
+/* Checks that dsn is a valid libpq connection string without connecting.  Returns 0, or -1
+ * with a message in err that never quotes the DSN. */
+int pgf_dsn_check(const char *dsn, char *err, size_t errlen);
+
 /* Opens a connection for dsn (PG* variables fill the gaps), with replication=database when
  * replication is set.  Returns the connection, or NULL with the reason in err: host, port and
  * libpq's message, and a hint when the role lacks the REPLICATION attribute.  The message

@@ -549,3 +549,22 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     rd_kafka_queue_io_event_enable(k->mainq, k->pipe_wr, "1", 1);
     return &k->base;
 }
+
+/* Checks the settings without creating a producer; see sink.h. */
+int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen)
+{
+    char name[256];
+    if (expand_topic(cfg, cfg->topic_template, "s", "t", name, sizeof name, errbuf, errlen) ||
+        expand_topic(cfg, cfg->message_topic, "", "", name, sizeof name, errbuf, errlen))
+        return -1;
+    struct kafka_sink *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    rd_kafka_conf_t *conf = make_conf(k, cfg, errbuf, errlen);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(k);
+    return conf ? 0 : -1;
+}

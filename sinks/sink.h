@@ -95,6 +95,10 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
  * keeping its contents; returns 0, or -1 when out of memory (the buffer is unchanged). */
 int sink_grow(void **buf, size_t *cap, size_t need);
 
+/* Checks the Kafka settings (topic templates, every librdkafka property by name and value)
+ * without connecting.  Returns 0, or -1 with the reason in errbuf (values never echoed). */
+int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
+
 /* Sets sink->errstr from a format and returns -1, for sinks' error paths. */
 int sink_fail(struct sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
