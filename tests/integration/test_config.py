@@ -170,14 +170,27 @@ def check_fails(args=(), env=None, code=2):
     return res.stderr
 
 
+def redis_keys_printed(text):
+    """The keys of the printed redis: section, in order."""
+    keys, inside = [], False
+    for line in text.split("\n"):
+        if not line.startswith(" "):
+            inside = line == "redis:"
+            continue
+        if inside:
+            keys.append(line.strip().split(":", 1)[0])
+    return keys
+
+
 def dsn_parts(printed):
     """The printed (redacted) DSN as {keyword: value}."""
     return dict(tok.split("=", 1) for tok in printed.split())
 
 
 def parse_bytes(text):
-    """max_inflight_bytes' syntax per --help: a count with an optional k, M or G suffix."""
-    mult = {"k": 1 << 10, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    """max_inflight_bytes' syntax per --help: a count with an optional k, M or G suffix (the
+    suffix in either case)."""
+    mult = {"k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30}
     return int(text[:-1]) * mult[text[-1]] if text[-1] in mult else int(text)
 
 
@@ -238,12 +251,19 @@ DEFAULTS = {
     "shutdown_timeout": 30,
 }
 
-REDIS_DEFAULTS = {
+# The redis section's scalars, in the order --check-config prints them, each with a
+# '# <source>' comment (flag --redis, environment, config file or default).
+REDIS_SCALARS = {
     "redis.host": "127.0.0.1", "redis.port": 6379, "redis.db": 0, "redis.username": None,
-    "redis.password": None, "redis.tls": False, "redis.window": 64, "redis.linger_ms": 0,
+    "redis.password_file": None, "redis.tls": False, "redis.window": 64, "redis.linger_ms": 0,
     "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate",
-    "redis.rules": 0,
 }
+# Then the password (redacted; the comment says where it came from), the presets and the
+# number of rules.
+REDIS_DEFAULTS = dict(REDIS_SCALARS, **{
+    "redis.password": None, "redis.django": "off", "redis.cachalot": "off", "redis.rules": 0,
+})
+REDIS_ORDER = [p.split(".", 1)[1] for p in REDIS_DEFAULTS]
 
 
 def test_defaults_with_nothing_set(pgfanout):
@@ -255,8 +275,12 @@ def test_defaults_with_nothing_set(pgfanout):
         assert eff.source(path) == "default", (path, eff.text)
     for path, want in REDIS_DEFAULTS.items():
         assert eff.value(path) == want, (path, eff.text)
+    for path in REDIS_SCALARS:
+        assert eff.source(path) == "default", (path, eff.text)
+    assert eff.source("redis.password") == "none", eff.text
     assert eff.conf == [], eff.text
-    assert set(eff.entries) == set(DEFAULTS) | set(REDIS_DEFAULTS) | {"redis.django", "redis.cachalot"}
+    assert set(eff.entries) == set(DEFAULTS) | set(REDIS_DEFAULTS), eff.text
+    assert redis_keys_printed(eff.text) == REDIS_ORDER, eff.text
     if yaml is not None:
         doc = yaml.safe_load(eff.text)
         assert doc["source"]["slot"] == "pgfanout" and doc["max_inflight_bytes"] == 16 << 20, doc
@@ -429,28 +453,160 @@ def test_redis_host_and_port_precedence(pgfanout, tmp_path):
             eff.value("redis.message_prefix")) == (6391, 2, 8, "app.inval"), eff.text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --check-config prints the redis section without any "
-                   "'# source' comment (only password has one), although the README says every "
-                   "effective setting is printed with where it came from")
-def test_redis_settings_show_their_source(pgfanout, tmp_path):
-    cfg = write(tmp_path, "redis:\n  host: filehost\n")
-    eff = check(["--config", cfg], {"PGFANOUT_REDIS_PORT": "6390"})
-    assert eff.value("redis.port") == 6390
-    assert eff.source("redis.port") == "environment", eff.text
-    assert eff.source("redis.host") == "config file", eff.text
+# Per redis scalar: the file's raw YAML (None: not tested from the file here), the
+# environment's text, and the value (default, file, environment).  Only host and port have
+# a flag (--redis HOST:PORT).  {tmp} is the test's directory (password files must exist).
+# Values of 0/false from the file are in test_redis_zero_values_from_the_file_show_their_source.
+REDIS_PRECEDENCE = [
+    ("redis.host", "filehost", "envhost", ("127.0.0.1", "filehost", "envhost")),
+    ("redis.port", "6380", "6390", (6379, 6380, 6390)),
+    ("redis.db", "3", "2", (0, 3, 2)),
+    ("redis.username", "fileuser", "envuser", (None, "fileuser", "envuser")),
+    ("redis.password_file", "{tmp}/file-pw", "{tmp}/env-pw", (None, "{tmp}/file-pw", "{tmp}/env-pw")),
+    ("redis.tls", None, "no", (False, None, False)),
+    ("redis.window", "16", "8", (64, 16, 8)),
+    ("redis.linger_ms", "5", "7", (0, 5, 7)),
+    ("redis.command_timeout_ms", "2000", "3000", (10000, 2000, 3000)),
+    ("redis.message_prefix", "file.inval", "env.inval", ("pgfanout.invalidate", "file.inval", "env.inval")),
+]
+REDIS_SCENARIOS = [
+    ("none", (), "default"),
+    ("file", ("file",), "config file"),
+    ("env", ("env",), "environment"),
+    ("file+env", ("file", "env"), "environment"),
+    ("flag", ("flag",), "flag --redis"),
+    ("file+env+flag", ("file", "env", "flag"), "flag --redis"),
+]
+
+REDIS_CASES = [(p, s) for p in REDIS_PRECEDENCE for s in REDIS_SCENARIOS
+               if not ("flag" in s[1] and p[0] not in ("redis.host", "redis.port"))
+               and not ("file" in s[1] and p[1] is None)]
+
+
+@pytest.mark.parametrize("setting,scenario", REDIS_CASES, ids=[f"{p[0]}-{s[0]}" for p, s in REDIS_CASES])
+def test_redis_settings_show_their_source(pgfanout, tmp_path, setting, scenario):
+    """Every scalar of the redis section is printed with '# <source>': --redis > PGFANOUT_REDIS_*
+    > the file > the default; the others stay '# default'."""
+    def in_tmp(v):
+        return v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
+
+    key, file_raw, env_value, expected = setting
+    file_raw, env_value, expected = in_tmp(file_raw), in_tmp(env_value), tuple(map(in_tmp, expected))
+    scenario, layers, winner = scenario
+    sub = key.split(".", 1)[1]
+    for name in ("file-pw", "env-pw"):
+        write(tmp_path, "pw\n", name)
+    args, env = [], {}
+    if key == "redis.username":
+        env["PGFANOUT_REDIS_PASSWORD"] = PW  # a username needs a password
+    if "file" in layers:
+        args += ["--config", write(tmp_path, f"# redis\nlog:\n  level: info\nredis:\n  {sub}: {file_raw}\n")]
+    if "env" in layers:
+        env["PGFANOUT_REDIS_" + sub.upper()] = env_value
+    if "flag" in layers:
+        args += ["--redis", "flaghost:6400"]
+    eff = check(args, env)
+    if "flag" in layers:
+        want = "flaghost" if key == "redis.host" else 6400
+    else:
+        want = expected[{"default": 0, "config file": 1, "environment": 2}[winner]]
+    assert (eff.value(key), eff.source(key)) == (want, winner), (key, scenario, eff.text)
+    for other, default in REDIS_SCALARS.items():
+        if other == key or ("flag" in layers and other in ("redis.host", "redis.port")):
+            continue
+        assert (eff.value(other), eff.source(other)) == (default, "default"), (other, scenario, eff.text)
+    assert redis_keys_printed(eff.text) == REDIS_ORDER, eff.text
+    if key == "redis.password_file" and winner != "default":
+        assert (eff.value("redis.password"), eff.source("redis.password")) == ("*****", "password_file"), eff.text
+    if key == "redis.username":
+        assert (eff.value("redis.password"), eff.source("redis.password")) == (
+            "*****", "environment PGFANOUT_REDIS_PASSWORD"), eff.text
+
+
+def test_redis_unix_socket_flag_shows_its_source(pgfanout):
+    eff = check(["--redis", "/tmp/pgfanout-test.sock"], {"PGFANOUT_REDIS_HOST": "envhost"})
+    assert (eff.value("redis.host"), eff.source("redis.host")) == ("/tmp/pgfanout-test.sock", "flag --redis")
     assert eff.source("redis.db") == "default", eff.text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Redis port above 65535 from redis.port or "
-                   "PGFANOUT_REDIS_PORT passes --check-config (exit 0), while --redis HOST:70000 "
-                   "is refused")
+@pytest.mark.xfail(strict=True, reason="BUG: a redis setting the file gives as 0 or false (db: 0, "
+                   "linger_ms: 0, tls: false, all three in pgfanout.example.yaml) is printed '# default' "
+                   "by --check-config: options.c takes a zero field in the file's struct for 'not set'")
+def test_redis_zero_values_from_the_file_show_their_source(pgfanout):
+    eff = check(["--config", EXAMPLE])
+    for sub in ("host", "port", "db", "tls", "window", "linger_ms", "command_timeout_ms", "message_prefix"):
+        assert eff.source("redis." + sub) == "config file", (sub, eff.text)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: --check-config prints 'rules: 0  # config file' with no "
+                   "config file at all, and django/cachalot without any '# source' comment, although the "
+                   "README says every effective setting is printed with where it came from")
+def test_redis_presets_and_rules_show_their_source(pgfanout):
+    eff = check()
+    for path in ("redis.django", "redis.cachalot", "redis.rules"):
+        assert eff.source(path) == "default", (path, eff.text)
+
+
+def test_redis_tls_from_the_environment(pgfanout):
+    """PGFANOUT_REDIS_TLS takes true/false and yes/no.  true and yes are refused later when
+    hiredis has no TLS (Debian 12's 0.14), with that reason, not as an invalid value."""
+    for value in ("false", "no"):
+        eff = check([], {"PGFANOUT_REDIS_TLS": value})
+        assert (eff.value("redis.tls"), eff.source("redis.tls")) == (False, "environment"), eff.text
+    for value in ("true", "yes"):
+        res = run(["--check-config"], {"PGFANOUT_REDIS_TLS": value})
+        if res.returncode == 0:
+            eff = Effective(res.stdout)
+            assert (eff.value("redis.tls"), eff.source("redis.tls")) == (True, "environment"), eff.text
+        else:
+            assert res.returncode == 2 and "redis.tls is set" in res.stderr and "hiredis" in res.stderr, \
+                res.describe()
+            assert "invalid value" not in res.stderr, res.describe()
+    for value in ("maybe", "YES", "1"):
+        err = check_fails([], {"PGFANOUT_REDIS_TLS": value})
+        assert "PGFANOUT_REDIS_TLS" in err and f"'{value}'" in err, err
+        for word in ("true", "false", "yes", "no"):
+            assert word in err, (word, err)
+
+
 @pytest.mark.parametrize("where", ["file", "env"])
 def test_redis_port_out_of_range_is_refused(pgfanout, tmp_path, where):
+    """A port above 65535 is refused from the file and the environment as from --redis;
+    65535 itself is fine."""
     assert "expected HOST:PORT" in check_fails(["--redis", "127.0.0.1:70000"])
+    for port in ("70000", "65536"):
+        if where == "file":
+            err = check_fails(["--config", write(tmp_path, f"redis:\n  port: {port}\n")])
+        else:
+            err = check_fails([], {"PGFANOUT_REDIS_PORT": port})
+        assert "redis.port" in err and port in err and "65535" in err, err
     if where == "file":
-        check_fails(["--config", write(tmp_path, "redis:\n  port: 70000\n")])
+        eff = check(["--config", write(tmp_path, "redis:\n  port: 65535\n")])
     else:
-        check_fails([], {"PGFANOUT_REDIS_PORT": "70000"})
+        eff = check([], {"PGFANOUT_REDIS_PORT": "65535"})
+    assert eff.value("redis.port") == 65535, eff.text
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: 'invalid redis.port 70000: expected 1 to 65535' does not "
+                   "say where the port came from (PGFANOUT_REDIS_PORT, or the config file and line), unlike "
+                   "every other configuration error")
+def test_redis_port_out_of_range_names_where_it_came_from(pgfanout, tmp_path):
+    assert "PGFANOUT_REDIS_PORT" in check_fails([], {"PGFANOUT_REDIS_PORT": "70000"})
+    text = HEADER + "redis:\n  host: h\n  port: 70000\n"
+    path = write(tmp_path, text)
+    assert f"config file {path}, line {line_of(text, '70000')}" in check_fails(["--config", path])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: redis.port 0 from the file or PGFANOUT_REDIS_PORT=0 passes "
+                   "--check-config and silently becomes 6379 (printed '6379  # environment'), although "
+                   "the range error says 'expected 1 to 65535' and --redis HOST:0 is refused")
+@pytest.mark.parametrize("where", ["file", "env"])
+def test_redis_port_zero_is_refused(pgfanout, tmp_path, where):
+    assert "expected HOST:PORT" in check_fails(["--redis", "127.0.0.1:0"])
+    if where == "file":
+        check_fails(["--config", write(tmp_path, "redis:\n  port: 0\n")])
+    else:
+        check_fails([], {"PGFANOUT_REDIS_PORT": "0"})
 
 
 # --- 2. secrets ---------------------------------------------------------------------------
@@ -489,10 +645,11 @@ def test_dsn_password_redacted(pgfanout, tmp_path, form, where):
 
 @pytest.mark.parametrize("where", ["file", "env", "flag"])
 def test_kafka_secrets_redacted(pgfanout, tmp_path, where):
-    """sasl.password (and other librdkafka secrets) from any layer: the key stays, the
-    value is *****; ordinary settings are shown."""
+    """sasl.password (and other librdkafka secrets this librdkafka build supports) from any
+    layer: the key stays, the value is *****; ordinary settings are shown."""
     args, env = ["--kafka-conf", "client.id=visible-id"], {}
-    secrets = {"sasl.password": PW + "a", "ssl.key.password": PW + "b", "sasl.oauthbearer.client.secret": PW + "c"}
+    secrets = {"sasl.password": PW + "a", "ssl.key.password": PW + "b", "ssl.keystore.password": PW + "c",
+               "sasl.oauthbearer.config": PW + "d", "ssl.key.pem": PW + "e"}
     if where == "file":
         items = ", ".join(json.dumps(f"{k}={v}") for k, v in secrets.items())
         args += ["--config", write(tmp_path, f"kafka:\n  conf: [{items}]\n")]
@@ -513,7 +670,7 @@ def test_redis_password_redacted(pgfanout, tmp_path):
     res = run(["--check-config"], {"PGFANOUT_REDIS_PASSWORD": PW, "PGFANOUT_REDIS_USERNAME": "cdc"})
     assert res.returncode == 0, res.describe()
     assert PW not in res.stdout + res.stderr
-    assert re.search(r'^  password: "\*+"  # PGFANOUT_REDIS_PASSWORD$', res.stdout, re.M), res.stdout
+    assert re.search(r'^  password: "\*+"  # environment PGFANOUT_REDIS_PASSWORD$', res.stdout, re.M), res.stdout
     assert Effective(res.stdout).value("redis.username") == "cdc"
     cfg = write(tmp_path, f"redis:\n  username: cdc\n  password_file: {pwfile}\n")
     res = run(["--config", cfg, "--check-config"])
@@ -576,57 +733,150 @@ def test_secrets_absent_when_the_connection_fails(pgfanout, tmp_path, form, leve
     assert PW not in res.stdout and PW not in res.stderr, res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a malformed URI DSN (postgresql://alice:PASSWORD@[::1) makes "
-                   "pgfanout print libpq's parse error, which quotes the whole URI with its password")
-def test_malformed_uri_password_not_in_error(pgfanout):
-    res = run(["--dsn", f"postgresql://alice:{PW}@[::1", "--slot", "s"], timeout=30)
-    assert res.returncode not in (0, None), res.describe()
-    assert PW not in res.stderr, res.stderr
+def dsn_layers(tmp_path, dsn):
+    """(name, args, env) giving dsn from the file, the environment and --dsn in turn."""
+    return [("file", ["--config", write(tmp_path, build_yaml({"source.dsn": json.dumps(dsn)}))], {}),
+            ("env", [], {"PGFANOUT_SOURCE_DSN": dsn}),
+            ("flag", ["--dsn", dsn], {})]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --check-config exits 0 with a DSN libpq cannot parse "
-                   "(prints \"(not a valid connection string)\"), so 'validates everything' misses it; "
-                   "the real run then fails with exit 1")
-@pytest.mark.parametrize("dsn", ["host=127.0.0.1 junk", "postgresql://a@[::1", "host=x bogus_option=1"])
-def test_check_config_rejects_an_invalid_dsn(pgfanout, dsn):
+def test_malformed_uri_password_not_in_error(pgfanout, tmp_path):
+    """A URI libpq cannot parse, with a password in it: the real run stops before connecting
+    (exit 2) and the error does not quote the URI."""
+    dsn = f"postgresql://alice:{PW}@[::1"
+    for name, args, env in dsn_layers(tmp_path, dsn):
+        res = run(args + ["--slot", "s"], env, timeout=30)
+        assert res.returncode == 2, (name, res.describe())
+        assert "source.dsn" in res.stderr, res.describe()
+        assert PW not in res.stdout + res.stderr and "[::1" not in res.stderr, res.stderr
+
+
+INVALID_DSNS = ["host=127.0.0.1 junk", "postgresql://a@[::1", "host=x bogus_option=1",
+                f"host=127.0.0.1 password='{PW}", f"host=127.0.0.1 password={PW} junk",
+                f"postgresql://alice:{PW}@[::1/app"]
+
+
+@pytest.mark.parametrize("dsn", INVALID_DSNS)
+def test_check_config_rejects_an_invalid_dsn(pgfanout, tmp_path, dsn):
+    """A DSN libpq cannot parse fails --check-config (exit 2) from any layer, naming
+    source.dsn without quoting the DSN (nor any part of it)."""
+    for name, args, env in dsn_layers(tmp_path, dsn):
+        err = check_fails(args, env)
+        assert "source.dsn" in err and "not valid" in err, (name, err)
+        for part in (dsn, PW, "junk", "bogus_option", "[::1"):
+            assert part not in err, (name, part, err)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the invalid-DSN error says 'source.dsn' but not where the "
+                   "DSN came from (flag --dsn, PGFANOUT_SOURCE_DSN or the config file and line), unlike "
+                   "every other configuration error")
+def test_invalid_dsn_error_names_where_it_came_from(pgfanout, tmp_path):
+    dsn = "host=127.0.0.1 junk"
+    text = HEADER + f"source:\n  slot: s\n  dsn: {json.dumps(dsn)}\n"
+    path = write(tmp_path, text)
+    assert f"config file {path}, line {line_of(text, 'dsn:')}" in check_fails(["--config", path])
+    assert "PGFANOUT_SOURCE_DSN" in check_fails([], {"PGFANOUT_SOURCE_DSN": dsn})
+    assert "--dsn" in check_fails(["--dsn", dsn])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: --check-config only parses the DSN (PQconninfoParse), so "
+                   "values libpq refuses when connecting (port=abc, sslmode=bogus) pass with exit 0, and "
+                   "the real run then fails with exit 1; the README says --check-config validates everything")
+@pytest.mark.parametrize("dsn", ["host=127.0.0.1 port=abc", "host=127.0.0.1 sslmode=bogus"])
+def test_check_config_rejects_invalid_dsn_values(pgfanout, dsn):
     err = check_fails(["--dsn", dsn])
-    assert "source.dsn" in err and "--dsn" in err, err
+    assert "source.dsn" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: only the DSN keyword 'password' is redacted; "
-                   "sslpassword (the client key's passphrase) is printed by --check-config")
-def test_dsn_sslpassword_redacted(pgfanout):
-    res = run(["--dsn", f"host=127.0.0.1 port={closed_port()} sslpassword={PW}", "--check-config"])
-    assert res.returncode == 0, res.describe()
-    assert PW not in res.stdout, res.stdout
+@pytest.mark.parametrize("keyword", ["password", "sslpassword"])
+def test_dsn_sslpassword_redacted(pgfanout, tmp_path, keyword):
+    """Every DSN keyword holding a password (password, sslpassword: the client key's
+    passphrase) is printed as *****, in key=value and URI form, from any layer."""
+    port = closed_port()
+    for dsn in (f"host=127.0.0.1 port={port} user=alice {keyword}={PW}",
+                f"postgresql://alice@127.0.0.1:{port}/app?{keyword}={PW}"):
+        for name, args, env in dsn_layers(tmp_path, dsn):
+            res = run(args + ["--check-config"], env)
+            assert res.returncode == 0, res.describe()
+            assert PW not in res.stdout + res.stderr, res.stdout
+            parts = dsn_parts(Effective(res.stdout).value("source.dsn"))
+            assert parts[keyword] == "*****" and parts["user"] == "alice", (name, parts)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a kafka.conf entry without '=' in the file is not "
-                   "validated: 'sasl.password:SECRET' is printed whole by --check-config (exit 0)")
-def test_file_kafka_conf_without_equals_hides_secret(pgfanout, tmp_path):
-    cfg = write(tmp_path, f'kafka:\n  conf: ["sasl.password:{PW}"]\n')
-    res = run(["--config", cfg, "--check-config"])
-    assert PW not in res.stdout + res.stderr, res.stdout
-    assert res.returncode == 2 and "kafka.conf" in res.stderr, res.describe()
+@pytest.mark.parametrize("entry", ["sasl.password:{PW}", "sasl.password {PW}", "={PW}"])
+def test_file_kafka_conf_without_equals_hides_secret(pgfanout, tmp_path, entry):
+    """A file kafka.conf entry that is not key=value is exit 2 naming kafka.conf[0] and its
+    line, and what it holds is never printed."""
+    text = f'kafka:\n  conf: [{json.dumps(entry.format(PW=PW))}]\n'
+    path = write(tmp_path, text)
+    res = run(["--config", path, "--check-config"])
+    assert PW not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert res.returncode == 2 and res.stdout == "", res.describe()
+    assert f"kafka.conf[0] (config file {path}, line 2)" in res.stderr and "key=value" in res.stderr, res.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a kafka.conf entry without '=' in the file "
-                   "(conf: [\"client.id\"]) crashes --check-config with SIGSEGV (options.c prints "
-                   "eq + 1 with eq == NULL)")
 def test_file_kafka_conf_without_equals_is_an_error(pgfanout, tmp_path):
     text = "kafka:\n  conf:\n    - linger.ms=5\n    - client.id\n"
-    cfg = write(tmp_path, text)
-    res = run(["--config", cfg, "--check-config"])
-    assert res.returncode == 2, res.describe()
-    assert "kafka.conf" in res.stderr and f"line {line_of(text, '- client.id')}" in res.stderr, res.stderr
+    path = write(tmp_path, text)
+    err = check_fails(["--config", path])
+    assert f"kafka.conf[1] (config file {path}, line {line_of(text, '- client.id')})" in err, err
+    assert "key=value" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --check-config does not check librdkafka property names "
-                   "(--kafka-conf no.such.property=1 exits 0); the real run refuses it only after "
-                   "connecting to PostgreSQL")
-def test_check_config_rejects_unknown_kafka_property(pgfanout):
-    err = check_fails(["--sink", "kafka", "--kafka-brokers", "127.0.0.1:9", "--kafka-conf", "no.such.property=1"])
-    assert "no.such.property" in err, err
+# (id, key=value, layer): librdkafka settings this librdkafka build refuses, by name or value.
+BAD_KAFKA_CONF = [
+    ("unknown-flag", "no.such.property", "flag"),
+    ("unknown-env", "no.such.property", "env"),
+    ("unknown-file", "no.such.property", "file"),
+    ("bad-number", "linger.ms", "flag"),
+    ("bad-bool", "enable.idempotence", "env"),
+]
+
+
+def kafka_conf_layer(tmp_path, key, value, layer):
+    if layer == "flag":
+        return ["--kafka-conf", f"{key}={value}"], {}
+    if layer == "env":
+        return [], {"PGFANOUT_KAFKA_CONF_" + key.upper().replace(".", "_"): value}
+    return ["--config", write(tmp_path, f"kafka:\n  conf: [{json.dumps(f'{key}={value}')}]\n")], {}
+
+
+@pytest.mark.parametrize("with_sink", [True, False], ids=["sink-kafka", "no-kafka-sink"])
+@pytest.mark.parametrize("case", BAD_KAFKA_CONF, ids=[c[0] for c in BAD_KAFKA_CONF])
+def test_check_config_rejects_unknown_kafka_property(pgfanout, tmp_path, case, with_sink):
+    """--check-config checks every librdkafka setting by name and value, with or without the
+    Kafka sink: exit 2 naming the key, never echoing the value given."""
+    _, key, layer = case
+    args, env = kafka_conf_layer(tmp_path, key, PW, layer)
+    if with_sink:
+        args += ["--sink", "kafka", "--kafka-brokers", "127.0.0.1:9"]
+    err = check_fails(args + ["--kafka-conf", f"sasl.password={PW}x"], env)
+    assert f"'{key}'" in err and "Kafka setting" in err, err
+    assert PW not in err, err
+
+
+def test_kafka_property_not_in_this_build(pgfanout):
+    """A secret property this librdkafka build does not support (Debian's has no OAuth/OIDC:
+    sasl.oauthbearer.client.secret) is refused, exit 2, naming it without its value; a build
+    that supports it prints it redacted."""
+    key = "sasl.oauthbearer.client.secret"
+    res = run(["--kafka-conf", f"{key}={PW}", "--check-config"])
+    assert PW not in res.stdout + res.stderr, res.stdout + res.stderr
+    if res.returncode == 0:
+        assert f"{key}=*****" in Effective(res.stdout).conf, res.stdout
+    else:
+        assert res.returncode == 2 and res.stdout == "", res.describe()
+        assert f"'{key}'" in res.stderr and "not supported in this build" in res.stderr, res.describe()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a librdkafka setting refused by name or value is reported "
+                   "as \"invalid Kafka setting 'KEY'\" without saying where it came from (--kafka-conf, "
+                   "PGFANOUT_KAFKA_CONF_<KEY>, or the config file and kafka.conf[i] with its line)")
+def test_bad_kafka_property_error_names_where_it_came_from(pgfanout, tmp_path):
+    assert "--kafka-conf" in check_fails(["--kafka-conf", "no.such.property=1"])
+    assert "PGFANOUT_KAFKA_CONF_NO_SUCH_PROPERTY" in check_fails([], {"PGFANOUT_KAFKA_CONF_NO_SUCH_PROPERTY": "1"})
+    path = write(tmp_path, 'kafka:\n  conf: ["no.such.property=1"]\n')
+    assert f"config file {path}, line 2" in check_fails(["--config", path])
 
 
 # --- 3. errors: key, line, what is allowed ------------------------------------------------
@@ -842,11 +1092,57 @@ def test_empty_file_is_all_defaults(pgfanout, tmp_path):
         assert (eff.value(path), eff.source(path)) == (want, "default"), path
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a section left empty (every key under 'stdout:' "
-                   "commented out, which YAML reads as null) is an error 'Expecting MAPPING, got "
-                   "event: SCALAR' instead of an empty section")
-def test_empty_section_is_allowed(pgfanout, tmp_path):
-    check(["--config", write(tmp_path, "stdout:\n  # output: /tmp/x\nlog:\n  level: warn\n")])
+EMPTY_SECTIONS = [
+    ("stdout", "# h\nstdout:\n  # output: /tmp/x\nlog:\n  level: warn\n", "stdout:", "stdout", ["output"]),
+    ("source", "log:\n  level: warn\nsource:\n", "source:", "source",
+     ["dsn", "slot", "publication", "tables", "create_slot", "endpos"]),
+    ("redis", HEADER + "redis:\n  # host: x\n  # port: 1\n", "redis:", "redis", ["host", "port", "rules"]),
+    ("django", "redis:\n  host: h\n  django:\n    # key_prefix: x\n", "django:", "redis.django",
+     ["key_prefix", "version"]),
+]
+
+
+@pytest.mark.parametrize("case", EMPTY_SECTIONS, ids=[c[0] for c in EMPTY_SECTIONS])
+def test_empty_section_is_explained(pgfanout, tmp_path, case):
+    """A section whose keys are all commented out (YAML null): exit 2, naming the file, the
+    section's line and path, saying to remove it or give it keys, and which keys it takes."""
+    _, text, marker, path_name, keys = case
+    path = write(tmp_path, text)
+    err = check_fails(["--config", path])
+    assert f"config file {path}, line {line_of(text, marker)} ({path_name})" in err, err
+    assert "a section with no keys; remove it, or give it keys; allowed keys here: " in err, err
+    assert set(keys) <= set(allowed_list(err, "allowed keys here: ")), err
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: 'sinks: []' in the file passes --check-config (exit 0, "
+                   "printed 'sinks: [stdout]  # default'): libcyaml leaves cfg->sinks NULL for an empty "
+                   "sequence, so the new check in options.c (cfg->sinks && cfg->sinks_count == 0) never fires")
+def test_empty_sinks_list_in_file_is_refused(pgfanout, tmp_path):
+    text = HEADER + "log:\n  level: info\nsinks: []\n"
+    path = write(tmp_path, text)
+    err = check_fails(["--config", path])
+    assert f"config file {path}, line {line_of(text, 'sinks')}" in err and "sinks" in err, err
+    for word in ("stdout", "kafka", "redis"):
+        assert word in err, err
+
+
+def test_empty_sinks_from_environment_or_flag_are_refused(pgfanout):
+    assert "PGFANOUT_SINKS" in check_fails([], {"PGFANOUT_SINKS": ""})
+    assert "--sink" in check_fails(["--sink", ""])
+
+
+@pytest.mark.parametrize("text,want", [("2m", 2 << 20), ("1g", 1 << 30), ("3K", 3 << 10), ("5k", 5 << 10),
+                                       ("2M", 2 << 20), ("1G", 1 << 30)])
+def test_size_suffixes_in_either_case(pgfanout, tmp_path, text, want):
+    """max_inflight_bytes takes k, m and g in either case, from every layer."""
+    assert parse_bytes(text) == want
+    for args, env, source in ((["--config", write(tmp_path, f"max_inflight_bytes: {text}\n")], {}, "config file"),
+                              ([], {"PGFANOUT_MAX_INFLIGHT_BYTES": text}, "environment"),
+                              (["--max-inflight-bytes", text], {}, "flag")):
+        eff = check(args, env)
+        assert (eff.value("max_inflight_bytes"), eff.source("max_inflight_bytes")) == (want, source), eff.text
+    for bad in ("2mb", "0m", "1t"):
+        assert "--max-inflight-bytes" in check_fails(["--max-inflight-bytes", bad])
 
 
 # --- 5. the example file ------------------------------------------------------------------
@@ -1042,15 +1338,23 @@ def test_environment_alone_streams_to_endpos(pgfanout, cluster, admin, tmp_path)
         assert re.match(r"^\S+=", line), f"not logfmt: {line!r}"
 
 
-def test_runtime_refuses_unknown_kafka_property_without_leaking(pgfanout, cluster, admin):
-    """The real run (which connects first) refuses a bad librdkafka property by name, exit
-    1, and never prints the sasl.password given beside it."""
-    admin.execute("CREATE PUBLICATION kconf_pub FOR ALL TABLES")
-    runner.scalar(admin, "SELECT pg_create_logical_replication_slot('kconf_slot', 'pgoutput')::text")
-    res = run(["--sink", "kafka", "--kafka-brokers", "127.0.0.1:9", "--kafka-conf", f"sasl.password={PW}",
-               "--kafka-conf", "no.such.property=1"],
-              {"PGFANOUT_SOURCE_DSN": cluster.dsn(), "PGFANOUT_SOURCE_SLOT": "kconf_slot",
-               "PGFANOUT_SOURCE_PUBLICATION": "kconf_pub"}, timeout=60)
-    assert res.returncode == 1, res.describe()
-    assert "no.such.property" in res.stderr, res.describe()
-    assert PW not in res.stderr + res.stdout
+def test_runtime_refuses_unknown_kafka_property_without_leaking(pgfanout):
+    """The real run checks the Kafka settings before connecting: a bad librdkafka property
+    is exit 2 naming it, the PostgreSQL server never sees a connection, and the sasl.password
+    given beside it is never printed."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        dsn = f"host=127.0.0.1 port={listener.getsockname()[1]} dbname=app user=alice connect_timeout=3"
+        res = run(["--sink", "kafka", "--kafka-brokers", "127.0.0.1:9", "--kafka-conf", f"sasl.password={PW}",
+                   "--kafka-conf", "no.such.property=1"],
+                  {"PGFANOUT_SOURCE_DSN": dsn, "PGFANOUT_SOURCE_SLOT": "kconf_slot",
+                   "PGFANOUT_SOURCE_PUBLICATION": "kconf_pub"}, timeout=60)
+        assert res.returncode == 2, res.describe()
+        assert "'no.such.property'" in res.stderr, res.describe()
+        assert PW not in res.stderr + res.stdout
+        with pytest.raises(BlockingIOError):
+            conn, _ = listener.accept()
+            conn.close()
+            pytest.fail("pgfanout connected to PostgreSQL before checking the Kafka settings")
