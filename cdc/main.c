@@ -56,6 +56,14 @@ static int redis_settings(const struct pgf_options *opts, const struct pgf_confi
         pgf_error("%s", err);
         return -1;
     }
+    /* 0 would mean "default" inside the sink; a 0 someone wrote is a mistake to report. */
+    const char *env_port = getenv("PGFANOUT_REDIS_PORT");
+    int file_port = opts->config_path && cfg && cfg->redis && pgf_config_line_of(opts->config_path, "redis.port") > 0;
+    if (out->port == 0 && ((env_port && strcmp(env_port, "0") == 0) || (file_port && !env_port))) {
+        pgf_error("invalid redis.port 0 (%s): expected 1 to 65535",
+                  env_port ? "environment variable PGFANOUT_REDIS_PORT" : "config file");
+        return -1;
+    }
     if (opts->redis_addr == NULL)
         return 0;
     const char *colon = strrchr(opts->redis_addr, ':');
@@ -182,9 +190,16 @@ int main(int argc, char **argv)
     }
     /* Everything that can be checked without a server is checked before connecting. */
     struct kafka_sink_config kc = kafka_settings(&opts, "");
-    if (pgf_dsn_check(opts.dsn, err, sizeof err) != 0 ||
-        ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
-        pgf_error("%s", err);
+    int bad_dsn = pgf_dsn_check(opts.dsn, err, sizeof err) != 0;
+    if (bad_dsn || ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
+        /* Say which layer the value came from, as every other settings error does. */
+        const char *o = opts.origin[0] ? opts.origin[0] : "";
+        pgf_error("%s (%s)", err,
+                  !bad_dsn                         ? "from kafka.conf, PGFANOUT_KAFKA_CONF_* or --kafka-conf"
+                  : strcmp(o, "flag") == 0        ? "from flag --dsn"
+                  : strcmp(o, "environment") == 0 ? "from environment variable PGFANOUT_SOURCE_DSN"
+                  : *o                            ? "from source.dsn in the config file"
+                                                  : "from the PG* environment variables");
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 2;

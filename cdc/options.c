@@ -303,7 +303,7 @@ static int apply(const struct setting *s, const char *v, struct pgf_options *opt
         return 0;
     case S_BYTES:
         if (parse_bytes(v, &opts->max_inflight_bytes) != 0) {
-            snprintf(err, errlen, "expected a positive size like 16M (suffixes k, M, G)");
+            snprintf(err, errlen, "expected a positive size like 16M (suffixes k, M, G, either case)");
             return -1;
         }
         return 0;
@@ -430,7 +430,8 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
             snprintf(from, sizeof from, "flag --%s", s->flag);
         } else if ((v = getenv(env)) != NULL) {
             snprintf(from, sizeof from, "environment variable %s", env);
-        } else if (s->type == S_SINKS && cfg && cfg->sinks && cfg->sinks_count == 0) {
+        } else if (s->type == S_SINKS && cfg && cfg->sinks_count == 0 && opts->config_path &&
+                   pgf_config_line_of(opts->config_path, "sinks") > 0) { /* "sinks: []" loads as NULL */
             fprintf(stderr, "pgfanout: invalid value [] for sinks (config file %s, line %d): name at least one of "
                             "stdout, kafka, redis\n", opts->config_path, pgf_config_line_of(opts->config_path, "sinks"));
             return -1;
@@ -648,15 +649,11 @@ void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct p
             from = "flag --redis";
         else if (getenv(rk[i].env))
             from = "environment";
-        else if (cfg && cfg->redis) {
-            const char *ff = (const char *)cfg->redis + rk[i].off;
-            char *sv = NULL;
-            if (rk[i].is_str)
-                memcpy(&sv, ff, sizeof sv);
-            int set = rk[i].is_str ? sv != NULL
-                      : i == 5     ? *(const int *)(const void *)ff != 0
-                                   : *(const unsigned *)(const void *)ff != 0;
-            if (set)
+        else if (cfg && cfg->redis && opts->config_path) {
+            /* Present in the file, even when its value equals the default (db: 0). */
+            char key[64];
+            snprintf(key, sizeof key, "redis.%s", rk[i].key);
+            if (pgf_config_line_of(opts->config_path, key) > 0)
                 from = "config file";
         }
         fprintf(out, "  %s: ", rk[i].key);
@@ -681,6 +678,15 @@ void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct p
     }
     fprintf(out, "  password: %s\n", getenv("PGFANOUT_REDIS_PASSWORD") ? "\"*****\"  # environment PGFANOUT_REDIS_PASSWORD"
                                      : redis->password_file ? "\"*****\"  # password_file" : "null  # none");
-    fprintf(out, "  django: %s\n  cachalot: %s\n  rules: %zu  # config file\n", redis->django ? "on" : "off",
-            redis->cachalot ? "on" : "off", nrules);
+    const char *const parts[] = {"django", "cachalot", "rules"};
+    for (int p = 0; p < 3; p++) {
+        char key[32];
+        snprintf(key, sizeof key, "redis.%s", parts[p]);
+        int in_file = opts->config_path && pgf_config_line_of(opts->config_path, key) > 0;
+        if (p < 2)
+            fprintf(out, "  %s: %s", parts[p], (p == 0 ? redis->django != NULL : redis->cachalot != NULL) ? "on" : "off");
+        else
+            fprintf(out, "  rules: %zu", nrules);
+        fprintf(out, "  # %s\n", in_file ? "config file" : "default");
+    }
 }

@@ -890,7 +890,8 @@ static int load_password(const struct pgf_redis_cfg *cfg, char **out, char *err,
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
     if (cfg->port > 65535) {
-        snprintf(errbuf, errlen, "invalid redis.port %u: expected 1 to 65535", cfg->port);
+        snprintf(errbuf, errlen, "invalid redis.port %u (config file or PGFANOUT_REDIS_PORT): expected 1 to 65535",
+                 cfg->port);
         return -1;
     }
     if (cfg->tls) {

@@ -529,18 +529,12 @@ def test_redis_unix_socket_flag_shows_its_source(pgfanout):
     assert eff.source("redis.db") == "default", eff.text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a redis setting the file gives as 0 or false (db: 0, "
-                   "linger_ms: 0, tls: false, all three in pgfanout.example.yaml) is printed '# default' "
-                   "by --check-config: options.c takes a zero field in the file's struct for 'not set'")
 def test_redis_zero_values_from_the_file_show_their_source(pgfanout):
     eff = check(["--config", EXAMPLE])
     for sub in ("host", "port", "db", "tls", "window", "linger_ms", "command_timeout_ms", "message_prefix"):
         assert eff.source("redis." + sub) == "config file", (sub, eff.text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --check-config prints 'rules: 0  # config file' with no "
-                   "config file at all, and django/cachalot without any '# source' comment, although the "
-                   "README says every effective setting is printed with where it came from")
 def test_redis_presets_and_rules_show_their_source(pgfanout):
     eff = check()
     for path in ("redis.django", "redis.cachalot", "redis.rules"):
@@ -597,9 +591,6 @@ def test_redis_port_out_of_range_names_where_it_came_from(pgfanout, tmp_path):
     assert f"config file {path}, line {line_of(text, '70000')}" in check_fails(["--config", path])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: redis.port 0 from the file or PGFANOUT_REDIS_PORT=0 passes "
-                   "--check-config and silently becomes 6379 (printed '6379  # environment'), although "
-                   "the range error says 'expected 1 to 65535' and --redis HOST:0 is refused")
 @pytest.mark.parametrize("where", ["file", "env"])
 def test_redis_port_zero_is_refused(pgfanout, tmp_path, where):
     assert "expected HOST:PORT" in check_fails(["--redis", "127.0.0.1:0"])
@@ -1114,9 +1105,6 @@ def test_empty_section_is_explained(pgfanout, tmp_path, case):
     assert set(keys) <= set(allowed_list(err, "allowed keys here: ")), err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'sinks: []' in the file passes --check-config (exit 0, "
-                   "printed 'sinks: [stdout]  # default'): libcyaml leaves cfg->sinks NULL for an empty "
-                   "sequence, so the new check in options.c (cfg->sinks && cfg->sinks_count == 0) never fires")
 def test_empty_sinks_list_in_file_is_refused(pgfanout, tmp_path):
     text = HEADER + "log:\n  level: info\nsinks: []\n"
     path = write(tmp_path, text)
