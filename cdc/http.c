@@ -84,9 +84,19 @@ static int split_addr(const char *addr, char *host, size_t hostlen, int *port)
         snprintf(host, hostlen, "127.0.0.1");
     else if (colon == addr)
         return -1;
+    else if (addr[0] == '[' && colon[-1] == ']') /* [::1]:9187 */
+        snprintf(host, hostlen, "%.*s", (int)(colon - addr - 2), addr + 1);
     else
         snprintf(host, hostlen, "%.*s", (int)(colon - addr), addr);
     return 0;
+}
+
+/* Checks an address's form; see http.h. */
+int pgf_http_addr_valid(const char *addr)
+{
+    char host[256];
+    int port;
+    return split_addr(addr, host, sizeof host, &port) == 0;
 }
 
 /* Binds and registers the handler; see http.h. */

@@ -12,6 +12,9 @@ struct pgf_http;
  * with the reason in err (a bad address, or the port in use). */
 struct pgf_http *pgf_http_start(struct event_base *base, const char *addr, char *err, size_t errlen);
 
+/* Returns 1 when addr has the form HOST:PORT, [IPv6]:PORT or PORT with a port of 1 to 65535. */
+int pgf_http_addr_valid(const char *addr);
+
 /* Stops listening and frees; NULL is fine. */
 void pgf_http_stop(struct pgf_http *h);
 

@@ -86,6 +86,13 @@ void pgf_log(enum pgf_log_level level, const char *fmt, ...)
         fprintf(stderr, "ts=%s level=%s msg=%s\n", when, level_names[level], quoted);
     } else if (format == FMT_JSON) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "ts", when, "level", level_names[level], "msg", msg);
+        if (o == NULL) {
+            /* Not UTF-8 (a file name, a server message): keep the line, mark the odd bytes. */
+            for (char *p = msg; *p; p++)
+                if ((unsigned char)*p >= 0x80)
+                    *p = '?';
+            o = json_pack("{s:s, s:s, s:s}", "ts", when, "level", level_names[level], "msg", msg);
+        }
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
         fprintf(stderr, "%s\n", line ? line : "{\"level\":\"error\",\"msg\":\"log line not valid UTF-8\"}");
         free(line);

@@ -32,6 +32,13 @@ static void on_stop_signal(int sig)
     stop_signal = sig;
 }
 
+/* libevent's own warnings (evhttp, DNS) through our logger, in its format. */
+static void on_libevent_log(int severity, const char *msg)
+{
+    pgf_log(severity >= EVENT_LOG_ERR ? PGF_LOG_ERROR : severity >= EVENT_LOG_WARN ? PGF_LOG_WARN : PGF_LOG_DEBUG,
+            "libevent: %s", msg);
+}
+
 /* Waits up to ms, waking early when a stop signal arrives.  The event loop runs meanwhile,
  * so sinks keep delivering (and Redis keeps reconnecting) while PostgreSQL is away. */
 static void sleep_interruptible(struct event_base *base, int ms)
@@ -170,6 +177,7 @@ int main(int argc, char **argv)
         printf("pgfanout %s\n", PGFANOUT_VERSION);
         return 0;
     }
+    event_set_log_callback(on_libevent_log);
     if (opts.probe_url)
         return pgf_http_probe(opts.probe_url, 5);
     char err[2048];
@@ -221,7 +229,8 @@ int main(int argc, char **argv)
     struct pgf_server_info info;
     int fatal;
     struct event_base *base = event_base_new();
-    /* Listen before connecting, so /healthz answers while PostgreSQL is still coming up. */
+    /* Listen before connecting; note that /healthz cannot answer while a connection attempt
+     * blocks (up to connect_timeout, 10 s by default): libpq connects synchronously. */
     struct pgf_http *http = NULL;
     if (base && opts.http_listen && (http = pgf_http_start(base, opts.http_listen, err, sizeof err)) == NULL) {
         pgf_error("%s", err);

@@ -128,7 +128,7 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
     put(&t, "# HELP pgfanout_slot_lag_bytes The server's WAL position minus the confirmed one: WAL the slot "
             "retains for us.\n# TYPE pgfanout_slot_lag_bytes gauge\npgfanout_slot_lag_bytes %" PRIu64 "\n", lag);
     /* Behind the server: how old the newest transaction we handed on is; caught up: 0. */
-    double rlag = m->written_lsn < m->server_lsn && m->last_commit_time > 0 && now_us > m->last_commit_time
+    double rlag = !m->caught_up && m->last_commit_time > 0 && now_us > m->last_commit_time
                       ? (double)(now_us - m->last_commit_time) / 1e6
                       : 0.0;
     put(&t, "# HELP pgfanout_replication_lag_seconds Age of the newest transaction handed to the sinks "

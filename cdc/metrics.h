@@ -35,6 +35,7 @@ struct pgf_metrics {
     uint64_t heartbeat_errors;
     uint64_t reconnects;      /* to PostgreSQL */
     int streaming;            /* in COPY BOTH with the server */
+    int caught_up;            /* a keepalive came between transactions: nothing more to read now */
     struct sink *const *sinks;
     size_t nsinks;
 };

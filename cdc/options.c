@@ -10,6 +10,7 @@
 #include "cdc/log.h"
 #include "cdc/lsn.h"
 #include "cdc/config.h"
+#include "cdc/http.h"
 
 #include <libpq-fe.h>
 
@@ -152,7 +153,7 @@ static int parse_bytes(const char *s, size_t *out)
 }
 
 /* How a setting's text becomes a value. */
-enum stype { S_STR, S_BOOL, S_SECONDS, S_BYTES, S_LSN, S_SINKS, S_LOGLEVEL, S_LOGFORMAT };
+enum stype { S_STR, S_BOOL, S_SECONDS, S_BYTES, S_LSN, S_SINKS, S_LOGLEVEL, S_LOGFORMAT, S_ADDR };
 
 /* One setting: its key in the config file (its environment variable is PGFANOUT_ and the key
  * in capitals with '.' as '_'), its flag, and where its value goes. */
@@ -192,7 +193,7 @@ static const struct setting settings[] = {
     {"kafka.message_topic", "message-topic", S_STR, OPT(message_topic),
      offsetof(struct pgf_kafka_cfg, message_topic), 0},
     {"kafka.tombstones", "no-tombstones", S_BOOL, OPT(tombstones), offsetof(struct pgf_kafka_cfg, tombstones), 0},
-    {"http.listen", "http-listen", S_STR, OPT(http_listen), offsetof(struct pgf_http_cfg, listen), 0},
+    {"http.listen", "http-listen", S_ADDR, OPT(http_listen), offsetof(struct pgf_http_cfg, listen), 0},
     {"log.level", "log-level", S_LOGLEVEL, 0, offsetof(struct pgf_log_cfg, level), 0},
     {"log.format", "log-format", S_LOGFORMAT, 0, offsetof(struct pgf_log_cfg, format), 0},
     {"max_inflight_bytes", "max-inflight-bytes", S_BYTES, OPT(max_inflight_bytes),
@@ -285,6 +286,13 @@ static int apply(const struct setting *s, const char *v, struct pgf_options *opt
     char *field = (char *)opts + s->off;
     int b;
     switch (s->type) {
+    case S_ADDR:
+        if (!pgf_http_addr_valid(v)) {
+            snprintf(err, errlen, "expected HOST:PORT, [IPv6]:PORT or PORT, with a port from 1 to 65535");
+            return -1;
+        }
+        memcpy(field, &v, sizeof v);
+        return 0;
     case S_STR:
         memcpy(field, &v, sizeof v);
         return 0;
@@ -567,6 +575,7 @@ void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct p
         fprintf(out, "%s%s: ", dot ? "  " : "", dot ? dot + 1 : s->key);
         const char *field = (const char *)opts + s->off;
         switch (s->type) {
+        case S_ADDR:
         case S_STR: {
             const char *v;
             memcpy(&v, field, sizeof v);

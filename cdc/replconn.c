@@ -37,6 +37,15 @@ static char *user_options(const char *dsn)
     return out;
 }
 
+/* Server notices (client_min_messages) go through our logger, in its format. */
+static void notice_to_log(void *arg, const char *message)
+{
+    (void)arg;
+    char msg[1024];
+    trim_copy(msg, sizeof msg, message);
+    pgf_info("PostgreSQL: %s", msg);
+}
+
 /* Connects without further diagnosis; the caller checks PQstatus. */
 static PGconn *connect_raw(const char *dsn, int replication)
 {
@@ -55,6 +64,8 @@ static PGconn *connect_raw(const char *dsn, int replication)
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     free(options);
     free(uopts);
+    if (conn)
+        PQsetNoticeProcessor(conn, notice_to_log, NULL);
     return conn;
 }
 

@@ -209,6 +209,7 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         if (wal_end > st->received)
             st->received = pgf_metrics.server_lsn = wal_end;
         pgf_metrics.received_bytes += (uint64_t)len - 25;
+        pgf_metrics.caught_up = 0;
         struct pgo_msg msg;
         int rc = pgo_decode(st->dec, (const uint8_t *)buf + 25, (size_t)len - 25, &msg);
         if (rc != PGO_OK) {
@@ -227,8 +228,12 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         pgf_debug("keepalive: server WAL end %s%s", pgf_lsn_format(wal_end, at), reply ? ", reply requested" : "");
         if (wal_end > st->received)
             st->received = pgf_metrics.server_lsn = wal_end;
-        if (!st->in_txn)
+        if (!st->in_txn) {
             pgf_checkpoint_idle(&st->cp, wal_end);
+            /* The server had nothing more for us up to wal_end: WAL beyond our last commit is
+             * other databases' or unpublished tables', so there is no lag to report. */
+            pgf_metrics.caught_up = 1;
+        }
         /* Answer at once when asked, or the server drops us after wal_sender_timeout. */
         if (reply && send_feedback(st) != 0) {
             stop_loop(st);

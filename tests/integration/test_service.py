@@ -494,22 +494,13 @@ def test_metrics_label_values_are_escaped(pgfanout, cluster, admin, tmp_path):
         assert w.terminate() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a malformed --http-listen value ('abc', '127.0.0.1:0', '127.0.0.1:99999') exits 1, "
-    "though the README and --help say 2 on a bad command line (as --status-interval abc or "
-    "--log-format xml do); it is only checked when the listener is started"))
 @pytest.mark.parametrize("addr", ["abc", "127.0.0.1:0", "127.0.0.1:99999"])
 def test_malformed_http_listen_is_a_command_line_error(pgfanout, addr):
     r = runner.run_pgfanout(["--dsn", "host=127.0.0.1 port=1", "--http-listen", addr], timeout=30)
-    assert "invalid HTTP listen address" in r.stderr, r.describe()
+    assert "http.listen" in r.stderr and "--http-listen" in r.stderr, r.describe()
     assert r.returncode == 2, r.describe()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: libevent's own log lines bypass pgfanout's logger (no event_set_log_callback): "
-    "--http-listen [::1]:PORT prints a raw '[warn] getaddrinfo: nodename nor servname "
-    "provided, or not known' line to stderr under --log-format json (bracketed IPv6 is not "
-    "accepted either; ::1:PORT is)"))
 def test_libevent_warnings_keep_the_log_format(pgfanout):
     r = runner.run_pgfanout(["--dsn", "host=127.0.0.1 port=1", "--http-listen", f"[::1]:{free_port()}",
                              "--log-format", "json"], timeout=30)
@@ -711,12 +702,6 @@ def test_replication_lag_is_zero_when_caught_up(pgfanout, cluster, admin, tmp_pa
         assert w.terminate() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: pgfanout_replication_lag_seconds compares the end of the newest transaction handed "
-    "to the sinks with the server's WAL position, which keepalives move past WAL that is not "
-    "for us (unpublished tables, other databases, checkpoints); caught up (slot lag 0) it then "
-    "reports the age of the newest published transaction, growing for as long as the "
-    "published tables stay idle"))
 def test_replication_lag_stays_zero_past_unpublished_wal(pgfanout, cluster, admin, tmp_path):
     admin.execute("CREATE TABLE rl2_t (id int PRIMARY KEY)")
     admin.execute("CREATE TABLE rl2_other (id int PRIMARY KEY)")
@@ -868,11 +853,6 @@ def test_log_format_text_default_env_and_bad_value(pgfanout, cluster):
     assert "--log-format" in r.stderr and "xml" in r.stderr and "logfmt" in r.stderr, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: no libpq notice processor is installed, so NOTICE/WARNING/LOG messages the server "
-    "sends (here with ALTER ROLE ... SET client_min_messages = log: 'LOG:  starting logical "
-    "decoding for slot ...' and its DETAIL) go to stderr raw through libpq's default "
-    "processor, breaking --log-format json/logfmt line parsing"))
 def test_server_notices_keep_the_log_format(pgfanout, cluster, admin, tmp_path):
     admin.execute("CREATE TABLE nt_t (id int PRIMARY KEY)")
     admin.execute("CREATE PUBLICATION nt_pub FOR TABLE nt_t")
@@ -885,10 +865,6 @@ def test_server_notices_keep_the_log_format(pgfanout, cluster, admin, tmp_path):
     parse_log(r.stderr, "json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a log message that is not valid UTF-8 (here the error about an -o path with a byte "
-    "0xff) is replaced under --log-format json by {\"level\":\"error\",\"msg\":\"log line "
-    "not valid UTF-8\"}: no ts, the level forced to error, and the actual message lost"))
 def test_json_log_keeps_a_message_that_is_not_utf8(pgfanout, cluster, admin):
     if runner.scalar(admin, "SELECT count(*) FROM pg_publication WHERE pubname = 'lg_pub'") == 0:
         admin.execute("CREATE TABLE lg_t (id int PRIMARY KEY)")
