@@ -39,6 +39,12 @@ static void on_libevent_log(int severity, const char *msg)
             "libevent: %s", msg);
 }
 
+/* Serves what is ready on the event loop (HTTP) without waiting; the connect idle hook. */
+static void serve_loop_once(void *base)
+{
+    event_base_loop(base, EVLOOP_NONBLOCK);
+}
+
 /* Waits up to ms, waking early when a stop signal arrives.  The event loop runs meanwhile,
  * so sinks keep delivering (and Redis keeps reconnecting) while PostgreSQL is away. */
 static void sleep_interruptible(struct event_base *base, int ms)
@@ -65,10 +71,14 @@ static int redis_settings(const struct pgf_options *opts, const struct pgf_confi
     }
     /* 0 would mean "default" inside the sink; a 0 someone wrote is a mistake to report. */
     const char *env_port = getenv("PGFANOUT_REDIS_PORT");
-    int file_port = opts->config_path && cfg && cfg->redis && pgf_config_line_of(opts->config_path, "redis.port") > 0;
-    if (out->port == 0 && ((env_port && strcmp(env_port, "0") == 0) || (file_port && !env_port))) {
-        pgf_error("invalid redis.port 0 (%s): expected 1 to 65535",
-                  env_port ? "environment variable PGFANOUT_REDIS_PORT" : "config file");
+    int file_line = opts->config_path && cfg && cfg->redis ? pgf_config_line_of(opts->config_path, "redis.port") : 0;
+    if ((env_port || file_line > 0) && !opts->redis_addr && (out->port == 0 || out->port > 65535)) {
+        if (env_port)
+            pgf_error("invalid redis.port %u (environment variable PGFANOUT_REDIS_PORT): expected 1 to 65535",
+                      out->port);
+        else
+            pgf_error("invalid redis.port %u (config file %s, line %d): expected 1 to 65535", out->port,
+                      opts->config_path, file_line);
         return -1;
     }
     if (opts->redis_addr == NULL)
@@ -202,12 +212,24 @@ int main(int argc, char **argv)
     if (bad_dsn || ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
         /* Say which layer the value came from, as every other settings error does. */
         const char *o = opts.origin[0] ? opts.origin[0] : "";
-        pgf_error("%s (%s)", err,
-                  !bad_dsn                         ? "from kafka.conf, PGFANOUT_KAFKA_CONF_* or --kafka-conf"
-                  : strcmp(o, "flag") == 0        ? "from flag --dsn"
-                  : strcmp(o, "environment") == 0 ? "from environment variable PGFANOUT_SOURCE_DSN"
-                  : *o                            ? "from source.dsn in the config file"
+        char from[400] = "from kafka.conf, PGFANOUT_KAFKA_CONF_* or --kafka-conf";
+        if (bad_dsn && strcmp(o, "config file") == 0)
+            snprintf(from, sizeof from, "from config file %s, line %d", opts.config_path,
+                     pgf_config_line_of(opts.config_path, "source.dsn"));
+        else if (bad_dsn)
+            snprintf(from, sizeof from, "%s", strcmp(o, "flag") == 0 ? "from flag --dsn"
+                                              : strcmp(o, "environment") == 0
+                                                  ? "from environment variable PGFANOUT_SOURCE_DSN"
                                                   : "from the PG* environment variables");
+        else /* the error names the key in quotes: find the entry that set it, last one wins */
+            for (size_t k = 0; k < opts.nkafka_conf; k++) {
+                const char *eq = strchr(opts.kafka_conf[k], '=');
+                char quoted[160];
+                snprintf(quoted, sizeof quoted, "'%.*s'", (int)(eq - opts.kafka_conf[k]), opts.kafka_conf[k]);
+                if (strstr(err, quoted))
+                    snprintf(from, sizeof from, "from %s", opts.conf_origin[k]);
+            }
+        pgf_error("%s (%s)", err, from);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 2;
@@ -229,8 +251,9 @@ int main(int argc, char **argv)
     struct pgf_server_info info;
     int fatal;
     struct event_base *base = event_base_new();
-    /* Listen before connecting; note that /healthz cannot answer while a connection attempt
-     * blocks (up to connect_timeout, 10 s by default): libpq connects synchronously. */
+    /* Listen before connecting: connection attempts serve HTTP while they wait. */
+    if (base)
+        pgf_replconn_set_idle_hook(serve_loop_once, base);
     struct pgf_http *http = NULL;
     if (base && opts.http_listen && (http = pgf_http_start(base, opts.http_listen, err, sizeof err)) == NULL) {
         pgf_error("%s", err);

@@ -475,8 +475,13 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
                     pgf_config_line_of(opts->config_path, path));
             return -1;
         }
-        if (opts->nkafka_conf < 64)
+        if (opts->nkafka_conf < 64) {
+            char path[64];
+            snprintf(path, sizeof path, "kafka.conf[%u]", k);
+            snprintf(opts->conf_origin[opts->nkafka_conf], sizeof opts->conf_origin[0], "config file %s, line %d",
+                     opts->config_path, pgf_config_line_of(opts->config_path, path));
             opts->kafka_conf[opts->nkafka_conf++] = kv;
+        }
     }
     extern char **environ;
     for (char **e = environ; *e; e++) {
@@ -488,10 +493,14 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
             key[n++] = *p == '_' ? '.' : (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
         snprintf(key + n, sizeof opts->env_conf[0] - n, "%s", strchr(*e, '='));
         opts->kafka_conf[opts->nkafka_conf] = key;
+        snprintf(opts->conf_origin[opts->nkafka_conf], sizeof opts->conf_origin[0], "environment variable %.*s",
+                 (int)(strchr(*e, '=') - *e), *e);
         opts->nkafka_conf++;
     }
-    for (size_t k = 0; k < nflag_conf && opts->nkafka_conf < 64; k++)
+    for (size_t k = 0; k < nflag_conf && opts->nkafka_conf < 64; k++) {
+        snprintf(opts->conf_origin[opts->nkafka_conf], sizeof opts->conf_origin[0], "flag --kafka-conf");
         opts->kafka_conf[opts->nkafka_conf++] = flag_conf[k];
+    }
     if (opts->sink_kafka && opts->kafka_brokers == NULL) {
         int has_bootstrap = 0;
         for (size_t i = 0; i < opts->nkafka_conf; i++)

@@ -41,6 +41,7 @@ struct pgf_options {
     int check_config;         /* --check-config: print the effective settings and exit */
     const char *origin[32];   /* where each setting came from, by its index in options.c's table */
     char env_conf[64][256];   /* librdkafka settings built from PGFANOUT_KAFKA_CONF_* */
+    char conf_origin[64][300];/* where each kafka_conf entry came from, for errors */
     int show_help;
     int show_version;
 };

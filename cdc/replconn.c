@@ -1,6 +1,9 @@
 /* replconn.c - replication connection setup and server checks. */
 #include "cdc/replconn.h"
 
+#include <errno.h>
+#include <poll.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +40,10 @@ static char *user_options(const char *dsn)
     return out;
 }
 
+static void (*idle_hook)(void *);
+static void *idle_arg;
+static int connect_timed_out; /* the last connect_raw gave up after 10 s without an answer */
+
 /* Server notices (client_min_messages) go through our logger, in its format. */
 static void notice_to_log(void *arg, const char *message)
 {
@@ -61,12 +68,41 @@ static PGconn *connect_raw(const char *dsn, int replication)
                           "options", replication ? "replication" : NULL, NULL};
     const char *vals[] = {"10", "pgfanout", dsn, "UTF8", options ? options : pinned_options,
                           "database", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = PQconnectStartParams(keys, vals, 1);
     free(options);
     free(uopts);
-    if (conn)
-        PQsetNoticeProcessor(conn, notice_to_log, NULL);
+    if (conn == NULL)
+        return NULL;
+    PQsetNoticeProcessor(conn, notice_to_log, NULL);
+    /* Drive the connection ourselves, so the idle hook (the HTTP listener) keeps running while
+     * a slow server makes us wait; libpq does not apply connect_timeout in this mode, so we do. */
+    int64_t deadline = pgf_pgtime_now() + 10 * 1000000LL;
+    connect_timed_out = 0;
+    PostgresPollingStatusType st = PQstatus(conn) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int ready = 0;
+        while (!ready && pgf_pgtime_now() < deadline) {
+            if (idle_hook)
+                idle_hook(idle_arg);
+            ready = poll(&pfd, 1, 100);
+            if (ready < 0 && errno != EINTR)
+                break;
+        }
+        if (ready <= 0) {
+            connect_timed_out = 1; /* the caller reports it; the half-open conn is not OK */
+            return conn;
+        }
+        st = PQconnectPoll(conn);
+    }
     return conn;
+}
+
+/* Sets what runs while a connection attempt waits; see replconn.h. */
+void pgf_replconn_set_idle_hook(void (*fn)(void *), void *arg)
+{
+    idle_hook = fn;
+    idle_arg = arg;
 }
 
 /* Returns 1 if the role of dsn can log in but lacks REPLICATION, 0 if not or unknown. */
@@ -101,6 +137,8 @@ PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t er
         return conn;
     char msg[1024], role[128] = "";
     trim_copy(msg, sizeof msg, PQerrorMessage(conn));
+    if (connect_timed_out || msg[0] == '\0')
+        snprintf(msg, sizeof msg, "no answer within 10 s (the server accepts connections but does not respond)");
     const char *host = PQhost(conn), *port = PQport(conn);
     char where[300];
     if (host && host[0] == '/')
@@ -124,8 +162,34 @@ int pgf_dsn_check(const char *dsn, char *err, size_t errlen)
     char *why = NULL;
     PQconninfoOption *o = PQconninfoParse(dsn, &why);
     if (o) {
+        /* libpq only judges these when it connects; a typo should fail before that. */
+        const char *bad = NULL;
+        for (PQconninfoOption *p = o; p->keyword && !bad; p++) {
+            if (p->val == NULL || p->val[0] == '\0')
+                continue;
+            if (strcmp(p->keyword, "port") == 0) {
+                for (const char *q = p->val; *q && !bad; q++)
+                    if (!((*q >= '0' && *q <= '9') || *q == ','))
+                        bad = "port: expected a number (or a comma-separated list for several hosts)";
+            } else if (strcmp(p->keyword, "sslmode") == 0) {
+                static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca",
+                                                    "verify-full"};
+                int ok = 0;
+                for (size_t i = 0; i < sizeof modes / sizeof *modes; i++)
+                    ok |= strcmp(p->val, modes[i]) == 0;
+                if (!ok)
+                    bad = "sslmode: expected disable, allow, prefer, require, verify-ca or verify-full";
+            } else if (strcmp(p->keyword, "connect_timeout") == 0) {
+                for (const char *q = p->val; *q && !bad; q++)
+                    if (!(*q >= '0' && *q <= '9'))
+                        bad = "connect_timeout: expected whole seconds";
+            }
+        }
         PQconninfoFree(o);
-        return 0;
+        if (bad == NULL)
+            return 0;
+        snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) has a bad %s", bad);
+        return -1;
     }
     /* libpq's reason quotes the string, which may hold a password: say what to check instead. */
     PQfreemem(why);

@@ -10,6 +10,10 @@
 
 #include "cdc/options.h"
 
+/* Sets a function run every 100 ms while a connection attempt waits for the server (main
+ * serves HTTP from it, so /healthz answers during a slow connect); NULL for none. */
+void pgf_replconn_set_idle_hook(void (*fn)(void *), void *arg);
+
 /* Checks that dsn is a valid libpq connection string without connecting.  Returns 0, or -1
  * with a message in err that never quotes the DSN. */
 int pgf_dsn_check(const char *dsn, char *err, size_t errlen);

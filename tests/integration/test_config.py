@@ -581,9 +581,6 @@ def test_redis_port_out_of_range_is_refused(pgfanout, tmp_path, where):
     assert eff.value("redis.port") == 65535, eff.text
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 'invalid redis.port 70000: expected 1 to 65535' does not "
-                   "say where the port came from (PGFANOUT_REDIS_PORT, or the config file and line), unlike "
-                   "every other configuration error")
 def test_redis_port_out_of_range_names_where_it_came_from(pgfanout, tmp_path):
     assert "PGFANOUT_REDIS_PORT" in check_fails([], {"PGFANOUT_REDIS_PORT": "70000"})
     text = HEADER + "redis:\n  host: h\n  port: 70000\n"
@@ -758,9 +755,6 @@ def test_check_config_rejects_an_invalid_dsn(pgfanout, tmp_path, dsn):
             assert part not in err, (name, part, err)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the invalid-DSN error says 'source.dsn' but not where the "
-                   "DSN came from (flag --dsn, PGFANOUT_SOURCE_DSN or the config file and line), unlike "
-                   "every other configuration error")
 def test_invalid_dsn_error_names_where_it_came_from(pgfanout, tmp_path):
     dsn = "host=127.0.0.1 junk"
     text = HEADER + f"source:\n  slot: s\n  dsn: {json.dumps(dsn)}\n"
@@ -770,9 +764,6 @@ def test_invalid_dsn_error_names_where_it_came_from(pgfanout, tmp_path):
     assert "--dsn" in check_fails(["--dsn", dsn])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: --check-config only parses the DSN (PQconninfoParse), so "
-                   "values libpq refuses when connecting (port=abc, sslmode=bogus) pass with exit 0, and "
-                   "the real run then fails with exit 1; the README says --check-config validates everything")
 @pytest.mark.parametrize("dsn", ["host=127.0.0.1 port=abc", "host=127.0.0.1 sslmode=bogus"])
 def test_check_config_rejects_invalid_dsn_values(pgfanout, dsn):
     err = check_fails(["--dsn", dsn])
@@ -860,9 +851,6 @@ def test_kafka_property_not_in_this_build(pgfanout):
         assert f"'{key}'" in res.stderr and "not supported in this build" in res.stderr, res.describe()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a librdkafka setting refused by name or value is reported "
-                   "as \"invalid Kafka setting 'KEY'\" without saying where it came from (--kafka-conf, "
-                   "PGFANOUT_KAFKA_CONF_<KEY>, or the config file and kafka.conf[i] with its line)")
 def test_bad_kafka_property_error_names_where_it_came_from(pgfanout, tmp_path):
     assert "--kafka-conf" in check_fails(["--kafka-conf", "no.such.property=1"])
     assert "PGFANOUT_KAFKA_CONF_NO_SUCH_PROPERTY" in check_fails([], {"PGFANOUT_KAFKA_CONF_NO_SUCH_PROPERTY": "1"})

@@ -722,13 +722,6 @@ def test_replication_lag_stays_zero_past_unpublished_wal(pgfanout, cluster, admi
     assert lag == 0, f"caught up (slot lag 0) but pgfanout_replication_lag_seconds = {lag}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the reconnect (and the first connect) calls blocking PQconnectdbParams on the event "
-    "loop's thread, with connect_timeout=10, so /healthz and /metrics do not answer for up to "
-    "10 s per attempt while PostgreSQL accepts TCP but does not answer (here: postmaster "
-    "SIGSTOPped); a liveness probe with a short timeout kills a worker that is merely waiting. "
-    "main.c's comment 'Listen before connecting, so /healthz answers while PostgreSQL is still "
-    "coming up' does not hold either: nothing is served during the first connect."))
 def test_healthz_answers_while_a_postgres_connect_hangs(pgfanout, cluster, admin, tmp_path):
     admin.execute("CREATE TABLE hz_t (id int PRIMARY KEY)")
     admin.execute("CREATE PUBLICATION hz_pub FOR TABLE hz_t")
