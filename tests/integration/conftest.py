@@ -1,5 +1,6 @@
 """Shared fixtures for the integration suites: the binary, and the harness on sys.path."""
 import os
+import signal
 import sys
 
 import pytest
@@ -25,3 +26,32 @@ def pgfanout():
 def start_cluster(**kw):
     """Starts a PgCluster; the caller stops it."""
     return PgCluster(**kw).start()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A PostgreSQL 15 cluster for the module; a suite that needs settings defines its own."""
+    c = PgCluster()
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(cluster):
+    """A superuser connection to the module's cluster."""
+    conn = runner.connect(cluster.dsn())
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def rserver():
+    """A redis-server of the test's own, stopped by pid afterwards (thawed first if a test
+    left it SIGSTOPped)."""
+    from redisserver import RedisServer
+    server = RedisServer().start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.cleanup()

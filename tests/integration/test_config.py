@@ -1190,21 +1190,6 @@ def test_example_with_its_commented_settings_switched_on(pgfanout, tmp_path):
 
 # --- 6. end to end with a real server ---------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster()
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(cluster):
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
-
-
 def workload(admin, table, other):
     """Changes to table (published) and other (not published); returns the expected
     (op, key id, after) list for table, in commit order."""

@@ -51,14 +51,6 @@ DJ_VERSION = 7
 
 # --- fixtures -----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster()
-    c.start()
-    yield c
-    c.stop()
-
-
 @pytest.fixture
 def db(cluster):
     conn = runner.connect(cluster.dsn())
@@ -66,12 +58,6 @@ def db(cluster):
     conn.close()
 
 
-@pytest.fixture
-def rserver():
-    """A redis-server of the test's own (counts and DBSIZE are the test's alone)."""
-    s = RedisServer().start()
-    yield s
-    s.cleanup()
 
 
 @pytest.fixture(scope="module")

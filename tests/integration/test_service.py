@@ -88,13 +88,6 @@ def cluster():
     c.stop()
 
 
-@pytest.fixture(scope="module")
-def admin(cluster):
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
-
-
 @pytest.fixture
 def rs():
     server = RedisServer().start()
