@@ -86,7 +86,9 @@ static PGconn *connect_raw(const char *dsn, int replication)
             if (idle_hook)
                 idle_hook(idle_arg);
             ready = poll(&pfd, 1, 100);
-            if (ready < 0 && errno != EINTR)
+            if (ready < 0 && errno == EINTR)
+                ready = 0; /* a signal: main looks at it once the attempt ends */
+            else if (ready < 0)
                 break;
         }
         if (ready <= 0) {
