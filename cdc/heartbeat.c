@@ -38,7 +38,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct pgf_heartbeat *hb = arg;
     char err[1024];
     if (hb->conn == NULL) {
-        if ((hb->conn = pgf_replconn_open(hb->dsn, 0, err, sizeof err)) == NULL) {
+        pgf_replconn_hold_idle_hook(1); /* we are inside the loop's callback */
+        hb->conn = pgf_replconn_open(hb->dsn, 0, err, sizeof err);
+        pgf_replconn_hold_idle_hook(0);
+        if (hb->conn == NULL) {
             warn_throttled(hb, err);
             return;
         }

@@ -42,9 +42,7 @@ static void on_libevent_log(int severity, const char *msg)
 /* Serves what is ready on the event loop (HTTP) without waiting; the connect idle hook. */
 static void serve_loop_once(void *base)
 {
-    /* A connect made from inside a callback (the heartbeat's) must not re-enter the loop. */
-    if (event_base_get_running_event(base) == NULL)
-        event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_loop(base, EVLOOP_NONBLOCK);
 }
 
 /* Waits up to ms, waking early when a stop signal arrives.  The event loop runs meanwhile,

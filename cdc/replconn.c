@@ -43,6 +43,7 @@ static char *user_options(const char *dsn)
 static void (*idle_hook)(void *);
 static void *idle_arg;
 static int connect_timed_out; /* the last connect_raw gave up after 10 s without an answer */
+static int idle_held;         /* a connect from inside an event callback: no re-entering the loop */
 
 /* Server notices (client_min_messages) go through our logger, in its format. */
 static void notice_to_log(void *arg, const char *message)
@@ -83,7 +84,7 @@ static PGconn *connect_raw(const char *dsn, int replication)
         struct pollfd pfd = {.fd = PQsocket(conn), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
         int ready = 0;
         while (!ready && pgf_pgtime_now() < deadline) {
-            if (idle_hook)
+            if (idle_hook && !idle_held)
                 idle_hook(idle_arg);
             ready = poll(&pfd, 1, 100);
             if (ready < 0 && errno == EINTR)
@@ -98,6 +99,12 @@ static PGconn *connect_raw(const char *dsn, int replication)
         st = PQconnectPoll(conn);
     }
     return conn;
+}
+
+/* Holds or releases the idle hook; see replconn.h. */
+void pgf_replconn_hold_idle_hook(int hold)
+{
+    idle_held = hold;
 }
 
 /* Sets what runs while a connection attempt waits; see replconn.h. */

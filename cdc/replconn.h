@@ -14,6 +14,10 @@
  * serves HTTP from it, so /healthz answers during a slow connect); NULL for none. */
 void pgf_replconn_set_idle_hook(void (*fn)(void *), void *arg);
 
+/* With hold set, connection attempts skip the idle hook: for connects made from inside an
+ * event callback, which must not run the event loop again. */
+void pgf_replconn_hold_idle_hook(int hold);
+
 /* Checks that dsn is a valid libpq connection string without connecting.  Returns 0, or -1
  * with a message in err that never quotes the DSN. */
 int pgf_dsn_check(const char *dsn, char *err, size_t errlen);
