@@ -46,6 +46,14 @@ def admin(cluster):
 
 
 @pytest.fixture
+def db(cluster):
+    """A fresh connection per test (a PostgreSQL restart breaks older ones)."""
+    conn = runner.connect(cluster.dsn())
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def rserver():
     """A redis-server of the test's own, stopped by pid afterwards (thawed first if a test
     left it SIGSTOPped)."""
@@ -55,3 +63,9 @@ def rserver():
     if server.proc is not None and server.proc.poll() is None:
         os.kill(server.proc.pid, signal.SIGCONT)
     server.cleanup()
+
+
+@pytest.fixture
+def rs(rserver):
+    """The same redis-server under the short name the fault and service suites use."""
+    return rserver

@@ -212,3 +212,21 @@ def wait_for(predicate, timeout, interval=0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def rss_kb(pid):
+    """VmRSS of a live process in kB, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def is_asan_binary(path):
+    """True for a binary built with AddressSanitizer (it then needs larger memory bounds)."""
+    with open(path, "rb") as f:
+        return b"__asan_init" in f.read()

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 import runner
-from pgcluster import PgCluster, free_port
+from ports import free_port
 
 try:
     import yaml

@@ -37,7 +37,7 @@ from churn import Churn
 from kafka_replay import Decoded, compare_with_reference, reference_transactions, unique_events
 from kafkabroker import KafkaBroker, consume_all
 from pgcluster import PgCluster
-from runner import int_to_lsn, lsn_to_int
+from runner import int_to_lsn, is_asan_binary, lsn_to_int, rss_kb
 
 KILL_CHANGES = int(os.environ.get("PGFANOUT_KAFKA_KILL_CHANGES", "100000"))
 KILL_SEED = int(os.environ.get("PGFANOUT_KAFKA_KILL_SEED", "20261125"))
@@ -70,14 +70,6 @@ def cluster():
     c.start()
     yield c
     c.stop()
-
-
-@pytest.fixture
-def db(cluster):
-    """A fresh connection per test (the PostgreSQL restart test breaks older ones)."""
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
 
 
 def kafka_args(cluster, broker, slot, pub, prefix, *extra):
@@ -133,23 +125,6 @@ def high_watermarks(bootstrap, topic, partitions=3):
         return total
     finally:
         c.close()
-
-
-def rss_kb(pid):
-    """VmRSS of a live process in kB, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def is_asan_binary(path):
-    with open(path, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def assert_matches_reference_and_tables(db, ref, events, tables):

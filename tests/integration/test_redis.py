@@ -33,7 +33,7 @@ import pytest
 
 import redis_util
 import runner
-from pgcluster import PgCluster, free_port
+from ports import free_port
 from redis_util import (CommitLog, MixedWorkload, assert_keys, create_slot, create_tables, drop_slots,
                         fill, mixed_tables, wait_confirmed, wait_started, worker_args, write_config)
 from redisserver import RedisServer
@@ -51,22 +51,12 @@ DJ_VERSION = 7
 
 # --- fixtures -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def db(cluster):
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
-
-
 
 
 @pytest.fixture(scope="module")
 def auth_server():
-    """A redis-server with requirepass and an ACL user.  The user is created with ACL
-    SETUSER: RedisServer(acl_user=...) passes its rule to --user as one argument, which
-    redis-server 7.0 refuses ("Spaces not allowed in ACL usernames")."""
-    s = RedisServer(password=AUTH_PASSWORD).start()
-    s.client().execute_command("ACL", "SETUSER", ACL_USER, "on", f">{ACL_PASSWORD}", "~*", "&*", "+@all")
+    """A redis-server with requirepass and an ACL user."""
+    s = RedisServer(password=AUTH_PASSWORD, acl_user=ACL_USER, acl_password=ACL_PASSWORD).start()
     yield s
     s.cleanup()
 

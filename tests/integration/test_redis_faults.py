@@ -51,8 +51,7 @@ import runner
 from pgcluster import PgCluster
 from redis_util import (assert_keys, confirmed_lsn, drop_slots, existing, fill, wait_confirmed,
                         write_config)
-from redisserver import RedisServer
-from runner import int_to_lsn, lsn_to_int, wait_for
+from runner import int_to_lsn, is_asan_binary, lsn_to_int, rss_kb, wait_for
 
 KILL_SEED = int(os.environ.get("PGFANOUT_REDIS_KILL_SEED") or random.SystemRandom().randrange(1 << 30))
 OUTAGE_S = 11            # Redis down for at least 10 s (test 1)
@@ -72,23 +71,6 @@ def cluster():
     c = PgCluster().start()
     yield c
     c.stop()
-
-
-@pytest.fixture
-def db(cluster):
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def rs():
-    """A redis-server of its own per test (the tests kill, freeze and restart it)."""
-    server = RedisServer().start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)  # in case a test left it frozen
-    server.cleanup()
 
 
 # --- the table, its keys and the workload -------------------------------------------------
@@ -379,22 +361,6 @@ def confirmed_undelivered(db, name, keyed, conf, wl, client):
                       in ref_transactions(db, name, keyed) if end <= conf]
     present = existing(client, set().union(*(keys for _, keys in confirmed_txns)))
     return [(xid, sorted(keys & present)) for xid, keys in confirmed_txns if keys & present]
-
-
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def is_asan_binary(path):
-    with open(path, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def tail(text, n=3000):

@@ -56,7 +56,6 @@ import runner
 from pgcluster import PgCluster
 from ports import free_port
 from redis_util import existing, fill, wait_confirmed, write_config
-from redisserver import RedisServer
 from runner import lsn_to_int, wait_for
 
 SECRET_ROLE, SECRET_PW = "svc_secret", "Pw-7Kq9Zx-Secret"
@@ -86,15 +85,6 @@ def cluster():
     conn.close()
     yield c
     c.stop()
-
-
-@pytest.fixture
-def rs():
-    server = RedisServer().start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)  # in case a test left it frozen
-    server.cleanup()
 
 
 # --- HTTP and the Prometheus text format ---------------------------------------------------
