@@ -889,11 +889,6 @@ static int load_password(const struct pgf_redis_cfg *cfg, char **out, char *err,
 /* Checks what can be checked before connecting; see redis_sink.h. */
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
-    if (cfg->port > 65535) {
-        snprintf(errbuf, errlen, "invalid redis.port %u (config file or PGFANOUT_REDIS_PORT): expected 1 to 65535",
-                 cfg->port);
-        return -1;
-    }
     if (cfg->tls) {
         /* hiredis gained TLS (hiredis_ssl) in 1.0; CMake reports which one it found. */
         snprintf(errbuf, errlen, "redis.tls is set, but this build uses hiredis %d.%d, which has no TLS (Debian 12 "
