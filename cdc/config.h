@@ -53,7 +53,7 @@ struct pgf_redis_cfg {
  * same rules as the flags and the environment, so one value means one thing everywhere. */
 struct pgf_source_cfg {
     char *dsn, *slot, *publication, *tables, *create_slot, *create_publication, *temporary_slot,
-        *drop_slot_on_exit, *status_interval, *heartbeat_interval, *endpos;
+        *drop_slot_on_exit, *status_interval, *heartbeat_interval, *endpos, *allow_missing_replica_identity;
 };
 
 struct pgf_stdout_cfg {
@@ -61,7 +61,7 @@ struct pgf_stdout_cfg {
 };
 
 struct pgf_kafka_cfg {
-    char *brokers, *topic_template, *topic_prefix, *message_topic, *tombstones;
+    char *brokers, *topic_template, *topic_prefix, *message_topic, *tombstones, *on_oversize, *dead_letter_topic;
     char **conf; /* "key=value" librdkafka settings */
     unsigned conf_count;
 };

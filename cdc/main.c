@@ -126,6 +126,10 @@ static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, c
         .topic_prefix = opts->topic_prefix,
         .message_topic = opts->message_topic,
         .tombstones = opts->tombstones,
+        .on_oversize = strcmp(opts->on_oversize, "skip") == 0          ? KAFKA_OVERSIZE_SKIP
+                       : strcmp(opts->on_oversize, "dead_letter") == 0 ? KAFKA_OVERSIZE_DEAD_LETTER
+                                                                       : KAFKA_OVERSIZE_FAIL,
+        .dead_letter_topic = opts->dead_letter_topic,
         .conf = opts->kafka_conf,
         .nconf = opts->nkafka_conf,
         .database = database,

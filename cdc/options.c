@@ -18,7 +18,8 @@ enum { OPT_SLOT = 256, OPT_PUBLICATION, OPT_CREATE_SLOT, OPT_CREATE_PUBLICATION,
        OPT_SINK, OPT_ENDPOS, OPT_STATUS_INTERVAL, OPT_LOG_LEVEL, OPT_VERSION, OPT_KAFKA_BROKERS,
        OPT_KAFKA_CONF, OPT_TOPIC_TEMPLATE, OPT_TOPIC_PREFIX, OPT_MESSAGE_TOPIC, OPT_NO_TOMBSTONES,
        OPT_MAX_INFLIGHT, OPT_SHUTDOWN_TIMEOUT, OPT_CONFIG, OPT_REDIS, OPT_HTTP_LISTEN, OPT_PROBE,
-       OPT_LOG_FORMAT, OPT_HEARTBEAT, OPT_DROP_SLOT, OPT_TEMP_SLOT, OPT_CHECK_CONFIG };
+       OPT_LOG_FORMAT, OPT_HEARTBEAT, OPT_DROP_SLOT, OPT_TEMP_SLOT, OPT_CHECK_CONFIG, OPT_ALLOW_NO_IDENTITY,
+       OPT_ON_OVERSIZE, OPT_DEAD_LETTER_TOPIC };
 
 static const struct option long_options[] = {
     {"dsn", required_argument, NULL, 'd'},
@@ -49,6 +50,9 @@ static const struct option long_options[] = {
     {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
     {"drop-slot-on-exit", no_argument, NULL, OPT_DROP_SLOT},
     {"temporary-slot", no_argument, NULL, OPT_TEMP_SLOT},
+    {"allow-missing-replica-identity", no_argument, NULL, OPT_ALLOW_NO_IDENTITY},
+    {"kafka-on-oversize", required_argument, NULL, OPT_ON_OVERSIZE},
+    {"dead-letter-topic", required_argument, NULL, OPT_DEAD_LETTER_TOPIC},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -72,6 +76,8 @@ void pgf_options_usage(FILE *out)
         "      --create-publication create the publication if it is missing: FOR ALL TABLES,\n"
         "                           or FOR TABLE the --tables list\n"
         "      --tables LIST        comma-separated tables (schema.table or table) for --create-publication\n"
+        "      --allow-missing-replica-identity  create the publication even though some of its tables\n"
+        "                           have no replica identity (their UPDATEs and DELETEs will then fail)\n"
         "      --temporary-slot     create a temporary slot for this session only (ad-hoc runs; gone on exit,\n"
         "                           and recreated at the current position after a reconnect)\n"
         "      --drop-slot-on-exit  drop the slot after a clean stop\n"
@@ -97,6 +103,10 @@ void pgf_options_usage(FILE *out)
         "      --topic-prefix P     value of {prefix} (default: pgfanout)\n"
         "      --message-topic T    topic of logical decoding messages (default: {prefix}.messages)\n"
         "      --no-tombstones      do not follow a delete with a null-value record\n"
+        "      --kafka-on-oversize A  a record larger than the broker accepts: fail (default; exit 1,\n"
+        "                           the slot holds it), dead_letter (a small record to the dead-letter\n"
+        "                           topic instead) or skip (logged and counted)\n"
+        "      --dead-letter-topic T  topic for dead_letter records (default: {prefix}.dead_letter)\n"
         "      --max-inflight-bytes N  stop reading the slot while this many bytes are unacknowledged\n"
         "                           (default: 16M; suffixes k, M, G)\n"
         "      --shutdown-timeout S seconds to wait for acknowledgements when stopping (default: 30)\n"
@@ -153,7 +163,7 @@ static int parse_bytes(const char *s, size_t *out)
 }
 
 /* How a setting's text becomes a value. */
-enum stype { S_STR, S_BOOL, S_SECONDS, S_BYTES, S_LSN, S_SINKS, S_LOGLEVEL, S_LOGFORMAT, S_ADDR };
+enum stype { S_STR, S_BOOL, S_SECONDS, S_BYTES, S_LSN, S_SINKS, S_LOGLEVEL, S_LOGFORMAT, S_ADDR, S_CHOICE };
 
 /* One setting: its key in the config file (its environment variable is PGFANOUT_ and the key
  * in capitals with '.' as '_'), its flag, and where its value goes. */
@@ -164,42 +174,49 @@ struct setting {
     size_t off; /* in struct pgf_options */
     size_t file_off; /* in the config section named by the key's first part */
     int secret;
+    const char *choices; /* S_CHOICE: the allowed words, separated by ", " */
 };
 
 #define OPT(m) offsetof(struct pgf_options, m)
 static const struct setting settings[] = {
-    {"source.dsn", "dsn", S_STR, OPT(dsn), offsetof(struct pgf_source_cfg, dsn), 1},
-    {"source.slot", "slot", S_STR, OPT(slot), offsetof(struct pgf_source_cfg, slot), 0},
-    {"source.publication", "publication", S_STR, OPT(publication), offsetof(struct pgf_source_cfg, publication), 0},
-    {"source.tables", "tables", S_STR, OPT(tables), offsetof(struct pgf_source_cfg, tables), 0},
-    {"source.create_slot", "create-slot", S_BOOL, OPT(create_slot), offsetof(struct pgf_source_cfg, create_slot), 0},
+    {"source.dsn", "dsn", S_STR, OPT(dsn), offsetof(struct pgf_source_cfg, dsn), 1, NULL},
+    {"source.slot", "slot", S_STR, OPT(slot), offsetof(struct pgf_source_cfg, slot), 0, NULL},
+    {"source.publication", "publication", S_STR, OPT(publication), offsetof(struct pgf_source_cfg, publication), 0, NULL},
+    {"source.tables", "tables", S_STR, OPT(tables), offsetof(struct pgf_source_cfg, tables), 0, NULL},
+    {"source.create_slot", "create-slot", S_BOOL, OPT(create_slot), offsetof(struct pgf_source_cfg, create_slot), 0, NULL},
     {"source.create_publication", "create-publication", S_BOOL, OPT(create_publication),
-     offsetof(struct pgf_source_cfg, create_publication), 0},
+     offsetof(struct pgf_source_cfg, create_publication), 0, NULL},
     {"source.temporary_slot", "temporary-slot", S_BOOL, OPT(temporary_slot),
-     offsetof(struct pgf_source_cfg, temporary_slot), 0},
+     offsetof(struct pgf_source_cfg, temporary_slot), 0, NULL},
+    {"source.allow_missing_replica_identity", "allow-missing-replica-identity", S_BOOL,
+     OPT(allow_missing_identity), offsetof(struct pgf_source_cfg, allow_missing_replica_identity), 0, NULL},
     {"source.drop_slot_on_exit", "drop-slot-on-exit", S_BOOL, OPT(drop_slot_on_exit),
-     offsetof(struct pgf_source_cfg, drop_slot_on_exit), 0},
+     offsetof(struct pgf_source_cfg, drop_slot_on_exit), 0, NULL},
     {"source.status_interval", "status-interval", S_SECONDS, OPT(status_interval_ms),
-     offsetof(struct pgf_source_cfg, status_interval), 0},
+     offsetof(struct pgf_source_cfg, status_interval), 0, NULL},
     {"source.heartbeat_interval", "heartbeat-interval", S_SECONDS, OPT(heartbeat_interval_ms),
-     offsetof(struct pgf_source_cfg, heartbeat_interval), 0},
-    {"source.endpos", "endpos", S_LSN, OPT(endpos), offsetof(struct pgf_source_cfg, endpos), 0},
-    {"sinks", "sink", S_SINKS, 0, 0, 0},
-    {"stdout.output", "output", S_STR, OPT(output), offsetof(struct pgf_stdout_cfg, output), 0},
-    {"kafka.brokers", "kafka-brokers", S_STR, OPT(kafka_brokers), offsetof(struct pgf_kafka_cfg, brokers), 0},
+     offsetof(struct pgf_source_cfg, heartbeat_interval), 0, NULL},
+    {"source.endpos", "endpos", S_LSN, OPT(endpos), offsetof(struct pgf_source_cfg, endpos), 0, NULL},
+    {"sinks", "sink", S_SINKS, 0, 0, 0, NULL},
+    {"stdout.output", "output", S_STR, OPT(output), offsetof(struct pgf_stdout_cfg, output), 0, NULL},
+    {"kafka.brokers", "kafka-brokers", S_STR, OPT(kafka_brokers), offsetof(struct pgf_kafka_cfg, brokers), 0, NULL},
     {"kafka.topic_template", "topic-template", S_STR, OPT(topic_template),
-     offsetof(struct pgf_kafka_cfg, topic_template), 0},
-    {"kafka.topic_prefix", "topic-prefix", S_STR, OPT(topic_prefix), offsetof(struct pgf_kafka_cfg, topic_prefix), 0},
+     offsetof(struct pgf_kafka_cfg, topic_template), 0, NULL},
+    {"kafka.topic_prefix", "topic-prefix", S_STR, OPT(topic_prefix), offsetof(struct pgf_kafka_cfg, topic_prefix), 0, NULL},
     {"kafka.message_topic", "message-topic", S_STR, OPT(message_topic),
-     offsetof(struct pgf_kafka_cfg, message_topic), 0},
-    {"kafka.tombstones", "no-tombstones", S_BOOL, OPT(tombstones), offsetof(struct pgf_kafka_cfg, tombstones), 0},
-    {"http.listen", "http-listen", S_ADDR, OPT(http_listen), offsetof(struct pgf_http_cfg, listen), 0},
-    {"log.level", "log-level", S_LOGLEVEL, 0, offsetof(struct pgf_log_cfg, level), 0},
-    {"log.format", "log-format", S_LOGFORMAT, 0, offsetof(struct pgf_log_cfg, format), 0},
+     offsetof(struct pgf_kafka_cfg, message_topic), 0, NULL},
+    {"kafka.on_oversize", "kafka-on-oversize", S_CHOICE, OPT(on_oversize), offsetof(struct pgf_kafka_cfg, on_oversize),
+     0, "fail, dead_letter, skip"},
+    {"kafka.dead_letter_topic", "dead-letter-topic", S_STR, OPT(dead_letter_topic),
+     offsetof(struct pgf_kafka_cfg, dead_letter_topic), 0, NULL},
+    {"kafka.tombstones", "no-tombstones", S_BOOL, OPT(tombstones), offsetof(struct pgf_kafka_cfg, tombstones), 0, NULL},
+    {"http.listen", "http-listen", S_ADDR, OPT(http_listen), offsetof(struct pgf_http_cfg, listen), 0, NULL},
+    {"log.level", "log-level", S_LOGLEVEL, 0, offsetof(struct pgf_log_cfg, level), 0, NULL},
+    {"log.format", "log-format", S_LOGFORMAT, 0, offsetof(struct pgf_log_cfg, format), 0, NULL},
     {"max_inflight_bytes", "max-inflight-bytes", S_BYTES, OPT(max_inflight_bytes),
-     offsetof(struct pgf_config, max_inflight_bytes), 0},
+     offsetof(struct pgf_config, max_inflight_bytes), 0, NULL},
     {"shutdown_timeout", "shutdown-timeout", S_SECONDS, OPT(shutdown_timeout_ms),
-     offsetof(struct pgf_config, shutdown_timeout), 0},
+     offsetof(struct pgf_config, shutdown_timeout), 0, NULL},
 };
 #define NSETTINGS (sizeof settings / sizeof *settings)
 
@@ -293,6 +310,15 @@ static int apply(const struct setting *s, const char *v, struct pgf_options *opt
         }
         memcpy(field, &v, sizeof v);
         return 0;
+    case S_CHOICE: {
+        /* A whole word of the list: "fail" matches, "fai" does not. */
+        size_t n = strlen(v);
+        for (const char *c = s->choices; n && (c = strstr(c, v)) != NULL; c += n)
+            if ((c == s->choices || c[-1] == ' ') && (c[n] == '\0' || c[n] == ','))
+                return memcpy(field, &v, sizeof v), 0;
+        snprintf(err, errlen, "expected one of %s", s->choices);
+        return -1;
+    }
     case S_STR:
         memcpy(field, &v, sizeof v);
         return 0;
@@ -366,6 +392,8 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
     opts->topic_prefix = "pgfanout";
     opts->message_topic = "{prefix}.messages";
     opts->tombstones = 1;
+    opts->on_oversize = "fail";
+    opts->dead_letter_topic = "{prefix}.dead_letter";
     opts->max_inflight_bytes = 16u << 20;
     opts->shutdown_timeout_ms = 30000;
     opts->log_level = "info";
@@ -585,6 +613,7 @@ void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct p
         const char *field = (const char *)opts + s->off;
         switch (s->type) {
         case S_ADDR:
+        case S_CHOICE:
         case S_STR: {
             const char *v;
             memcpy(&v, field, sizeof v);

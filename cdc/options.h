@@ -27,6 +27,8 @@ struct pgf_options {
     const char *topic_prefix;
     const char *message_topic;
     int tombstones;
+    const char *on_oversize;       /* "fail", "dead_letter" or "skip" */
+    const char *dead_letter_topic; /* template, as topic_template */
     const char *kafka_conf[64]; /* "key=value", applied in order after our defaults */
     size_t nkafka_conf;
     size_t max_inflight_bytes;
@@ -36,6 +38,7 @@ struct pgf_options {
     int heartbeat_interval_ms;/* 0 = no heartbeat */
     int drop_slot_on_exit;
     int temporary_slot;
+    int allow_missing_identity; /* create a publication although some tables lack a replica identity */
     const char *log_level;    /* as given, for --check-config */
     const char *log_format;
     int check_config;         /* --check-config: print the effective settings and exit */

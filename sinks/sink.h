@@ -64,6 +64,9 @@ struct sink {
     char errstr[512];
 };
 
+/* What the Kafka sink does with a record larger than the broker accepts. */
+enum kafka_oversize { KAFKA_OVERSIZE_FAIL = 0, KAFKA_OVERSIZE_DEAD_LETTER, KAFKA_OVERSIZE_SKIP };
+
 /* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
 struct kafka_sink_config {
     const char *brokers;         /* bootstrap.servers */
@@ -71,6 +74,8 @@ struct kafka_sink_config {
     const char *topic_prefix;
     const char *message_topic;   /* template for logical messages */
     int tombstones;              /* a null-value record after each delete */
+    enum kafka_oversize on_oversize;
+    const char *dead_letter_topic; /* template for dead_letter records */
     const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
     size_t nconf;
     const char *database;
