@@ -43,7 +43,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (path && strcmp(path, "/healthz") == 0) {
         reply_text(req, 200, "OK", "ok\n"); /* answering at all is the proof of life */
     } else if (path && strcmp(path, "/readyz") == 0) {
-        char why[256], body[300];
+        char why[600], body[640];
         int ready = pgf_metrics_ready(why, sizeof why);
         snprintf(body, sizeof body, "%s\n", why);
         reply_text(req, ready ? 200 : 503, ready ? "OK" : "Service Unavailable", body);

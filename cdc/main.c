@@ -100,20 +100,35 @@ static int redis_settings(const struct pgf_options *opts, const struct pgf_confi
     return 0;
 }
 
-/* Connects, prepares and starts streaming; returns the connection, or NULL with err set and
- * *fatal set when retrying cannot help (a bad setting rather than an unreachable server). */
-static PGconn *start_stream(const struct pgf_options *opts, struct pgf_server_info *info, char *err, size_t errlen,
-                            int *fatal)
+/* How a start_stream attempt ended. */
+enum start_result {
+    START_OK = 0,
+    START_RETRY, /* the server was unreachable: retry with backoff */
+    START_BUSY,  /* another walsender holds the slot: retry, it is ours once it lets go */
+    START_FATAL, /* a bad setting or a lost slot: retrying cannot help */
+};
+
+/* Connects, prepares and starts streaming; resume is NULL at startup.  Returns the
+ * connection, or NULL with err set and *result saying whether a retry can help. */
+static PGconn *start_stream(const struct pgf_options *opts, const struct pgf_resume *resume,
+                            struct pgf_server_info *info, char *err, size_t errlen, enum start_result *result)
 {
-    *fatal = 0;
+    *result = START_RETRY;
     PGconn *conn = pgf_replconn_open(opts->dsn, 1, err, errlen);
     if (conn == NULL)
         return NULL;
-    if (pgf_replconn_prepare(conn, opts, info, err, errlen) != 0 || pgf_replconn_start(conn, opts, err, errlen) != 0) {
-        *fatal = 1;
+    int rc = pgf_replconn_prepare(conn, opts, resume, info, err, errlen);
+    if (rc == 0)
+        rc = pgf_replconn_start(conn, opts, err, errlen);
+    if (rc != 0) {
+        *result = rc == PGF_REPLCONN_BUSY ? START_BUSY : START_FATAL;
         PQfinish(conn);
         return NULL;
     }
+    *result = START_OK;
+    /* Until the first status update, the slot's own position is what the server has. */
+    if (info->confirmed_flush > pgf_metrics.confirmed_lsn)
+        pgf_metrics.confirmed_lsn = info->confirmed_flush;
     return conn;
 }
 
@@ -253,7 +268,6 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     struct pgf_server_info info;
-    int fatal;
     struct event_base *base = event_base_new();
     /* Listen before connecting: connection attempts serve HTTP while they wait. */
     if (base)
@@ -266,8 +280,29 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 1;
     }
-    /* The first connection must work: a wrong DSN or setup is reported, not retried. */
-    PGconn *conn = base ? start_stream(&opts, &info, err, sizeof err, &fatal) : NULL;
+    /* The first connection must work: a wrong DSN or setup is reported, not retried.  A slot
+     * held by another walsender is the standby case: wait for it, as /readyz says. */
+    enum start_result started = START_FATAL;
+    PGconn *conn = base ? start_stream(&opts, NULL, &info, err, sizeof err, &started) : NULL;
+    for (int attempt = 1, wait_ms = 1000; conn == NULL && started == START_BUSY && !stop_signal; attempt++) {
+        if (attempt == 1 || attempt % 60 == 0)
+            pgf_info("waiting for replication slot \"%s\", which another walsender holds (%s); this instance "
+                     "takes over when it is released, retrying every few seconds", opts.slot, err);
+        snprintf(pgf_metrics.waiting, sizeof pgf_metrics.waiting, "standby: %.480s", err);
+        sleep_interruptible(base, wait_ms);
+        wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
+        if (!stop_signal)
+            conn = start_stream(&opts, NULL, &info, err, sizeof err, &started);
+    }
+    pgf_metrics.waiting[0] = '\0';
+    if (conn == NULL && base && started == START_BUSY) { /* stopped while waiting as a standby */
+        pgf_info("stopped while waiting for replication slot \"%s\"", opts.slot);
+        pgf_http_stop(http);
+        event_base_free(base);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 0;
+    }
     if (conn == NULL || base == NULL) {
         pgf_error("%s", base ? err : "out of memory");
         pgf_http_stop(http);
@@ -309,15 +344,19 @@ int main(int argc, char **argv)
             sleep_interruptible(base, backoff_ms);
             if (stop_signal)
                 break;
-            conn = start_stream(&opts, &info, err, sizeof err, &fatal);
-            if (conn == NULL && fatal) {
-                /* Reachable but refusing (slot dropped, publication gone): retrying won't help. */
+            struct pgf_resume resume = {.confirmed = pgf_metrics.confirmed_lsn};
+            conn = start_stream(&opts, &resume, &info, err, sizeof err, &started);
+            if (conn == NULL && started == START_FATAL) {
+                /* Reachable but refusing (slot lost, publication gone): retrying won't help. */
                 pgf_error("%s", err);
                 rc = 1;
                 break;
             }
             if (conn == NULL) {
-                pgf_warn("reconnect failed: %s", err);
+                /* A busy slot is usually our old walsender, not yet gone: it lets go soon. */
+                pgf_warn("reconnect failed: %s%s", err,
+                         started == START_BUSY ? " (the previous connection's walsender may not have exited yet)"
+                                               : "");
                 if (backoff_ms < 30000)
                     backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
             }

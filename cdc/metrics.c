@@ -189,7 +189,8 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
 int pgf_metrics_ready(char *why, size_t whylen)
 {
     if (!pgf_metrics.streaming) {
-        snprintf(why, whylen, "not streaming from PostgreSQL");
+        snprintf(why, whylen, "not streaming from PostgreSQL%s%s", pgf_metrics.waiting[0] ? ": " : "",
+                 pgf_metrics.waiting);
         return 0;
     }
     for (size_t i = 0; i < pgf_metrics.nsinks; i++)

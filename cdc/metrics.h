@@ -36,6 +36,7 @@ struct pgf_metrics {
     uint64_t reconnects;      /* to PostgreSQL */
     int streaming;            /* in COPY BOTH with the server */
     int caught_up;            /* a keepalive came between transactions: nothing more to read now */
+    char waiting[512];        /* why we are not streaming yet (a standby waiting for the slot), or "" */
     struct sink *const *sinks;
     size_t nsinks;
 };

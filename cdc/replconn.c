@@ -208,8 +208,10 @@ int pgf_dsn_check(const char *dsn, char *err, size_t errlen)
     return -1;
 }
 
-/* Runs a query expecting rows; returns the result, or NULL with err set naming what. */
-static PGresult *query(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+/* Runs a query expecting rows; returns the result, or NULL with err set naming what and,
+ * when sqlstate is not NULL, the server's SQLSTATE copied into it ("" when there is none). */
+static PGresult *query_state(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen,
+                             char sqlstate[6])
 {
     PGresult *res = PQexec(conn, sql);
     ExecStatusType st = PQresultStatus(res);
@@ -220,8 +222,18 @@ static PGresult *query(PGconn *conn, const char *sql, const char *what, char *er
     if (!*msg)
         trim_copy(msg, sizeof msg, PQerrorMessage(conn));
     snprintf(err, errlen, "%s failed: %s", what, msg);
+    if (sqlstate) {
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(sqlstate, 6, "%s", code ? code : "");
+    }
     PQclear(res);
     return NULL;
+}
+
+/* Runs a query expecting rows; returns the result, or NULL with err set naming what. */
+static PGresult *query(PGconn *conn, const char *sql, const char *what, char *err, size_t errlen)
+{
+    return query_state(conn, sql, what, err, errlen, NULL);
 }
 
 /* Appends s to buf (bounded) as a SQL literal; returns 0, or -1 if it does not fit. */
@@ -271,6 +283,99 @@ static int publication_sql(PGconn *conn, const struct pgf_options *opts, char *s
     return first ? -1 : rc;
 }
 
+/* Lists into names (", "-separated, bounded) the tables that publication pub carries, leaf
+ * partitions included, whose UPDATE and DELETE PostgreSQL refuses for want of a replica
+ * identity: no primary key under REPLICA IDENTITY DEFAULT, NOTHING, or a dropped USING INDEX.
+ * Returns how many, or -1 with err set when the catalog query fails. */
+static int tables_without_identity(PGconn *conn, const char *pub, char *names, size_t nameslen, char *err,
+                                   size_t errlen)
+{
+    /* The leaves are what an UPDATE runs its replica identity check on, also under a
+     * partitioned table published through its root. */
+    char sql[2048] =
+        "SELECT DISTINCT format('%I.%I', n.nspname, c.relname) "
+        "FROM pg_catalog.pg_publication p "
+        "CROSS JOIN LATERAL pg_catalog.pg_get_publication_tables(p.pubname::text) g "
+        "CROSS JOIN LATERAL pg_catalog.pg_partition_tree(g.relid) t "
+        "JOIN pg_catalog.pg_class c ON c.oid = t.relid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE t.isleaf AND c.relkind = 'r' AND (p.pubupdate OR p.pubdelete) AND c.relreplident <> 'f' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND "
+        "((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))) "
+        "AND p.pubname = ";
+    if (quote_into(conn, sql, sizeof sql, pub, 0)) {
+        snprintf(err, errlen, "publication name is too long");
+        return -1;
+    }
+    strncat(sql, " ORDER BY 1", sizeof sql - strlen(sql) - 1);
+    PGresult *res = query(conn, sql, "looking up tables without a replica identity", err, errlen);
+    if (res == NULL)
+        return -1;
+    int n = PQntuples(res);
+    size_t used = 0;
+    names[0] = '\0';
+    for (int i = 0; i < n && used < nameslen; i++) {
+        if (i == 20) { /* enough to act on; the count says the rest */
+            snprintf(names + used, nameslen - used, ", and %d more", n - i);
+            break;
+        }
+        used += (size_t)snprintf(names + used, nameslen - used, "%s%s", i ? ", " : "", PQgetvalue(res, i, 0));
+    }
+    PQclear(res);
+    return n;
+}
+
+/* The fixes for a table without a replica identity, for every message that names one. */
+#define IDENTITY_FIXES                                                                                      \
+    "Give each a primary key (ALTER TABLE ... ADD PRIMARY KEY (...)), or run ALTER TABLE ... REPLICA "     \
+    "IDENTITY FULL, or ALTER TABLE ... REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns"
+
+/* Creates the publication in a transaction that is only committed when every table it
+ * carries has a replica identity, or opts allow otherwise: a publication that makes the
+ * application's writes fail is never left behind.  Returns 0, or -1 with the reason in err. */
+static int create_publication(PGconn *conn, const struct pgf_options *opts, const char *create, char *err,
+                              size_t errlen)
+{
+    PGresult *res = query(conn, "BEGIN", "BEGIN", err, errlen);
+    if (res == NULL)
+        return -1;
+    PQclear(res);
+    char sqlstate[6] = "", names[2048];
+    int n = -1;
+    if ((res = query_state(conn, create, "CREATE PUBLICATION", err, errlen, sqlstate)) != NULL) {
+        PQclear(res);
+        n = tables_without_identity(conn, opts->publication, names, sizeof names, err, errlen);
+    }
+    if (n > 0 && !opts->allow_missing_identity)
+        snprintf(err, errlen,
+                 "refusing to create publication \"%s\": %d table%s it would publish %s no replica identity, so "
+                 "PostgreSQL would then reject the application's UPDATE and DELETE on %s (\"cannot update table "
+                 "... because it does not have a replica identity\"): %s. " IDENTITY_FIXES ". Or publish other "
+                 "tables with --tables, or pass --allow-missing-replica-identity to create it anyway",
+                 opts->publication, n, n == 1 ? "" : "s", n == 1 ? "has" : "have", n == 1 ? "it" : "them", names);
+    else if (n < 0 && strcmp(sqlstate, "42501") == 0) /* insufficient_privilege */
+        snprintf(err + strlen(err), errlen - strlen(err),
+                 opts->tables ? ". CREATE PUBLICATION ... FOR TABLE needs a role that owns every table in --tables; "
+                                "or have the tables' owner or a superuser create the publication"
+                              : ". FOR ALL TABLES needs a superuser: name the tables this role owns with --tables, "
+                                "or have a superuser create the publication");
+    int commit = n == 0 || (n > 0 && opts->allow_missing_identity);
+    char ignored[256];
+    res = query(conn, commit ? "COMMIT" : "ROLLBACK", commit ? "COMMIT" : "ROLLBACK",
+                commit ? err : ignored, commit ? errlen : sizeof ignored);
+    if (res == NULL)
+        return -1;
+    PQclear(res);
+    if (!commit)
+        return -1;
+    pgf_info("created publication \"%s\"", opts->publication);
+    if (n > 0)
+        pgf_warn("publication \"%s\" was created with --allow-missing-replica-identity although %d table%s "
+                 "%s no replica identity: the application's UPDATE and DELETE on %s now fail: %s. " IDENTITY_FIXES,
+                 opts->publication, n, n == 1 ? "" : "s", n == 1 ? "has" : "have", n == 1 ? "it" : "them", names);
+    return 0;
+}
+
 /* Checks wal_level; returns 0 if logical, else -1 with what to change. */
 static int check_wal_level(PGconn *conn, char *err, size_t errlen)
 {
@@ -289,8 +394,8 @@ static int check_wal_level(PGconn *conn, char *err, size_t errlen)
 }
 
 /* Prepares the server side; see replconn.h. */
-int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pgf_server_info *info, char *err,
-                         size_t errlen)
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, const struct pgf_resume *resume,
+                         struct pgf_server_info *info, char *err, size_t errlen)
 {
     memset(info, 0, sizeof *info);
     PGresult *res = query(conn, "IDENTIFY_SYSTEM", "IDENTIFY_SYSTEM", err, errlen);
@@ -343,6 +448,30 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pg
                  "session. Pick another --slot name", opts->slot);
         return -1;
     }
+    char pos[PGF_LSN_BUFSZ], mine[PGF_LSN_BUFSZ];
+    if (resume && !opts->temporary_slot && !slot_exists) {
+        /* Creating a slot now would start after the changes committed since it vanished and
+         * skip them without a word: --create-slot only ever applies at startup. */
+        snprintf(err, errlen,
+                 "replication slot \"%s\" was lost while pgfanout was streaming: it no longer exists on the "
+                 "server. The sinks hold every change up to %s, the last position confirmed to PostgreSQL; "
+                 "changes committed after it were never delivered and are gone downstream, since no slot "
+                 "holds them any more. pgfanout does not create a new slot on a reconnect, which would skip them "
+                 "silently: recreate the slot (restart with --create-slot), then backfill the published tables "
+                 "or rebuild what consumes them",
+                 opts->slot, pgf_lsn_format(resume->confirmed, pos));
+        return -1;
+    }
+    if (resume && !opts->temporary_slot && info->confirmed_flush > resume->confirmed) {
+        /* Only our feedback moves a slot forward: one that is ahead of it is not the slot we read. */
+        snprintf(err, errlen,
+                 "replication slot \"%s\" was dropped and recreated, or advanced, while pgfanout was away: its "
+                 "confirmed position %s is past %s, the last position pgfanout confirmed. Changes committed "
+                 "between the two were never delivered and are gone downstream. Backfill the published tables or "
+                 "rebuild what consumes them, then restart pgfanout",
+                 opts->slot, pgf_lsn_format(info->confirmed_flush, pos), pgf_lsn_format(resume->confirmed, mine));
+        return -1;
+    }
     if (!slot_exists && !opts->create_slot && !opts->temporary_slot) {
         snprintf(err, errlen,
                  "replication slot \"%s\" does not exist. Run pgfanout with --create-slot, or create it: "
@@ -373,10 +502,18 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pg
                      opts->publication, dbname, create);
             return -1;
         }
-        if ((res = query(conn, create, "CREATE PUBLICATION", err, errlen)) == NULL)
+        if (create_publication(conn, opts, create, err, errlen) != 0)
             return -1;
-        PQclear(res);
-        pgf_info("created publication \"%s\"", opts->publication);
+    } else if (resume == NULL) {
+        /* Tables may have lost their key since the publication was made: say so at each start. */
+        char names[2048];
+        int n = tables_without_identity(conn, opts->publication, names, sizeof names, err, errlen);
+        if (n > 0)
+            pgf_warn("publication \"%s\" carries %d table%s without a replica identity: %s. The application's "
+                     "UPDATE and DELETE on %s fail while it does. " IDENTITY_FIXES,
+                     opts->publication, n, n == 1 ? "" : "s", names, n == 1 ? "it" : "them");
+        else if (n < 0)
+            pgf_warn("%s", err);
     }
 
     if (!slot_exists) {
@@ -414,8 +551,12 @@ int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, 
         char msg[1024];
         trim_copy(msg, sizeof msg, PQresultErrorMessage(res));
         snprintf(err, errlen, "START_REPLICATION on slot \"%s\" failed: %s", opts->slot, msg);
+        /* object_in_use: another walsender holds the slot, such as our own old one that has
+         * not exited yet, or another instance; it is ours to take once it lets go. */
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        int busy = code && strcmp(code, "55006") == 0;
         PQclear(res);
-        return -1;
+        return busy ? PGF_REPLCONN_BUSY : -1;
     }
     PQclear(res);
     return 0;

@@ -34,14 +34,25 @@ struct pgf_server_info {
     uint64_t confirmed_flush; /* the slot's confirmed position; streaming resumes after it */
 };
 
+/* What a reconnect knows of the stream it resumes. */
+struct pgf_resume {
+    uint64_t confirmed; /* the highest position confirmed to the server so far */
+};
+
+/* Returned by pgf_replconn_start when another walsender holds the slot: retry later. */
+#define PGF_REPLCONN_BUSY (-2)
+
 /* Runs IDENTIFY_SYSTEM and checks wal_level, the publication and the slot, then creates the
- * publication and the slot if asked to and missing.  Returns 0 with *info filled, or -1 with
- * the reason in err. */
-int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, struct pgf_server_info *info, char *err,
-                         size_t errlen);
+ * publication (refusing one whose tables lack a replica identity, unless allowed) and the
+ * slot if asked to and missing.  resume is NULL at startup; on a reconnect a missing slot, or
+ * one ahead of resume->confirmed, is an error that says changes were lost, and no slot is
+ * created.  Returns 0 with *info filled, or -1 with the reason in err. */
+int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, const struct pgf_resume *resume,
+                         struct pgf_server_info *info, char *err, size_t errlen);
 
 /* Sends START_REPLICATION for the options' slot and publication from the slot's confirmed
- * position.  Returns 0 once the server is in COPY BOTH mode, or -1 with the reason in err. */
+ * position.  Returns 0 once the server is in COPY BOTH mode, PGF_REPLCONN_BUSY when another
+ * walsender holds the slot, or -1; err says why. */
 int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
 
 /* Drops the replication slot over a new replication connection, waiting while it is still
