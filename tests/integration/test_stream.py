@@ -81,7 +81,8 @@ def stream(pgfanout, cluster, admin, tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("stream"))
     workload.create_schema(admin)
     s = types.SimpleNamespace()
-    s.create_problems, s.create_stdout = start_and_stop_creating(cluster, admin, tmp, SLOT, PUB)
+    s.create_problems, s.create_stdout = start_and_stop_creating(
+        cluster, admin, tmp, SLOT, PUB, extra=["--allow-missing-replica-identity"])
     s.slot_after_create = runner.wait_slot_inactive(admin, SLOT)
     s.pub_after_create = runner.scalar(
         admin, "SELECT puballtables FROM pg_publication WHERE pubname = %s", (PUB,))
@@ -104,8 +105,9 @@ def stream(pgfanout, cluster, admin, tmp_path_factory):
     s.out_path = os.path.join(tmp, "stream.jsonl")
     t0 = time.time()
     s.run = runner.run_pgfanout(
+        # The workload's nothing_tbl (REPLICA IDENTITY NOTHING) is published on purpose.
         base_args(cluster, SLOT, PUB) + ["--create-slot", "--create-publication",
-                                         "--endpos", s.endpos],
+                                         "--allow-missing-replica-identity", "--endpos", s.endpos],
         timeout=150, stdout_path=s.out_path)
     s.seconds = time.time() - t0
     s.events, s.bad_lines = replay.parse_lines(s.run.stdout)
