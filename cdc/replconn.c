@@ -331,11 +331,9 @@ static int tables_without_identity(PGconn *conn, const char *pub, char *names, s
     "Give each a primary key (ALTER TABLE ... ADD PRIMARY KEY (...)), or run ALTER TABLE ... REPLICA "     \
     "IDENTITY FULL, or ALTER TABLE ... REPLICA IDENTITY USING INDEX on a unique index of NOT NULL columns"
 
-/* Creates the publication in a transaction that is only committed when every table it
- * carries has a replica identity, or opts allow otherwise: a publication that makes the
- * application's writes fail is never left behind.  Returns 0, or -1 with the reason in err. */
-static int create_publication(PGconn *conn, const struct pgf_options *opts, const char *create, char *err,
-                              size_t errlen)
+/* create_publication's work on conn; see there. */
+static int create_publication_on(PGconn *conn, const struct pgf_options *opts, const char *create, char *err,
+                                 size_t errlen)
 {
     PGresult *res = query(conn, "BEGIN", "BEGIN", err, errlen);
     if (res == NULL)
@@ -375,6 +373,21 @@ static int create_publication(PGconn *conn, const struct pgf_options *opts, cons
                  "%s no replica identity: the application's UPDATE and DELETE on %s now fail: %s. " IDENTITY_FIXES,
                  opts->publication, n, n == 1 ? "" : "s", n == 1 ? "has" : "have", n == 1 ? "it" : "them", names);
     return 0;
+}
+
+/* Creates the publication in a transaction that is only committed when every table it
+ * carries has a replica identity, or opts allow otherwise: a publication that makes the
+ * application's writes fail is never left behind.  Runs on a plain connection of its own, so
+ * the walsender's catalog cache never holds the publication from before the slot's WAL.
+ * Returns 0, or -1 with the reason in err. */
+static int create_publication(const struct pgf_options *opts, const char *create, char *err, size_t errlen)
+{
+    PGconn *conn = pgf_replconn_open(opts->dsn, 0, err, errlen);
+    if (conn == NULL)
+        return -1;
+    int rc = create_publication_on(conn, opts, create, err, errlen);
+    PQfinish(conn);
+    return rc;
 }
 
 /* Checks wal_level; returns 0 if logical, else -1 with what to change. */
@@ -503,18 +516,22 @@ int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, const str
                      opts->publication, dbname, create);
             return -1;
         }
-        if (create_publication(conn, opts, create, err, errlen) != 0)
+        if (create_publication(opts, create, err, errlen) != 0)
             return -1;
     } else if (resume == NULL) {
-        /* Tables may have lost their key since the publication was made: say so at each start. */
-        char names[2048];
-        int n = tables_without_identity(conn, opts->publication, names, sizeof names, err, errlen);
+        /* Tables may have lost their key since the publication was made: say so at each start.
+         * On a connection of its own: looking the publication up here would leave it in this
+         * walsender's catalog cache, where pgoutput would find it for WAL older than it. */
+        char names[2048], why[1024];
+        PGconn *plain = pgf_replconn_open(opts->dsn, 0, why, sizeof why);
+        int n = plain ? tables_without_identity(plain, opts->publication, names, sizeof names, why, sizeof why) : -1;
+        PQfinish(plain);
         if (n > 0)
             pgf_warn("publication \"%s\" carries %d table%s without a replica identity: %s. The application's "
                      "UPDATE and DELETE on %s fail while it does. " IDENTITY_FIXES,
                      opts->publication, n, n == 1 ? "" : "s", names, n == 1 ? "it" : "them");
         else if (n < 0)
-            pgf_warn("%s", err);
+            pgf_warn("could not check the publication's tables for a replica identity: %s", why);
     }
 
     if (!slot_exists) {
