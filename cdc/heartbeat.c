@@ -9,11 +9,13 @@
 #include "cdc/log.h"
 #include "cdc/lsn.h"
 #include "cdc/metrics.h"
-#include "cdc/replconn.h"
+#include "cdc/pgconn.h"
 
 struct pgf_heartbeat {
+    struct event_base *base;
     const char *dsn;
-    PGconn *conn;
+    struct pgf_pgconn *pc; /* NULL until a tick connects; dropped after a connection error */
+    int ready;             /* connected and session set up */
     struct event *timer;
     int64_t last_warn_us;
 };
@@ -29,40 +31,79 @@ static void warn_throttled(struct pgf_heartbeat *hb, const char *what)
     }
 }
 
-/* Writes one heartbeat.  Blocking, but one short statement on a connection kept open; the
- * statement_timeout bounds it when the server is slow. */
+/* Drops the connection after an error that may have broken it; the next tick reconnects. */
+static void drop(struct pgf_heartbeat *hb)
+{
+    pgf_pgconn_free(hb->pc);
+    hb->pc = NULL;
+    hb->ready = 0;
+}
+
+/* The heartbeat's answer. */
+static void on_written(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    struct pgf_heartbeat *hb = arg;
+    if (err == NULL) {
+        pgf_metrics.heartbeats++;
+        return;
+    }
+    char msg[1200];
+    int alive = PQstatus(pgf_pgconn_pq(pc)) == CONNECTION_OK && res != NULL;
+    snprintf(msg, sizeof msg, "%s%s%s", err,
+             alive ? " (the role needs: GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
+                   : "",
+             alive ? PQuser(pgf_pgconn_pq(pc)) : "");
+    warn_throttled(hb, msg);
+    if (!alive)
+        drop(hb);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg);
+
+/* The session is set up: the first heartbeat goes now, the rest on the timer. */
+static void on_session(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)pc;
+    (void)res;
+    struct pgf_heartbeat *hb = arg;
+    if (err) {
+        warn_throttled(hb, err);
+        drop(hb);
+        return;
+    }
+    hb->ready = 1;
+    on_tick(-1, 0, hb);
+}
+
+/* Connected, or not: bound each statement, so a slow server answers with an error. */
+static void on_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)res;
+    struct pgf_heartbeat *hb = arg;
+    if (err || pgf_pgconn_query(pc, "SET statement_timeout = '5s'", 0, on_session, hb) != 0) {
+        warn_throttled(hb, err ? err : "cannot send to PostgreSQL");
+        drop(hb);
+    }
+}
+
+/* Writes one heartbeat, on the loop: a tick that finds the last one still unanswered (a slow
+ * or frozen server) skips, so nothing waits and nothing piles up. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct pgf_heartbeat *hb = arg;
-    char err[1024];
-    if (hb->conn == NULL) {
-        pgf_replconn_hold_idle_hook(1); /* we are inside the loop's callback */
-        hb->conn = pgf_replconn_open(hb->dsn, 0, err, sizeof err);
-        pgf_replconn_hold_idle_hook(0);
-        if (hb->conn == NULL) {
-            warn_throttled(hb, err);
-            return;
-        }
-        PQclear(PQexec(hb->conn, "SET statement_timeout = '5s'"));
+    if (hb->pc == NULL) {
+        hb->pc = pgf_pgconn_connect(hb->base, hb->dsn, 0, 10000, on_connected, hb);
+        return;
     }
-    PGresult *res = PQexec(hb->conn, "SELECT pg_logical_emit_message(true, '" PGF_HEARTBEAT_PREFIX "', now()::text)");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        pgf_metrics.heartbeats++;
-    } else {
-        char msg[1200];
-        snprintf(msg, sizeof msg, "%s%s", PQresultErrorMessage(res),
-                 PQstatus(hb->conn) == CONNECTION_OK
-                     ? " (the role needs: GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO it)"
-                     : "");
-        warn_throttled(hb, msg);
-        if (PQstatus(hb->conn) != CONNECTION_OK) {
-            PQfinish(hb->conn);
-            hb->conn = NULL;
-        }
+    if (!hb->ready || pgf_pgconn_busy(hb->pc))
+        return;
+    if (pgf_pgconn_query(hb->pc, "SELECT pg_logical_emit_message(true, '" PGF_HEARTBEAT_PREFIX "', now()::text)", 0,
+                         on_written, hb) != 0) {
+        warn_throttled(hb, "cannot send to PostgreSQL");
+        drop(hb);
     }
-    PQclear(res);
 }
 
 /* Arms the persistent timer; see heartbeat.h. */
@@ -71,6 +112,7 @@ struct pgf_heartbeat *pgf_heartbeat_start(struct event_base *base, const char *d
     struct pgf_heartbeat *hb = calloc(1, sizeof *hb);
     if (hb == NULL)
         return NULL;
+    hb->base = base;
     hb->dsn = dsn;
     hb->timer = event_new(base, -1, EV_PERSIST, on_tick, hb);
     if (hb->timer == NULL) {
@@ -88,6 +130,6 @@ void pgf_heartbeat_stop(struct pgf_heartbeat *hb)
     if (hb == NULL)
         return;
     event_free(hb->timer);
-    PQfinish(hb->conn);
+    pgf_pgconn_free(hb->pc);
     free(hb);
 }

@@ -39,21 +39,59 @@ static void on_libevent_log(int severity, const char *msg)
             "libevent: %s", msg);
 }
 
-/* Serves what is ready on the event loop (HTTP) without waiting; the connect idle hook. */
-static void serve_loop_once(void *base)
+/* A stop signal while main waits on the loop (connecting, backing off): the loop returns. */
+static void on_stop_event(evutil_socket_t sig, short what, void *arg)
 {
-    event_base_loop(base, EVLOOP_NONBLOCK);
+    (void)what;
+    (void)arg;
+    stop_signal = (int)sig;
 }
 
-/* Waits up to ms, waking early when a stop signal arrives.  The event loop runs meanwhile,
- * so sinks keep delivering (and Redis keeps reconnecting) while PostgreSQL is away. */
-static void sleep_interruptible(struct event_base *base, int ms)
+/* Sets *fired (for waits on the loop). */
+static void on_fired(evutil_socket_t fd, short what, void *arg)
 {
-    for (int slept = 0; slept < ms && !stop_signal; slept += 100) {
-        struct timeval tv = {0, 100 * 1000};
-        event_base_loopexit(base, &tv);
-        event_base_dispatch(base);
-    }
+    (void)fd;
+    (void)what;
+    *(int *)arg = 1;
+}
+
+/* SIGINT and SIGTERM on the loop, for main's own waits; the stream has its own while it runs. */
+static struct event *stop_events[2];
+
+/* Runs the loop until *done is set or a stop signal arrives; the loop's own wait is the only
+ * one, and each event that ends it (a timer, a socket, a signal) is on the loop. */
+static void run_until(struct event_base *base, const int *done)
+{
+    for (int i = 0; i < 2; i++)
+        event_add(stop_events[i], NULL);
+    while (!*done && !stop_signal)
+        if (event_base_loop(base, EVLOOP_ONCE) != 0)
+            break; /* nothing left to wait for: cannot happen while *done is pending */
+    for (int i = 0; i < 2; i++)
+        event_del(stop_events[i]);
+}
+
+/* Frees main's signal events and the loop. */
+static void free_loop(struct event_base *base)
+{
+    for (int i = 0; i < 2; i++)
+        if (stop_events[i])
+            event_free(stop_events[i]);
+    event_base_free(base);
+}
+
+/* Waits ms on the loop, returning early on a stop signal; sinks keep delivering (and Redis
+ * keeps reconnecting) meanwhile. */
+static void wait_on_loop(struct event_base *base, int ms)
+{
+    int fired = 0;
+    struct event *timer = evtimer_new(base, on_fired, &fired);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (timer == NULL || evtimer_add(timer, &tv) != 0)
+        fired = 1;
+    run_until(base, &fired);
+    if (timer)
+        event_free(timer);
 }
 
 /* The redis section in effect: the config file's, or an empty one, with --redis applied.
@@ -100,36 +138,50 @@ static int redis_settings(const struct pgf_options *opts, const struct pgf_confi
     return 0;
 }
 
-/* How a start_stream attempt ended. */
-enum start_result {
-    START_OK = 0,
-    START_RETRY, /* the server was unreachable: retry with backoff */
-    START_BUSY,  /* another walsender holds the slot: retry, it is ours once it lets go */
-    START_FATAL, /* a bad setting or a lost slot: retrying cannot help */
+/* One start attempt as main waits for it on the loop. */
+struct start_wait {
+    int finished;
+    PGconn *conn;
+    int result;
+    char *err;
+    size_t errlen;
+    struct pgf_server_info *info;
 };
 
-/* Connects, prepares and starts streaming; resume is NULL at startup.  Returns the
- * connection, or NULL with err set and *result saying whether a retry can help. */
-static PGconn *start_stream(const struct pgf_options *opts, const struct pgf_resume *resume,
-                            struct pgf_server_info *info, char *err, size_t errlen, enum start_result *result)
+/* The attempt ended: note how. */
+static void on_start_done(void *arg, PGconn *conn, int result, const char *err, const struct pgf_server_info *info)
 {
-    *result = START_RETRY;
-    PGconn *conn = pgf_replconn_open(opts->dsn, 1, err, errlen);
-    if (conn == NULL)
-        return NULL;
-    int rc = pgf_replconn_prepare(conn, opts, resume, info, err, errlen);
-    if (rc == 0)
-        rc = pgf_replconn_start(conn, opts, err, errlen);
-    if (rc != 0) {
-        *result = rc == PGF_REPLCONN_BUSY ? START_BUSY : START_FATAL;
-        PQfinish(conn);
+    struct start_wait *w = arg;
+    w->finished = 1;
+    w->conn = conn;
+    w->result = result;
+    snprintf(w->err, w->errlen, "%s", err);
+    *w->info = *info;
+}
+
+/* Connects, prepares and starts streaming on the loop; resume is NULL at startup.  Returns the
+ * connection, or NULL with err set and *result saying whether a retry can help (a stop signal
+ * abandons the attempt: RETRY). */
+static PGconn *start_stream(struct event_base *base, const struct pgf_options *opts, const struct pgf_resume *resume,
+                            struct pgf_server_info *info, char *err, size_t errlen, int *result)
+{
+    struct start_wait w = {.err = err, .errlen = errlen, .info = info, .result = PGF_REPLCONN_RETRY};
+    struct pgf_replstart *st = pgf_replconn_start(base, opts, resume, on_start_done, &w);
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        *result = PGF_REPLCONN_FATAL;
         return NULL;
     }
-    *result = START_OK;
+    run_until(base, &w.finished);
+    if (!w.finished) {
+        pgf_replconn_cancel(st);
+        snprintf(err, errlen, "stopped while connecting");
+    }
+    *result = w.result;
     /* Until the first status update, the slot's own position is what the server has. */
-    if (info->confirmed_flush > pgf_metrics.confirmed_lsn)
+    if (w.conn && info->confirmed_flush > pgf_metrics.confirmed_lsn)
         pgf_metrics.confirmed_lsn = info->confirmed_flush;
-    return conn;
+    return w.conn;
 }
 
 /* The Kafka sink's settings from the options. */
@@ -192,6 +244,14 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
  * away; returns the process exit status. */
 int main(int argc, char **argv)
 {
+    /* First thing, so a SIGTERM during startup is a clean stop (exit 0), not death by signal;
+     * a closed stdout must surface as a write error, not kill us before we can report it. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
     struct pgf_options opts;
     struct pgf_config *cfg = NULL;
     if (pgf_options_parse(argc, argv, &opts, &cfg) != 0) {
@@ -259,58 +319,48 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 0;
     }
-    /* A closed stdout must surface as a write error, not kill us before we can report it. */
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
     struct pgf_server_info info;
     struct event_base *base = event_base_new();
-    /* Listen before connecting: connection attempts serve HTTP while they wait. */
-    if (base)
-        pgf_replconn_set_idle_hook(serve_loop_once, base);
+    if (base == NULL || (stop_events[0] = evsignal_new(base, SIGINT, on_stop_event, NULL)) == NULL ||
+        (stop_events[1] = evsignal_new(base, SIGTERM, on_stop_event, NULL)) == NULL) {
+        pgf_error("out of memory");
+        return 1;
+    }
+    /* Listen before connecting: /healthz answers while the server is slow to accept. */
     struct pgf_http *http = NULL;
-    if (base && opts.http_listen && (http = pgf_http_start(base, opts.http_listen, err, sizeof err)) == NULL) {
+    if (opts.http_listen && (http = pgf_http_start(base, opts.http_listen, err, sizeof err)) == NULL) {
         pgf_error("%s", err);
-        event_base_free(base);
+        free_loop(base);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 1;
     }
     /* The first connection must work: a wrong DSN or setup is reported, not retried.  A slot
      * held by another walsender is the standby case: wait for it, as /readyz says. */
-    enum start_result started = START_FATAL;
-    PGconn *conn = base ? start_stream(&opts, NULL, &info, err, sizeof err, &started) : NULL;
-    for (int attempt = 1, wait_ms = 1000; conn == NULL && started == START_BUSY && !stop_signal; attempt++) {
+    int started;
+    PGconn *conn = start_stream(base, &opts, NULL, &info, err, sizeof err, &started);
+    for (int attempt = 1, wait_ms = 1000; conn == NULL && started == PGF_REPLCONN_BUSY && !stop_signal; attempt++) {
         if (attempt == 1 || attempt % 60 == 0)
             pgf_info("waiting for replication slot \"%s\", which another walsender holds (%s); this instance "
                      "takes over when it is released, retrying every few seconds", opts.slot, err);
         snprintf(pgf_metrics.waiting, sizeof pgf_metrics.waiting, "standby: %.480s", err);
-        sleep_interruptible(base, wait_ms);
+        wait_on_loop(base, wait_ms);
         wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
         if (!stop_signal)
-            conn = start_stream(&opts, NULL, &info, err, sizeof err, &started);
+            conn = start_stream(base, &opts, NULL, &info, err, sizeof err, &started);
     }
     pgf_metrics.waiting[0] = '\0';
-    if (conn == NULL && base && started == START_BUSY) { /* stopped while waiting as a standby */
-        pgf_info("stopped while waiting for replication slot \"%s\"", opts.slot);
+    if (conn == NULL) {
+        /* A signal while connecting or waiting as a standby is a clean stop. */
+        if (stop_signal)
+            pgf_info("stopped before streaming from slot \"%s\"", opts.slot);
+        else
+            pgf_error("%s", err);
         pgf_http_stop(http);
-        event_base_free(base);
+        free_loop(base);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
-        return 0;
-    }
-    if (conn == NULL || base == NULL) {
-        pgf_error("%s", base ? err : "out of memory");
-        pgf_http_stop(http);
-        if (base)
-            event_base_free(base);
-        pgf_redis_rules_free(rules);
-        pgf_config_free(cfg);
-        return 1;
+        return stop_signal ? 0 : 1;
     }
     struct sink *sinks[3];
     size_t nsinks = open_sinks(&opts, info.database, &redis, rules, base, sinks, err, sizeof err);
@@ -318,7 +368,7 @@ int main(int argc, char **argv)
         pgf_error("%s", err);
         PQfinish(conn);
         pgf_http_stop(http);
-        event_base_free(base);
+        free_loop(base);
         pgf_config_free(cfg);
         return 1;
     }
@@ -341,22 +391,23 @@ int main(int argc, char **argv)
         while (conn == NULL && !stop_signal) {
             attempt++;
             pgf_warn("reconnecting to PostgreSQL in %d ms (attempt %d)", backoff_ms, attempt);
-            sleep_interruptible(base, backoff_ms);
+            wait_on_loop(base, backoff_ms);
             if (stop_signal)
                 break;
             struct pgf_resume resume = {.confirmed = pgf_metrics.confirmed_lsn};
-            conn = start_stream(&opts, &resume, &info, err, sizeof err, &started);
-            if (conn == NULL && started == START_FATAL) {
+            conn = start_stream(base, &opts, &resume, &info, err, sizeof err, &started);
+            if (conn == NULL && started == PGF_REPLCONN_FATAL) {
                 /* Reachable but refusing (slot lost, publication gone): retrying won't help. */
                 pgf_error("%s", err);
                 rc = 1;
                 break;
             }
-            if (conn == NULL) {
+            if (conn == NULL && !stop_signal) {
                 /* A busy slot is usually our old walsender, not yet gone: it lets go soon. */
                 pgf_warn("reconnect failed: %s%s", err,
-                         started == START_BUSY ? " (the previous connection's walsender may not have exited yet)"
-                                               : "");
+                         started == PGF_REPLCONN_BUSY
+                             ? " (the previous connection's walsender may not have exited yet)"
+                             : "");
                 if (backoff_ms < 30000)
                     backoff_ms = backoff_ms * 2 > 30000 ? 30000 : backoff_ms * 2;
             }
@@ -395,7 +446,7 @@ int main(int argc, char **argv)
     }
     pgf_http_stop(http);
     pgf_metrics_free();
-    event_base_free(base);
+    free_loop(base);
     pgf_config_free(cfg);
     return rc;
 }

@@ -10,22 +10,15 @@
 
 #include "cdc/options.h"
 
-/* Sets a function run every 100 ms while a connection attempt waits for the server (main
- * serves HTTP from it, so /healthz answers during a slow connect); NULL for none. */
-void pgf_replconn_set_idle_hook(void (*fn)(void *), void *arg);
-
-/* With hold set, connection attempts skip the idle hook: for connects made from inside an
- * event callback, which must not run the event loop again. */
-void pgf_replconn_hold_idle_hook(int hold);
-
 /* Checks that dsn is a valid libpq connection string without connecting.  Returns 0, or -1
  * with a message in err that never quotes the DSN. */
 int pgf_dsn_check(const char *dsn, char *err, size_t errlen);
 
 /* Opens a connection for dsn (PG* variables fill the gaps), with replication=database when
- * replication is set.  Returns the connection, or NULL with the reason in err: host, port and
- * libpq's message, and a hint when the role lacks the REPLICATION attribute.  The message
- * never contains the DSN, so no password can leak into logs. */
+ * replication is set, and waits for it: only for work outside the event loop's life (the
+ * startup catalog checks, dropping the slot at exit).  Returns the connection, or NULL with
+ * the reason in err: host, port and libpq's message, never the DSN, so no password can leak
+ * into logs. */
 PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t errlen);
 
 /* What the server told us while preparing. */
@@ -39,21 +32,31 @@ struct pgf_resume {
     uint64_t confirmed; /* the highest position confirmed to the server so far */
 };
 
-/* Returned by pgf_replconn_start when another walsender holds the slot: retry later. */
-#define PGF_REPLCONN_BUSY (-2)
+/* How a start attempt ended, besides 0 (streaming). */
+#define PGF_REPLCONN_FATAL (-1) /* a bad setting or a lost slot: retrying cannot help */
+#define PGF_REPLCONN_BUSY (-2)  /* another walsender holds the slot: retry, it is ours once free */
+#define PGF_REPLCONN_RETRY (-3) /* the server was unreachable or the connection broke */
 
-/* Runs IDENTIFY_SYSTEM and checks wal_level, the publication and the slot, then creates the
- * publication (refusing one whose tables lack a replica identity, unless allowed) and the
- * slot if asked to and missing.  resume is NULL at startup; on a reconnect a missing slot, or
- * one ahead of resume->confirmed, is an error that says changes were lost, and no slot is
- * created.  Returns 0 with *info filled, or -1 with the reason in err. */
-int pgf_replconn_prepare(PGconn *conn, const struct pgf_options *opts, const struct pgf_resume *resume,
-                         struct pgf_server_info *info, char *err, size_t errlen);
+/* Called once when a start attempt ends: conn is the replication connection in COPY BOTH
+ * mode (the callee owns it) when result is 0, else NULL with err saying why. */
+typedef void (*pgf_replstart_cb)(void *arg, PGconn *conn, int result, const char *err,
+                                 const struct pgf_server_info *info);
 
-/* Sends START_REPLICATION for the options' slot and publication from the slot's confirmed
- * position.  Returns 0 once the server is in COPY BOTH mode, PGF_REPLCONN_BUSY when another
- * walsender holds the slot, or -1; err says why. */
-int pgf_replconn_start(PGconn *conn, const struct pgf_options *opts, char *err, size_t errlen);
+struct event_base;
+struct pgf_replstart;
+
+/* Starts connecting, on base's loop: IDENTIFY_SYSTEM, wal_level, the slot and the publication
+ * are checked, the publication (refusing one whose tables lack a replica identity, unless
+ * allowed; on a plain connection of its own) and the slot are created if asked to and missing,
+ * then START_REPLICATION from the slot's confirmed position.  Nothing on the server changes
+ * before every read-only check has passed.  resume is NULL at startup; on a reconnect a missing
+ * slot, or one ahead of resume->confirmed, is an error that says changes were lost, and no slot
+ * is created.  done runs once, from the loop.  Returns the attempt, or NULL when out of memory. */
+struct pgf_replstart *pgf_replconn_start(struct event_base *base, const struct pgf_options *opts,
+                                         const struct pgf_resume *resume, pgf_replstart_cb done, void *arg);
+
+/* Abandons an attempt that has not reported yet (done is not called); NULL is fine. */
+void pgf_replconn_cancel(struct pgf_replstart *st);
 
 /* Drops the replication slot over a new replication connection, waiting while it is still
  * in use by a walsender that is going away.  Returns 0, or -1 with the reason in err. */

@@ -218,24 +218,29 @@ def test_standby_waits_for_the_slot_and_takes_over(pgfanout, cluster, admin, tmp
     a_out, b_out = str(tmp_path / "a.out"), str(tmp_path / "b.out")
     a_port, b_port = free_port(), free_port()
     with runner.Worker(base + ["--create-slot", "-o", a_out, "--http-listen", str(a_port)],
-                       stderr_path=str(tmp_path / "a.err")) as a, \
-            runner.Worker(base + ["-o", b_out, "--http-listen", str(b_port)],
-                          stderr_path=str(tmp_path / "b.err")) as b:
-        wait_http(a_port, "/readyz", 200, worker=a)
-        body = wait_http(b_port, "/readyz", 503, worker=b, contains="active for PID")
-        assert "standby" in body and "ha_slot" in body, body
-        assert http_get(b_port, "/healthz")[0] == 200
-        admin.execute("INSERT INTO ha_t VALUES (1)")
-        wait_ids(a_out, "ha_t", [1], a)
-        assert b.running(), b.stderr_text()[-3000:]
-        assert 'waiting for replication slot "ha_slot"' in b.stderr_text()
-        a.kill()
-        wait_http(b_port, "/readyz", 200, worker=b, timeout=30)
-        admin.execute("INSERT INTO ha_t VALUES (2)")
-        wait_ids(b_out, "ha_t", [2], b)
-        assert b.terminate() == 0
+                       stderr_path=str(tmp_path / "a.err")) as a:
+        wait_http(a_port, "/readyz", 200, worker=a)  # A holds the slot before B starts
+        b = runner.Worker(base + ["-o", b_out, "--http-listen", str(b_port)], stderr_path=str(tmp_path / "b.err"))
+        with b:
+            standby(a, b, a_port, b_port, a_out, b_out, admin)
     runner.wait_slot_inactive(admin, "ha_slot")
     admin.execute("SELECT pg_drop_replication_slot('ha_slot')")
+
+
+def standby(a, b, a_port, b_port, a_out, b_out, admin):
+    """B waits while A streams, then takes over once A is killed."""
+    body = wait_http(b_port, "/readyz", 503, worker=b, contains="active for PID")
+    assert "standby" in body and "ha_slot" in body, body
+    assert http_get(b_port, "/healthz")[0] == 200
+    admin.execute("INSERT INTO ha_t VALUES (1)")
+    wait_ids(a_out, "ha_t", [1], a)
+    assert b.running(), b.stderr_text()[-3000:]
+    assert 'waiting for replication slot "ha_slot"' in b.stderr_text()
+    a.kill()
+    wait_http(b_port, "/readyz", 200, worker=b, timeout=30)
+    admin.execute("INSERT INTO ha_t VALUES (2)")
+    wait_ids(b_out, "ha_t", [2], b)
+    assert b.terminate() == 0
 
 
 def test_standby_stopped_while_waiting_exits_zero(pgfanout, cluster, admin, tmp_path):
