@@ -33,6 +33,10 @@ struct pgf_event {
 
 struct sink;
 
+/* Room for a sink's error text: a record too large for Kafka is named in full (table, LSN,
+ * key, size, topic and the settings to raise). */
+#define SINK_ERRSTR_SIZE 2048
+
 struct sink_ops {
     const char *name;
     /* Takes one change; returns 0, or -1 with sink->errstr set (a permanent failure). */
@@ -61,7 +65,7 @@ struct sink {
     uint64_t errors;        /* failed connections, deliveries or commands (for /metrics) */
     uint64_t retries;       /* reconnections or resends after an error */
     int connected;          /* can deliver now (for /readyz) */
-    char errstr[512];
+    char errstr[SINK_ERRSTR_SIZE];
 };
 
 /* What the Kafka sink does with a record larger than the broker accepts. */
