@@ -100,6 +100,10 @@ struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
  * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
 struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
 
+/* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic
+ * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
+int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped);
+
 /* Grows the buffer *buf (capacity *cap) to hold at least need bytes, doubling from 256 and
  * keeping its contents; returns 0, or -1 when out of memory (the buffer is unchanged). */
 int sink_grow(void **buf, size_t *cap, size_t need);
