@@ -291,6 +291,9 @@ int main(int argc, char **argv)
     if (bad_dsn || ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
         /* Say which layer the value came from, as every other settings error does. */
         const char *o = opts.origin[0] ? opts.origin[0] : "";
+        /* A topic template's error names its setting itself; a librdkafka setting's names the
+         * key, and the layer it came from is added here. */
+        int kafka_key = strstr(err, "Kafka setting") != NULL || strstr(err, "--kafka-conf") != NULL;
         char from[400] = "from kafka.conf, PGFANOUT_KAFKA_CONF_* or --kafka-conf";
         if (bad_dsn && strcmp(o, "config file") == 0)
             snprintf(from, sizeof from, "from config file %s, line %d", opts.config_path,
@@ -308,7 +311,10 @@ int main(int argc, char **argv)
                 if (strstr(err, quoted))
                     snprintf(from, sizeof from, "from %s", opts.conf_origin[k]);
             }
-        pgf_error("%s (%s)", err, from);
+        if (bad_dsn || kafka_key)
+            pgf_error("%s (%s)", err, from);
+        else
+            pgf_error("%s", err);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 2;

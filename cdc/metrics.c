@@ -162,6 +162,19 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
             put(&t, "%s{sink=\"%s\"} %" PRIu64 "\n", per_sink[k].name, s->ops->name, v);
         }
     }
+    /* Only a Kafka sink has them; rendered from 0 so an alert can watch the series. */
+    int kafka_header = 0;
+    for (size_t i = 0; i < m->nsinks; i++) {
+        uint64_t dead_lettered, skipped;
+        if (kafka_sink_oversize_counts(m->sinks[i], &dead_lettered, &skipped) != 0)
+            continue;
+        if (!kafka_header++)
+            put(&t, "# HELP pgfanout_kafka_oversize_records_total Records too large for Kafka handled by "
+                    "kafka.on_oversize instead of delivered, by action.\n"
+                    "# TYPE pgfanout_kafka_oversize_records_total counter\n");
+        put(&t, "pgfanout_kafka_oversize_records_total{action=\"dead_letter\"} %" PRIu64 "\n"
+                "pgfanout_kafka_oversize_records_total{action=\"skip\"} %" PRIu64 "\n", dead_lettered, skipped);
+    }
     put(&t, "# HELP pgfanout_sink_ack_latency_seconds Commit (timestamp in pgoutput's Commit) to the sink's "
             "acknowledgement of the whole transaction.\n# TYPE pgfanout_sink_ack_latency_seconds histogram\n");
     for (size_t i = 0; i < m->nsinks; i++) {

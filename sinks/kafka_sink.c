@@ -3,10 +3,16 @@
  * Each transaction gets an entry in an ordered ring and counts its records still in flight;
  * the delivery report counts them down.  acked_lsn moves only across a prefix of fully
  * delivered transactions, so the slot never passes a record Kafka has not acknowledged
- * (the lesson of Bottled Water).  A failed delivery is never counted as an ack. */
+ * (the lesson of Bottled Water).  A failed delivery is never counted as an ack.
+ *
+ * A record too large for Kafka (over the producer's message.max.bytes, refused at produce
+ * time, or over the topic's max.message.bytes, rejected in the delivery report) goes by
+ * kafka.on_oversize: fail, dead_letter (a small JSON record naming it takes its place in the
+ * transaction's count, so the transaction is acked only once that record is) or skip. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +41,17 @@ struct ktopic {
     int partitions; /* 0 until a truncate needs it */
 };
 
+/* A dead-letter record waiting to be produced; queued so that the delivery callback never
+ * has to wait for room in librdkafka's queue, and so that they go out in the order found. */
+struct dl_rec {
+    struct dl_rec *next;
+    uint64_t seq;             /* the transaction whose ack waits for this record */
+    char *value;              /* the JSON, from json_dumps */
+    rd_kafka_headers_t *hdrs; /* the original record's op, table, lsn, xid */
+    size_t key_len;
+    unsigned char key[];      /* the original record's key */
+};
+
 struct kafka_sink {
     struct sink base;
     rd_kafka_t *rk;
@@ -50,8 +67,15 @@ struct kafka_sink {
     struct ktopic *topics;
     size_t ntopics, topics_cap;
     rd_kafka_topic_t *msg_rkt;
+    rd_kafka_topic_t *dl_rkt;      /* the dead-letter topic, with on_oversize dead_letter */
+    struct dl_rec *dl_head, **dl_tail;
+    size_t max_msg_bytes;          /* the producer's message.max.bytes */
+    size_t batch_limit;            /* min(batch.size, message.max.bytes): a record this large
+                                    * always travels in a batch of its own */
+    uint64_t oversize_dead_lettered, oversize_skipped;
 
-    char failure[400]; /* the first delivery failure, set from the delivery callback */
+    char failure[SINK_ERRSTR_SIZE]; /* the first delivery failure, set from the delivery callback */
+    size_t failure_size; /* when failure names a record too large for Kafka, its size */
     struct pgf_hist latency;
     int64_t last_broker_warn_us;
 };
@@ -60,6 +84,7 @@ struct kafka_sink {
 struct ktxn {
     struct txn_head h;
     int64_t commit_time; /* for the commit-to-ack latency; 0 for a non-transactional message */
+    uint64_t commit_lsn; /* for naming a record the broker rejects (the headers lack it) */
 };
 
 /* Returns the ring entry of sequence seq. */
@@ -89,27 +114,249 @@ static void txn_advance(struct kafka_sink *k)
     }
 }
 
+/* What is known of a record too large for Kafka: from the change when the producer refuses
+ * it, from the delivery report and its headers when the broker rejects it. */
+struct oversize {
+    const char *topic;
+    char op[16], table[256], lsn[PGF_LSN_BUFSZ], xid[16];
+    uint64_t commit_lsn; /* 0 when unknown or not in a transaction */
+    const void *key;
+    size_t key_len, value_len;
+    int by_broker; /* 1: rejected in the delivery report, and still counted in its transaction */
+    rd_kafka_resp_err_t err;
+};
+
+/* Writes which record o is (table, LSN, transaction, printable key, size, topic) into out. */
+static void oversize_what(const struct oversize *o, char *out, size_t room)
+{
+    char key[200], commit[PGF_LSN_BUFSZ] = "none";
+    pgf_proto_key_text(o->key, o->key_len, strcmp(o->op, "message") != 0, key, sizeof key);
+    if (o->commit_lsn)
+        pgf_lsn_format(o->commit_lsn, commit);
+    snprintf(out, room, "table %s, %s at LSN %s (xid %s, commit LSN %s), key %s, %zu bytes (value %zu + key %zu), "
+                        "topic %s",
+             o->table[0] ? o->table : "(none)", o->op, o->lsn, o->xid, commit, key, o->value_len + o->key_len,
+             o->value_len, o->key_len, o->topic);
+}
+
+/* Writes the two settings to raise for record o into out, both named even when the
+ * producer's already allows the record.  The figure suggested leaves 1 KiB over the record
+ * for its headers and the batch framing both limits also count. */
+static void oversize_limits(const struct kafka_sink *k, const struct oversize *o, char *out, size_t room)
+{
+    size_t need = o->value_len + o->key_len + 1024;
+    if (k->max_msg_bytes < need)
+        snprintf(out, room, "raise both the producer's message.max.bytes (now %zu; --kafka-conf message.max.bytes=N "
+                            "or kafka.conf) and topic %s's max.message.bytes (a topic config on the broker) to at "
+                            "least %zu",
+                 k->max_msg_bytes, o->topic, need);
+    else
+        snprintf(out, room, "raise topic %s's max.message.bytes (a topic config on the broker) to at least %zu; the "
+                            "producer's message.max.bytes (now %zu; --kafka-conf message.max.bytes=N or kafka.conf) "
+                            "already allows it",
+                 o->topic, need, k->max_msg_bytes);
+}
+
+/* Queues a dead-letter record for o in transaction seq (see struct dl_rec); returns 0, or -1
+ * with why set when out of memory. */
+static int dead_letter(struct kafka_sink *k, const struct oversize *o, uint64_t seq, char *why, size_t whylen)
+{
+    char key[200], commit[PGF_LSN_BUFSZ] = "";
+    pgf_proto_key_text(o->key, o->key_len, strcmp(o->op, "message") != 0, key, sizeof key);
+    if (o->commit_lsn)
+        pgf_lsn_format(o->commit_lsn, commit);
+    json_t *obj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:s, s:s, s:s, s:I}",
+                            "table", o->table, "op", o->op, "key", key, "lsn", o->lsn, "commit_lsn", commit,
+                            "database", k->cfg.database ? k->cfg.database : "", "xid",
+                            (json_int_t)strtoll(o->xid, NULL, 10), "size", (json_int_t)(o->value_len + o->key_len),
+                            "value_size", (json_int_t)o->value_len, "key_size", (json_int_t)o->key_len, "topic",
+                            o->topic, "reason", rd_kafka_err2str(o->err), "rejected_by",
+                            o->by_broker ? "broker" : "producer", "limit_setting",
+                            o->by_broker ? "max.message.bytes" : "message.max.bytes", "message_max_bytes",
+                            (json_int_t)k->max_msg_bytes);
+    char *value = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    struct dl_rec *d = value ? malloc(sizeof *d + o->key_len) : NULL;
+    if (d == NULL) {
+        free(value);
+        snprintf(why, whylen, "cannot build the dead-letter record for table %s, LSN %s (out of memory, or a name "
+                              "that is not UTF-8); the slot is not confirmed past its transaction",
+                 o->table, o->lsn);
+        return -1;
+    }
+    d->next = NULL;
+    d->seq = seq;
+    d->value = value;
+    d->key_len = o->key_len;
+    if (o->key_len)
+        memcpy(d->key, o->key, o->key_len);
+    d->hdrs = rd_kafka_headers_new(4);
+    rd_kafka_header_add(d->hdrs, "op", -1, o->op, -1);
+    rd_kafka_header_add(d->hdrs, "table", -1, o->table, -1);
+    rd_kafka_header_add(d->hdrs, "lsn", -1, o->lsn, -1);
+    rd_kafka_header_add(d->hdrs, "xid", -1, o->xid, -1);
+    *k->dl_tail = d;
+    k->dl_tail = &d->next;
+    return 0;
+}
+
+/* Produces the queued dead-letter records in order; stops without waiting when librdkafka's
+ * queue is full (the next poll goes on).  Returns 0, or -1 with k->failure set. */
+static int dl_drain(struct kafka_sink *k)
+{
+    struct dl_rec *d;
+    while ((d = k->dl_head) != NULL) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            k->rk, RD_KAFKA_V_RKT(k->dl_rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(d->value, strlen(d->value)),
+            RD_KAFKA_V_KEY(d->key_len ? d->key : NULL, d->key_len), RD_KAFKA_V_HEADERS(d->hdrs),
+            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)d->seq), RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return 0;
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (!k->failure[0])
+                snprintf(k->failure, sizeof k->failure,
+                         "cannot produce a dead-letter record (%s) to topic %s: %s; the slot is not confirmed "
+                         "past its transaction, a restart retries it",
+                         d->value, rd_kafka_topic_name(k->dl_rkt), rd_kafka_err2str(err));
+            return -1;
+        }
+        d->hdrs = NULL; /* a successful produce took them */
+        k->base.inflight_msgs++;
+        k->base.inflight_bytes += strlen(d->value) + d->key_len + KAFKA_RECORD_OVERHEAD;
+        k->dl_head = d->next;
+        if (k->dl_head == NULL)
+            k->dl_tail = &k->dl_head;
+        free(d->value);
+        free(d);
+    }
+    return 0;
+}
+
+/* Applies kafka.on_oversize to record o of transaction seq.  A record the broker rejected
+ * still counts in seq's pending; one the producer refused does not.  A dead-letter record
+ * takes over (or adds) that count, so seq is acked only once the dead-letter record is; a
+ * skipped record gives it up.  Returns 0, or -1 with the failure in why. */
+static int oversize(struct kafka_sink *k, const struct oversize *o, uint64_t seq, char *why, size_t whylen)
+{
+    char what[600], limits[300];
+    oversize_what(o, what, sizeof what);
+    oversize_limits(k, o, limits, sizeof limits);
+    const char *by = o->by_broker ? "rejected by the broker" : "refused by the producer";
+    k->base.errors++;
+    /* The broker judges a whole batch and fails every record in it.  librdkafka's batch
+     * writer adds no record to a batch that would grow past min(batch.size,
+     * message.max.bytes), and none after one that already has, so only a record at least
+     * batch_limit long is sure to have been alone: a smaller one may just have shared a
+     * batch with a larger record, or with many others. */
+    int alone = !o->by_broker || o->value_len + o->key_len >= k->batch_limit;
+    if (!alone) {
+        char batch[400];
+        snprintf(batch, sizeof batch, " The broker judges a whole batch, and this record is under the producer's "
+                                      "batch limit of %zu bytes (batch.size, message.max.bytes), so it may only "
+                                      "have shared a batch with others: keep batch.size (--kafka-conf batch.size=N) "
+                                      "below topic %s's max.message.bytes.", k->batch_limit, o->topic);
+        snprintf(why, whylen, "record too large for Kafka (%s: %s): %s. To deliver it, %s.%s%s The slot is not "
+                              "confirmed past this transaction; a restart retries it",
+                 by, rd_kafka_err2str(o->err), what, limits, batch,
+                 k->cfg.on_oversize != KAFKA_OVERSIZE_FAIL ? " kafka.on_oversize applies only to a record over "
+                                                             "the limit on its own."
+                                                           : "");
+        return -1;
+    }
+    if (k->cfg.on_oversize == KAFKA_OVERSIZE_SKIP) {
+        k->oversize_skipped++;
+        if (o->by_broker && seq >= k->ring.head && seq < k->ring.tail && txn_at(k, seq)->pending > 0)
+            txn_at(k, seq)->pending--;
+        pgf_warn("kafka: skipped a record too large for Kafka (kafka.on_oversize=skip; %s: %s): %s; it is not in "
+                 "Kafka. To deliver such records, %s",
+                 by, rd_kafka_err2str(o->err), what, limits);
+        return 0;
+    }
+    if (k->cfg.on_oversize == KAFKA_OVERSIZE_DEAD_LETTER) {
+        if (dead_letter(k, o, seq, why, whylen) != 0)
+            return -1;
+        k->oversize_dead_lettered++;
+        if (!o->by_broker)
+            txn_at(k, seq)->pending++;
+        pgf_warn("kafka: record too large for Kafka (%s: %s): %s; a dead-letter record goes to topic %s instead. "
+                 "To deliver such records, %s",
+                 by, rd_kafka_err2str(o->err), what, rd_kafka_topic_name(k->dl_rkt), limits);
+        return 0;
+    }
+    snprintf(why, whylen, "record too large for Kafka (%s: %s): %s. To deliver it, %s; or set kafka.on_oversize "
+                          "(--kafka-on-oversize) to dead_letter or skip. The slot is not confirmed past this "
+                          "transaction; a restart retries it",
+             by, rd_kafka_err2str(o->err), what, limits);
+    return -1;
+}
+
+/* Copies header name of hdrs into out ("" when absent). */
+static void header_str(rd_kafka_headers_t *hdrs, const char *name, char *out, size_t room)
+{
+    const void *v;
+    size_t n;
+    out[0] = '\0';
+    if (hdrs && rd_kafka_header_get_last(hdrs, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && v)
+        snprintf(out, room, "%.*s", (int)n, (const char *)v);
+}
+
 /* Delivery report, served on our thread by rd_kafka_poll: counts a record down, or records
- * the failure (never as an ack). */
+ * the failure (never as an ack).  A record the broker rejected as too large goes by
+ * kafka.on_oversize; what it needs is in the report and the record's headers, so the hot
+ * path keeps no per-record context. */
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
     struct kafka_sink *k = opaque;
     uint64_t seq = (uint64_t)(uintptr_t)m->_private;
+    int live = seq >= k->ring.head && seq < k->ring.tail;
     size_t bytes = m->len + m->key_len + KAFKA_RECORD_OVERHEAD;
     k->base.inflight_bytes -= bytes < k->base.inflight_bytes ? bytes : k->base.inflight_bytes;
     if (k->base.inflight_msgs)
         k->base.inflight_msgs--;
+    if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && m->rkt != k->dl_rkt && live) {
+        struct oversize o = {.topic = rd_kafka_topic_name(m->rkt), .key = m->key, .key_len = m->key_len,
+                             .value_len = m->len, .by_broker = 1, .err = m->err,
+                             .commit_lsn = ((struct ktxn *)txn_at(k, seq))->commit_lsn};
+        rd_kafka_headers_t *hdrs = NULL;
+        rd_kafka_message_headers(m, &hdrs);
+        header_str(hdrs, "op", o.op, sizeof o.op);
+        header_str(hdrs, "table", o.table, sizeof o.table);
+        header_str(hdrs, "lsn", o.lsn, sizeof o.lsn);
+        header_str(hdrs, "xid", o.xid, sizeof o.xid);
+        /* The broker rejects a whole batch, so several reports may come at once: name the
+         * largest record, the one most likely to be over the limit on its own. */
+        char why[sizeof k->failure];
+        size_t size = m->len + m->key_len;
+        if (oversize(k, &o, seq, why, sizeof why) != 0 &&
+            (!k->failure[0] || (k->failure_size > 0 && size > k->failure_size))) {
+            snprintf(k->failure, sizeof k->failure, "%s", why);
+            k->failure_size = size;
+        }
+        return;
+    }
     if (m->err) {
         k->base.errors++;
-        if (!k->failure[0])
+        if (!k->failure[0] && m->rkt == k->dl_rkt) {
+            rd_kafka_headers_t *hdrs = NULL;
+            char table[256], lsn[PGF_LSN_BUFSZ];
+            rd_kafka_message_headers(m, &hdrs);
+            header_str(hdrs, "table", table, sizeof table);
+            header_str(hdrs, "lsn", lsn, sizeof lsn);
+            snprintf(k->failure, sizeof k->failure,
+                     "the dead-letter record for a record too large for Kafka (table %s, LSN %s) could not be "
+                     "delivered to topic %s: %s; the slot is not confirmed past its transaction, a restart retries it",
+                     table[0] ? table : "(none)", lsn, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+        } else if (!k->failure[0]) {
             snprintf(k->failure, sizeof k->failure,
                      "delivery to topic %s failed: %s; the slot is not advanced past it, a restart replays it",
                      rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+        }
         return;
     }
     k->base.connected = 1;
-    if (seq >= k->ring.head && seq < k->ring.tail && txn_at(k, seq)->pending > 0)
+    if (live && txn_at(k, seq)->pending > 0)
         txn_at(k, seq)->pending--;
 }
 
@@ -158,7 +405,8 @@ static size_t topic_chars(char *out, size_t room, const char *s)
     return n;
 }
 
-/* Expands a topic template into out; returns 0, or -1 naming the bad placeholder in errbuf. */
+/* Expands a topic template into out; returns 0, or -1 naming the bad placeholder in errbuf.
+ * A NULL schema and table leave {schema} and {table} out of the allowed placeholders. */
 static int expand_topic(const struct kafka_sink_config *cfg, const char *tmpl, const char *schema,
                         const char *table, char *out, size_t room, char *errbuf, size_t errlen)
 {
@@ -177,7 +425,7 @@ static int expand_topic(const struct kafka_sink_config *cfg, const char *tmpl, c
         else if (close && len == 5 && strncmp(p + 1, "table", 5) == 0) val = table;
         if (val == NULL) {
             snprintf(errbuf, errlen, "topic template '%s' has an unknown placeholder at '%s'; allowed: "
-                                     "{prefix}, {database}, {schema}, {table}", tmpl, p);
+                                     "{prefix}, {database}%s", tmpl, p, schema ? ", {schema}, {table}" : "");
             return -1;
         }
         n += topic_chars(out + n, room - n, val);
@@ -286,6 +534,18 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
             break;
         rd_kafka_headers_destroy(hdrs); /* only a successful produce takes ownership */
+        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+            /* Over the producer's message.max.bytes: never queued, so not counted. */
+            struct oversize o = {.topic = rd_kafka_topic_name(rkt), .key = key, .key_len = key_len,
+                                 .value_len = value_len, .err = err, .commit_lsn = ev->txn ? ev->txn->commit_lsn : 0};
+            snprintf(o.op, sizeof o.op, "%s", op);
+            snprintf(o.table, sizeof o.table, "%s", table);
+            snprintf(o.lsn, sizeof o.lsn, "%s", lsn);
+            snprintf(o.xid, sizeof o.xid, "%s", xid);
+            if (oversize(k, &o, seq, k->base.errstr, sizeof k->base.errstr) != 0 || dl_drain(k) != 0)
+                return k->failure[0] ? sink_fail(&k->base, "%s", k->failure) : -1;
+            return 0;
+        }
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             return sink_fail(&k->base, "cannot produce to topic %s: %s", rd_kafka_topic_name(rkt),
                              rd_kafka_err2str(err));
@@ -304,8 +564,11 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
     struct kafka_sink *k = (struct kafka_sink *)sink;
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
-    if (!k->open && txn_open(k))
-        return sink_fail(sink, "out of memory");
+    if (!k->open) {
+        if (txn_open(k))
+            return sink_fail(sink, "out of memory");
+        ((struct ktxn *)txn_at(k, k->ring.tail - 1))->commit_lsn = ev->txn ? ev->txn->commit_lsn : 0;
+    }
     const uint8_t *value, *key;
     size_t value_len, key_len;
     if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
@@ -370,6 +633,7 @@ static int kafka_poll(struct sink *sink)
     while (read(sink->wake_fd, drain, sizeof drain) > 0)
         ;
     rd_kafka_poll(k->rk, 0);
+    dl_drain(k); /* dead-letter records the delivery reports just queued */
     txn_advance(k);
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
@@ -384,6 +648,7 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
     /* An unfinished transaction (after an error mid-way) can never be acked: stop there. */
     while (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
         rd_kafka_poll(k->rk, 100);
+        dl_drain(k);
         txn_advance(k);
     }
     if (k->failure[0])
@@ -411,6 +676,8 @@ static void kafka_close(struct sink *sink)
         }
         if (k->msg_rkt)
             rd_kafka_topic_destroy(k->msg_rkt);
+        if (k->dl_rkt)
+            rd_kafka_topic_destroy(k->dl_rkt);
         if (k->mainq)
             rd_kafka_queue_destroy(k->mainq);
         rd_kafka_destroy(k->rk);
@@ -419,6 +686,13 @@ static void kafka_close(struct sink *sink)
         close(sink->wake_fd);
     if (k->pipe_wr >= 0)
         close(k->pipe_wr);
+    while (k->dl_head) {
+        struct dl_rec *d = k->dl_head;
+        k->dl_head = d->next;
+        rd_kafka_headers_destroy(d->hdrs);
+        free(d->value);
+        free(d);
+    }
     pgf_proto_free(k->proto);
     free(k->topics);
     txn_ring_free(&k->ring);
@@ -478,10 +752,18 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
         if (conf_set(conf, key, eq + 1, errbuf, errlen))
             goto fail;
     }
-    char val[16];
+    char val[32];
     size_t vlen = sizeof val;
     if (rd_kafka_conf_get(conf, "enable.idempotence", val, &vlen) == RD_KAFKA_CONF_OK && strcmp(val, "true") != 0)
         pgf_warn("kafka: enable.idempotence is off; retries may duplicate or reorder records");
+    /* The limits a record too large for Kafka is judged and reported by. */
+    vlen = sizeof val;
+    k->max_msg_bytes = rd_kafka_conf_get(conf, "message.max.bytes", val, &vlen) == RD_KAFKA_CONF_OK
+                           ? strtoull(val, NULL, 10) : 1000000;
+    vlen = sizeof val;
+    size_t batch = rd_kafka_conf_get(conf, "batch.size", val, &vlen) == RD_KAFKA_CONF_OK ? strtoull(val, NULL, 10)
+                                                                                         : 1000000;
+    k->batch_limit = batch < k->max_msg_bytes ? batch : k->max_msg_bytes;
     rd_kafka_conf_set_opaque(conf, k);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -490,6 +772,28 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
 fail:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+/* Checks the three topic templates, so a typo fails at start, not at the first change; leaves
+ * the message and dead-letter topic names in msg and dl (256 bytes each).  Returns 0 or -1. */
+static int check_templates(const struct kafka_sink_config *cfg, char *msg, char *dl, char *errbuf, size_t errlen)
+{
+    char why[400];
+    const char *setting = "kafka.topic_template (--topic-template)";
+    int bad = expand_topic(cfg, cfg->topic_template, "s", "t", msg, 256, why, sizeof why);
+    if (!bad) {
+        setting = "kafka.message_topic (--message-topic)";
+        bad = expand_topic(cfg, cfg->message_topic, "", "", msg, 256, why, sizeof why);
+    }
+    if (!bad) {
+        /* One dead-letter topic for every table: the records name their table. */
+        setting = "kafka.dead_letter_topic (--dead-letter-topic)";
+        bad = expand_topic(cfg, cfg->dead_letter_topic ? cfg->dead_letter_topic : "{prefix}.dead_letter", NULL,
+                           NULL, dl, 256, why, sizeof why);
+    }
+    if (bad)
+        snprintf(errbuf, errlen, "%s: %s", setting, why);
+    return bad ? -1 : 0;
 }
 
 /* Opens the sink; see sink.h. */
@@ -503,6 +807,7 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->base.ops = &kafka_ops;
     k->base.wake_fd = -1;
     k->pipe_wr = -1;
+    k->dl_tail = &k->dl_head;
     k->cfg = *cfg;
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
     k->base.latency = &k->latency;
@@ -512,10 +817,8 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
         kafka_close(&k->base);
         return NULL;
     }
-    /* Check both templates now, so a typo fails at start, not at the first change. */
-    char name[256];
-    if (expand_topic(cfg, cfg->topic_template, "s", "t", name, sizeof name, errbuf, errlen) ||
-        expand_topic(cfg, cfg->message_topic, "", "", name, sizeof name, errbuf, errlen)) {
+    char name[256], dl_name[256];
+    if (check_templates(cfg, name, dl_name, errbuf, errlen)) {
         kafka_close(&k->base);
         return NULL;
     }
@@ -533,6 +836,12 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
         return NULL;
     }
     k->msg_rkt = rd_kafka_topic_new(k->rk, name, NULL);
+    if (cfg->on_oversize == KAFKA_OVERSIZE_DEAD_LETTER && (k->dl_rkt = rd_kafka_topic_new(k->rk, dl_name, NULL)) == NULL) {
+        snprintf(errbuf, errlen, "cannot create the dead-letter topic handle %s: %s", dl_name,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        kafka_close(&k->base);
+        return NULL;
+    }
     /* librdkafka writes a byte to this pipe when delivery reports wait on its main queue, so
      * the event loop wakes for acks instead of polling on a timer. */
     int fds[2];
@@ -553,9 +862,8 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
 /* Checks the settings without creating a producer; see sink.h. */
 int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen)
 {
-    char name[256];
-    if (expand_topic(cfg, cfg->topic_template, "s", "t", name, sizeof name, errbuf, errlen) ||
-        expand_topic(cfg, cfg->message_topic, "", "", name, sizeof name, errbuf, errlen))
+    char name[256], dl_name[256];
+    if (check_templates(cfg, name, dl_name, errbuf, errlen))
         return -1;
     struct kafka_sink *k = calloc(1, sizeof *k);
     if (k == NULL) {
@@ -567,4 +875,15 @@ int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t e
         rd_kafka_conf_destroy(conf);
     free(k);
     return conf ? 0 : -1;
+}
+
+/* Reports the Kafka sink's oversize counters; see sink.h. */
+int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped)
+{
+    if (sink == NULL || sink->ops != &kafka_ops)
+        return -1;
+    const struct kafka_sink *k = (const struct kafka_sink *)sink;
+    *dead_lettered = k->oversize_dead_lettered;
+    *skipped = k->oversize_skipped;
+    return 0;
 }

@@ -1,8 +1,12 @@
 /* proto_event.c - build and pack pgfanout.v1.Event and Key with protobuf-c. */
 #include "sinks/proto_event.h"
 
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cdc/lsn.h"
 #include "decoders/event.h"
@@ -316,4 +320,131 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     *value = p->value_buf;
     *key = p->key_buf;
     return ok ? 0 : -1;
+}
+
+/* A bounded text buffer: appends stop at the end, which then reads "...". */
+struct ktext {
+    char *p;
+    size_t room, len;
+    int full;
+};
+
+/* Appends formatted text, marking the buffer full when it does not fit. */
+static void kt_put(struct ktext *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void kt_put(struct ktext *t, const char *fmt, ...)
+{
+    if (t->full)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->p + t->len, t->room - t->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= t->room - t->len) {
+        t->full = 1;
+        t->len = t->room - 1;
+        return;
+    }
+    t->len += (size_t)n;
+}
+
+/* Appends s quoted, non-printable bytes as \xNN, at most max bytes of it. */
+static void kt_quoted(struct ktext *t, const uint8_t *s, size_t len, size_t max)
+{
+    kt_put(t, "'");
+    for (size_t i = 0; i < len && i < max; i++)
+        kt_put(t, s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\'' && s[i] != '\\' ? "%c" : "\\x%02x", s[i]);
+    kt_put(t, len > max ? "'...(%zu bytes)" : "'", len);
+}
+
+/* Appends bytes as \x hex, at most max of them. */
+static void kt_hex(struct ktext *t, const uint8_t *s, size_t len, size_t max)
+{
+    kt_put(t, "\\x");
+    for (size_t i = 0; i < len && i < max; i++)
+        kt_put(t, "%02x", s[i]);
+    if (len > max)
+        kt_put(t, "...(%zu bytes)", len);
+}
+
+/* Appends a UTC calendar time of us microseconds since 1970 (date only when date_only). */
+static void kt_time(struct ktext *t, int64_t us, int date_only, const char *suffix)
+{
+    time_t secs = (time_t)(us / 1000000 - (us % 1000000 < 0));
+    int64_t frac = us % 1000000 < 0 ? us % 1000000 + 1000000 : us % 1000000;
+    struct tm tm;
+    char buf[64];
+    if (gmtime_r(&secs, &tm) == NULL || strftime(buf, sizeof buf, date_only ? "%Y-%m-%d" : "%Y-%m-%d %H:%M:%S", &tm) == 0) {
+        kt_put(t, "%" PRId64 "us", us);
+        return;
+    }
+    if (date_only)
+        kt_put(t, "%s", buf);
+    else
+        kt_put(t, "%s.%06" PRId64 "%s", buf, frac, suffix);
+}
+
+/* Appends one key value in a form a person can match against the row. */
+static void kt_value(struct ktext *t, const Pgfanout__V1__Value *v)
+{
+    enum { MAXSTR = 64 };
+    switch (v ? v->kind_case : PGFANOUT__V1__VALUE__KIND__NOT_SET) {
+    case PGFANOUT__V1__VALUE__KIND_IS_NULL: kt_put(t, "NULL"); break;
+    case PGFANOUT__V1__VALUE__KIND_UNCHANGED_TOAST: kt_put(t, "(unchanged toast)"); break;
+    case PGFANOUT__V1__VALUE__KIND_BOOL_VALUE: kt_put(t, v->bool_value ? "true" : "false"); break;
+    case PGFANOUT__V1__VALUE__KIND_INT_VALUE: kt_put(t, "%" PRId64, v->int_value); break;
+    case PGFANOUT__V1__VALUE__KIND_DOUBLE_VALUE: kt_put(t, "%.17g", v->double_value); break;
+    case PGFANOUT__V1__VALUE__KIND_NUMERIC: kt_put(t, "%.*s", MAXSTR, v->numeric); break;
+    case PGFANOUT__V1__VALUE__KIND_TEXT:
+        kt_quoted(t, (const uint8_t *)v->text, strlen(v->text), MAXSTR);
+        break;
+    case PGFANOUT__V1__VALUE__KIND_PG_TEXT:
+        kt_quoted(t, (const uint8_t *)v->pg_text, strlen(v->pg_text), MAXSTR);
+        break;
+    case PGFANOUT__V1__VALUE__KIND_BYTES_VALUE: kt_hex(t, v->bytes_value.data, v->bytes_value.len, MAXSTR / 2); break;
+    case PGFANOUT__V1__VALUE__KIND_UUID:
+        if (v->uuid.len == 16) {
+            const uint8_t *u = v->uuid.data;
+            kt_put(t, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1], u[2],
+                   u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+        } else {
+            kt_hex(t, v->uuid.data, v->uuid.len, 16);
+        }
+        break;
+    case PGFANOUT__V1__VALUE__KIND_DATE_DAYS: kt_time(t, (int64_t)v->date_days * 86400000000, 1, ""); break;
+    case PGFANOUT__V1__VALUE__KIND_TIME_US:
+        kt_put(t, "%02" PRId64 ":%02" PRId64 ":%02" PRId64 ".%06" PRId64, v->time_us / 3600000000,
+               v->time_us / 60000000 % 60, v->time_us / 1000000 % 60, v->time_us % 1000000);
+        break;
+    case PGFANOUT__V1__VALUE__KIND_TIMESTAMP_US: kt_time(t, v->timestamp_us, 0, ""); break;
+    case PGFANOUT__V1__VALUE__KIND_TIMESTAMPTZ_US: kt_time(t, v->timestamptz_us, 0, "Z"); break;
+    default: kt_put(t, "?"); break;
+    }
+}
+
+/* Renders a record key; see proto_event.h. */
+void pgf_proto_key_text(const uint8_t *key, size_t len, int row_key, char *out, size_t room)
+{
+    struct ktext t = {.p = out, .room = room};
+    if (room == 0)
+        return;
+    out[0] = '\0';
+    if (key == NULL || len == 0) {
+        kt_put(&t, "(none)");
+    } else if (!row_key) {
+        kt_quoted(&t, key, len, 64);
+    } else {
+        Pgfanout__V1__Key *k = pgfanout__v1__key__unpack(NULL, len, key);
+        if (k == NULL || k->n_columns == 0) {
+            kt_hex(&t, key, len, 32);
+        } else {
+            for (size_t i = 0; i < k->n_columns && !t.full; i++) {
+                kt_put(&t, "%s%s=", i ? ", " : "", k->columns[i]->name);
+                kt_value(&t, k->columns[i]->value);
+            }
+        }
+        if (k)
+            pgfanout__v1__key__free_unpacked(k, NULL);
+    }
+    if (t.full && room > 4)
+        memcpy(out + room - 4, "...", 4);
 }

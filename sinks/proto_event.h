@@ -23,4 +23,11 @@ void pgf_proto_free(struct pgf_proto *p);
 int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t txn_index,
                      const uint8_t **value, size_t *value_len, const uint8_t **key, size_t *key_len);
 
+/* Writes a printable, bounded rendering of a Kafka record key into out (room bytes, always
+ * NUL-terminated; longer renderings end in "..."): a row key (pgfanout.v1.Key) as its
+ * columns, "id=100, name='x'"; a logical message's key (row_key 0) as its quoted prefix; bytes
+ * that do not decode as hex.  For error messages and dead-letter records; allocates while
+ * decoding, so keep it off the hot path. */
+void pgf_proto_key_text(const uint8_t *key, size_t len, int row_key, char *out, size_t room);
+
 #endif

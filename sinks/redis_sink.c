@@ -95,7 +95,7 @@ struct redis_sink {
 
     struct pgf_hist latency;
     uint64_t keys_sent, commands_sent, txns_done;
-    char failure[512];
+    char failure[SINK_ERRSTR_SIZE];
 };
 
 /* Returns transaction seq's entry. */

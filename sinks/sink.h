@@ -33,6 +33,10 @@ struct pgf_event {
 
 struct sink;
 
+/* Room for a sink's error text: a record too large for Kafka is named in full (table, LSN,
+ * key, size, topic and the settings to raise). */
+#define SINK_ERRSTR_SIZE 2048
+
 struct sink_ops {
     const char *name;
     /* Takes one change; returns 0, or -1 with sink->errstr set (a permanent failure). */
@@ -61,7 +65,7 @@ struct sink {
     uint64_t errors;        /* failed connections, deliveries or commands (for /metrics) */
     uint64_t retries;       /* reconnections or resends after an error */
     int connected;          /* can deliver now (for /readyz) */
-    char errstr[512];
+    char errstr[SINK_ERRSTR_SIZE];
 };
 
 /* What the Kafka sink does with a record larger than the broker accepts. */
@@ -95,6 +99,10 @@ struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
 /* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
  * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
 struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
+
+/* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic
+ * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
+int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped);
 
 /* Grows the buffer *buf (capacity *cap) to hold at least need bytes, doubling from 256 and
  * keeping its contents; returns 0, or -1 when out of memory (the buffer is unchanged). */

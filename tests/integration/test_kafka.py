@@ -2,7 +2,10 @@
 tests/harness/kafkabroker.py): the protobuf events of the type-rich workload replay to the
 source tables (with tombstones, headers, truncates in every partition, the message topic);
 per-key order; SIGKILL at random points; a broker outage; a PostgreSQL restart; SIGTERM;
-permanent delivery errors (client- and broker-side); bad producer settings; both sinks at
+records too large for Kafka, refused by the producer or rejected by the broker, under
+kafka.on_oversize fail (exit 1 naming the record and both limits; also after a restart),
+dead_letter (the slot waits for the dead-letter record's ack) and skip, with the idempotent
+producer carrying on after a rejection; bad producer settings; both sinks at
 once against each other; timestamps beyond int64 microseconds; Kafka and Redis together, where
 both must ack before the slot moves.
 
@@ -17,6 +20,7 @@ import collections
 import datetime
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -877,14 +881,75 @@ def test_sigterm_drains_confirms_and_exits_zero(pgfanout, cluster, broker, db, p
         drop_slots(db, "sg_slot", "sg_ref")
 
 
-# --- 7: a permanent delivery error ------------------------------------------------------------
+# --- 7: records too large for Kafka (kafka.on_oversize) ---------------------------------------
+
+# The description of a record too large for Kafka, in the error of on_oversize=fail and in the
+# warnings of dead_letter and skip (whose "(kafka.on_oversize=skip; " oversize_lines drops).
+OVERSIZE_RE = re.compile(
+    r"record too large for Kafka \((?P<by>refused by the producer|rejected by the broker): [^)]*\)"
+    r": table (?P<table>\S+), (?P<op>\w+) at LSN"
+    r" (?P<lsn>[0-9A-F]+/[0-9A-F]+) \(xid (?P<xid>\d+), commit LSN (?P<commit>[0-9A-F]+/[0-9A-F]+)\),"
+    r" key (?P<key>.*?), (?P<size>\d+) bytes \(value (?P<vsize>\d+) \+ key (?P<ksize>\d+)\),"
+    r" topic (?P<topic>\S+?)[.;](?: |$)")
+
+
+def oversize_lines(text):
+    """[(line, match)] of the log lines that describe a record too large for Kafka."""
+    out = []
+    for line in text.splitlines():
+        m = OVERSIZE_RE.search(line.replace("(kafka.on_oversize=skip; ", "("))
+        if m:
+            out.append((line, m))
+    return out
+
+
+def check_names_the_record(line, m, table, xid, bounds, key, min_size, topic, by):
+    """The line names table, the change's LSN and its commit LSN (both within the
+    transaction's WAL bounds), xid, key, a size of at least min_size (value + key), the topic,
+    and both limits to raise."""
+    lo, hi = (lsn_to_int(x) for x in bounds)
+    assert m["by"] == by, line
+    assert (m["table"], m["xid"], m["key"], m["topic"]) == (table, str(xid), key, topic), line
+    assert lo < lsn_to_int(m["lsn"]) < lsn_to_int(m["commit"]) < hi, (line, bounds)
+    assert int(m["size"]) == int(m["vsize"]) + int(m["ksize"]) >= min_size, line
+    assert "message.max.bytes" in line and "--kafka-conf message.max.bytes=N" in line, line
+    assert f"topic {topic}'s max.message.bytes" in line, line
+
+
+def create_topic(broker, topic, **config):
+    from confluent_kafka.admin import NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([NewTopic(topic, 3, 1, config={k.replace("_", "."): str(v)
+                                                                  for k, v in config.items()})]
+                                 ).values():
+        f.result(30)
+
+
+def set_topic_config(broker, topic, **config):
+    from confluent_kafka.admin import ConfigResource
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={
+            k.replace("_", "."): str(v) for k, v in config.items()})]).values():
+        f.result(30)
+
+
+def oversize_metrics(port):
+    """{action: value} of pgfanout_kafka_oversize_records_total, from a parsed scrape."""
+    from test_service import scrape
+    return {lab["action"]: v for lab, v in
+            scrape(port).series("pgfanout_kafka_oversize_records_total")}
+
 
 def test_record_too_large_fails_without_confirming(pgfanout, cluster, broker, db, pb2):
-    """With the client's message.max.bytes=2000, a row of ~6 kB cannot be produced: pgfanout
-    exits non-zero with a message naming the problem, the slot stays before that
-    transaction; a run without the setting then delivers it and what followed."""
+    """With the client's message.max.bytes=2000, a row of ~6 kB cannot be produced
+    (on_oversize=fail, the default): pgfanout exits 1 naming the table, the change's LSN,
+    commit LSN and xid, the key, the size and both limits to raise (the producer's
+    message.max.bytes, the topic's max.message.bytes); the slot stays before that transaction,
+    and a restart fails the same way.  A run without the setting then delivers it and what
+    followed, and the record is exactly the one named (LSN, commit LSN, size)."""
     db.execute("CREATE TABLE pe_t (id int4 PRIMARY KEY, big text)")
     setup_slot(db, [("public", "pe_t")], "pe", reference=False)
+    topic = topic_of("pe", "public", "pe_t")
     try:
         for i in (1, 2, 3):
             workload.tx(db, ("INSERT INTO pe_t VALUES (%s, %s)", (i, f"small {i}")))
@@ -894,29 +959,41 @@ def test_record_too_large_fails_without_confirming(pgfanout, cluster, broker, db
             workload.tx(db, ("INSERT INTO pe_t VALUES (%s, %s)", (i, f"small {i}")))
         endpos = runner.current_lsn(db)
         args = kafka_args(cluster, broker, "pe_slot", "pe_pub", "pe")
-        res = runner.run_pgfanout(args + ["--kafka-conf", "message.max.bytes=2000",
-                                          "--endpos", endpos], timeout=60)
-        info = runner.wait_slot_inactive(db, "pe_slot")
-        confirmed = lsn_to_int(info["confirmed_flush_lsn"])
-        print(f"\ntoo large: exit {res.returncode}; stderr: "
-              f"{[line for line in res.stderr.splitlines() if 'error' in line]}")
-        assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
-        assert res.returncode not in (0, None) and res.returncode > 0, res.describe()
-        low = res.stderr.lower()
-        assert "too large" in low and "pe.public.pe_t" in res.stderr, res.describe()
-        assert confirmed <= lsn_to_int(big["lsn_before"]), (
-            f"slot confirmed to {int_to_lsn(confirmed)}, past the undelivered transaction"
-            f" (which starts after {big['lsn_before']})")
+        failures = []
+        for attempt in (1, 2):  # the second run is a restart: the same failure, no silent advance
+            res = runner.run_pgfanout(args + ["--kafka-conf", "message.max.bytes=2000",
+                                              "--endpos", endpos], timeout=60)
+            confirmed = lsn_to_int(runner.wait_slot_inactive(db, "pe_slot")["confirmed_flush_lsn"])
+            assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
+            assert res.returncode == 1, res.describe()
+            found = oversize_lines(res.stderr)
+            assert len(found) == 1 and " error: " in found[0][0], res.describe()
+            line, m = found[0]
+            print(f"\ntoo large, run {attempt}: exit {res.returncode}; {line}")
+            check_names_the_record(line, m, "public.pe_t", big["xid"],
+                                   (big["lsn_before"], big["lsn_after"]), "id=100", 6000, topic,
+                                   "refused by the producer")
+            assert "(now 2000;" in line and "--kafka-on-oversize" in line, line
+            assert confirmed <= lsn_to_int(big["lsn_before"]), (
+                f"run {attempt}: slot confirmed to {int_to_lsn(confirmed)}, past the undelivered"
+                f" transaction (which starts after {big['lsn_before']})")
+            failures.append((line.split(" error: ", 1)[1], confirmed))
+        assert failures[0] == failures[1], failures
 
         again = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
         assert not again.timed_out and again.returncode == 0, again.describe()
-        decoded = Decoded(consume(broker, [topic_of("pe", "public", "pe_t")]))
+        decoded = Decoded(consume(broker, [topic]))
         assert not decoded.problems
         events, dups, _ = unique_events(decoded.records)
         got = {e["after"]["id"]: e["after"]["big"] for e in events if e["op"] == "insert"}
         assert sorted(got) == [1, 2, 3, 4, 5, 100], sorted(got)
         assert got[100] == big_value
         assert [e["xid"] for e in events if e["after"]["id"] == 100] == [big["xid"]]
+        # The record the error named is the one now delivered: same LSNs, same size.
+        rec = next(r for r in decoded.values() if r.ev["after"]["id"] == 100)
+        assert (rec.ev["lsn"], rec.ev["commit_lsn"]) == (m["lsn"], m["commit"]), (rec.ev, line)
+        assert len(rec.rec.value) + len(rec.rec.key) == int(m["size"]), line
+        assert len(rec.rec.key) == int(m["ksize"]), line
     finally:
         drop_slots(db, "pe_slot")
 
@@ -924,15 +1001,13 @@ def test_record_too_large_fails_without_confirming(pgfanout, cluster, broker, db
 def test_record_rejected_by_broker_fails_without_confirming(pgfanout, cluster, broker, db,
                                                             pb2):
     """The topic's max.message.bytes=2000 makes the broker reject a ~6 kB record (a failed
-    delivery report, not a failed produce call): pgfanout exits non-zero naming the topic and
-    the reason, and the slot stays before that transaction even though later transactions
-    were acknowledged; once the topic allows it, a rerun delivers everything."""
-    from confluent_kafka.admin import ConfigResource, NewTopic
+    delivery report, not a failed produce call): pgfanout exits 1 naming the table, LSN, xid,
+    key, size, topic and both limits, and (the broker judging whole batches) batch.size; the
+    slot stays before that transaction even though later transactions were acknowledged, also
+    after a restart; once the topic allows it, a rerun delivers everything, and the record is
+    the one named."""
     topic = topic_of("pb", "public", "pb_t")
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    for f in admin.create_topics([NewTopic(topic, 3, 1, config={"max.message.bytes": "2000"})]
-                                 ).values():
-        f.result(30)
+    create_topic(broker, topic, max_message_bytes=2000)
     db.execute("CREATE TABLE pb_t (id int4 PRIMARY KEY, big text)")
     setup_slot(db, [("public", "pb_t")], "pb", reference=False)
     try:
@@ -944,30 +1019,311 @@ def test_record_rejected_by_broker_fails_without_confirming(pgfanout, cluster, b
             workload.tx(db, ("INSERT INTO pb_t VALUES (%s, %s)", (i, f"small {i}")))
         endpos = runner.current_lsn(db)
         args = kafka_args(cluster, broker, "pb_slot", "pb_pub", "pb")
-        res = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
-        confirmed = lsn_to_int(runner.wait_slot_inactive(db, "pb_slot")["confirmed_flush_lsn"])
-        delivered = Decoded(consume(broker, [topic]))
-        later = sorted({r.ev["after"]["id"] for r in delivered.values()} - {1, 2, 3})
-        print(f"\nrejected by the broker: exit {res.returncode}; delivered before the exit:"
-              f" ids {later} after the rejected one; confirmed {int_to_lsn(confirmed)}")
-        assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
-        assert res.returncode is not None and res.returncode > 0, res.describe()
-        assert "too large" in res.stderr.lower() and topic in res.stderr, res.describe()
-        assert confirmed <= lsn_to_int(big["lsn_before"]), (
-            f"slot confirmed to {int_to_lsn(confirmed)}, past the rejected transaction"
-            f" (which starts after {big['lsn_before']})")
+        for attempt in (1, 2):
+            res = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
+            confirmed = lsn_to_int(runner.wait_slot_inactive(db, "pb_slot")["confirmed_flush_lsn"])
+            delivered = Decoded(consume(broker, [topic]))
+            later = sorted({r.ev["after"]["id"] for r in delivered.values()} - {1, 2, 3})
+            print(f"\nrejected by the broker, run {attempt}: exit {res.returncode}; delivered so"
+                  f" far: ids {later} after the rejected one; confirmed {int_to_lsn(confirmed)}")
+            assert not res.timed_out, "pgfanout hung on a permanent error:\n" + res.describe()
+            assert res.returncode == 1, res.describe()
+            found = oversize_lines(res.stderr)
+            assert len(found) == 1 and " error: " in found[0][0], res.describe()
+            line, m = found[0]
+            print(line)
+            check_names_the_record(line, m, "public.pb_t", big["xid"],
+                                   (big["lsn_before"], big["lsn_after"]), "id=100", 6000, topic,
+                                   "rejected by the broker")
+            assert "batch.size" in line, line
+            assert "fatal" not in res.stderr.lower(), res.describe()
+            assert confirmed <= lsn_to_int(big["lsn_before"]), (
+                f"slot confirmed to {int_to_lsn(confirmed)}, past the rejected transaction"
+                f" (which starts after {big['lsn_before']})")
 
-        for f in admin.alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={
-                "max.message.bytes": str(1 << 20)})]).values():
-            f.result(30)
+        set_topic_config(broker, topic, max_message_bytes=1 << 20)
         again = runner.run_pgfanout(args + ["--endpos", endpos], timeout=60)
         assert not again.timed_out and again.returncode == 0, again.describe()
-        events, _, _ = unique_events(Decoded(consume(broker, [topic])).records)
+        decoded = Decoded(consume(broker, [topic]))
+        events, _, _ = unique_events(decoded.records)
         got = {e["after"]["id"]: e["after"]["big"] for e in events}
         assert sorted(got) == list(range(1, 40)) + [100], sorted(got)
         assert got[100] == big_value
+        rec = next(r for r in decoded.values() if r.ev["after"]["id"] == 100)
+        assert (rec.ev["lsn"], rec.ev["commit_lsn"]) == (m["lsn"], m["commit"]), (rec.ev, line)
+        assert len(rec.rec.value) + len(rec.rec.key) == int(m["size"]), line
     finally:
         drop_slots(db, "pb_slot")
+
+
+# The dead-letter topic is missing and the producer may not create topics, so librdkafka holds
+# the dead-letter record waiting for the topic (for topic.metadata.propagation.max.ms from the
+# topic's first use; 2 min here rather than 30 s, so a slow run cannot reach it).
+NO_AUTO_CREATE = ["--kafka-conf", "allow.auto.create.topics=false",
+                  "--kafka-conf", "topic.metadata.propagation.max.ms=120000"]
+
+
+def held_then_released(db, broker, slot, dl_topic, big, end, worker, records_in, want_records):
+    """The dead-letter topic does not exist yet (NO_AUTO_CREATE), so the dead-letter record
+    stays unacknowledged: once every later record is in Kafka, the slot must still be before
+    the oversize transaction for several status intervals.  Then the topic is created, the
+    dead-letter record is acked and the slot moves past everything."""
+    assert dl_topic not in list_topics(broker.bootstrap, dl_topic)
+    assert wait_for(lambda: records_in() >= want_records or not worker.running(), 60,
+                    interval=0.2), (records_in(), stderr_tail(worker.stderr_text()))
+    assert worker.running(), stderr_tail(worker.stderr_text())
+    held = []
+    for _ in range(8):  # 4 s: 8 status intervals
+        time.sleep(0.5)
+        held.append(confirmed_lsn(db, slot))
+    assert max(held) <= lsn_to_int(big["lsn_before"]), (
+        f"slot confirmed to {int_to_lsn(max(held))} past the oversize transaction (which"
+        f" starts after {big['lsn_before']}) before its dead-letter record was acknowledged")
+    assert worker.running(), stderr_tail(worker.stderr_text())
+    create_topic(broker, dl_topic)
+    assert wait_for(lambda: confirmed_lsn(db, slot) >= lsn_to_int(end) or not worker.running(),
+                    60, interval=0.2), stderr_tail(worker.stderr_text())
+    assert high_watermarks(broker.bootstrap, dl_topic) == 1
+    print(f"\nslot held at {int_to_lsn(max(held))} (the oversize transaction starts after"
+          f" {big['lsn_before']}) until the dead-letter record was acked, then confirmed"
+          f" {int_to_lsn(confirmed_lsn(db, slot))}")
+
+
+def check_dead_letter(broker, dl_topic, topic, table, big, key_bytes, by, limit_setting):
+    """The dead-letter topic holds one record: JSON naming the table, op, printable key, LSN,
+    commit LSN, xid, size, reason and original topic; Kafka key the original record's key;
+    the original headers.  Returns the decoded JSON."""
+    import json
+    recs = consume(broker, [dl_topic])
+    assert len(recs) == 1, recs
+    r = recs[0]
+    doc = json.loads(r.value)
+    print(f"dead-letter record: key {r.key!r}, headers {r.headers}, value {doc}")
+    lo, hi = lsn_to_int(big["lsn_before"]), lsn_to_int(big["lsn_after"])
+    assert (doc["table"], doc["op"], doc["key"], doc["xid"], doc["topic"]) == (
+        table, "insert", "id=100", big["xid"], topic), doc
+    assert lo < lsn_to_int(doc["lsn"]) < lsn_to_int(doc["commit_lsn"]) < hi, doc
+    assert doc["size"] == doc["value_size"] + doc["key_size"] > 6000, doc
+    assert doc["key_size"] == len(key_bytes), doc
+    assert "too large" in doc["reason"].lower(), doc
+    assert (doc["rejected_by"], doc["limit_setting"]) == (by, limit_setting), doc
+    assert doc["database"] == "postgres", doc
+    assert r.key == key_bytes, (r.key, key_bytes)
+    assert dict((k, v.decode()) for k, v in r.headers) == {
+        "op": "insert", "table": table, "lsn": doc["lsn"], "xid": str(big["xid"])}, r.headers
+    return doc
+
+
+def oversize_workload(db, table, big_value, n_updates=10, n_after=6):
+    """Small rows 1..3, then row 100 with big_value in a transaction of its own, then
+    n_updates small updates of row 100 (same key: same partition, after the big record) and
+    small rows 4.. each in its own transaction.  Returns (big transaction, end LSN, number of
+    records after the big one)."""
+    for i in (1, 2, 3):
+        workload.tx(db, (f"INSERT INTO {table} VALUES (%s, %s)", (i, f"small {i}")))
+    big = workload.tx_bounded(db, (f"INSERT INTO {table} VALUES (100, %s)", (big_value,)))
+    for i in range(n_updates):
+        workload.tx(db, (f"UPDATE {table} SET big = %s WHERE id = 100", (f"u{i}",)))
+    for i in range(4, 4 + n_after):
+        workload.tx(db, (f"INSERT INTO {table} VALUES (%s, %s)", (i, f"small {i}")))
+    return big, runner.current_lsn(db), n_updates + n_after
+
+
+def partition_ends(bootstrap, topic, partitions=3):
+    """{partition: high watermark} of a topic once it stops moving: produce requests a run sent
+    just before it exited may still be appended after the exit."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4()}"})
+    try:
+        last = None
+        while True:
+            ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in range(partitions)}
+            if ends == last:
+                return ends
+            last = ends
+            time.sleep(0.5)
+    finally:
+        c.close()
+
+
+def check_later_records(decoded, n_updates, n_after, first_offsets=None):
+    """Every change after the big one (see oversize_workload) is in Kafka exactly once
+    (counting from first_offsets on, per partition, when given), the updates of row 100 in
+    commit order in one partition, and the big insert is not.  Returns row 100's record key."""
+    recs = [r for r in decoded.values()
+            if first_offsets is None or r.rec.offset >= first_offsets[r.rec.partition]]
+    seen = collections.Counter((r.ev["op"], r.ev["after"]["id"], r.ev["after"]["big"])
+                               for r in recs if r.ev["after"]["id"] not in (1, 2, 3))
+    want = collections.Counter([("update", 100, f"u{i}") for i in range(n_updates)]
+                               + [("insert", i, f"small {i}") for i in range(4, 4 + n_after)])
+    assert seen == want, (f"later records missing or repeated: {sorted((seen - want).items())}"
+                          f" extra, {sorted((want - seen).items())} missing")
+    ups = sorted((r for r in recs if r.ev["after"]["id"] == 100), key=lambda r: r.rec.offset)
+    assert len({r.rec.partition for r in ups}) == 1
+    assert [r.ev["after"]["big"] for r in ups] == [f"u{i}" for i in range(n_updates)], \
+        "updates of row 100 out of order"
+    return ups[0].rec.key
+
+
+def test_oversize_dead_letter_refused_by_producer(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """kafka.on_oversize=dead_letter, a ~6 kB row over the producer's message.max.bytes=2000:
+    a JSON record naming it (table, op, key, LSN, commit LSN, xid, size, reason, topic) goes
+    to {prefix}.dead_letter keyed by the row's record key; every later change, including
+    updates of the same row, is delivered in order; the slot does not pass the transaction
+    until the dead-letter record is acknowledged (held while the topic refuses writes), then
+    moves past everything; a warning names the record; /metrics counts it."""
+    db.execute("CREATE TABLE dla_t (id int4 PRIMARY KEY, big text)")
+    setup_slot(db, [("public", "dla_t")], "dla", reference=False)
+    topic, dl_topic = topic_of("dla", "public", "dla_t"), "dla.dead_letter"
+    create_topic(broker, topic)
+    create_topic(broker, "dla.tiny", max_message_bytes=100)
+    from ports import free_port
+    port = free_port()
+    try:
+        big, end, n_later = oversize_workload(db, "dla_t", os.urandom(3000).hex())
+        args = kafka_args(cluster, broker, "dla_slot", "dla_pub", "dla", "--kafka-conf",
+                          "message.max.bytes=2000", "--kafka-on-oversize", "dead_letter")
+        # A dead-letter record that cannot be delivered is fatal, as with on_oversize=fail.
+        res = runner.run_pgfanout(args + ["--dead-letter-topic", "{prefix}.tiny", "--endpos", end],
+                                  timeout=60)
+        assert not res.timed_out and res.returncode == 1, res.describe()
+        assert "the dead-letter record for a record too large for Kafka (table public.dla_t, LSN" \
+            in res.stderr and "could not be delivered to topic dla.tiny" in res.stderr, res.describe()
+        assert lsn_to_int(runner.wait_slot_inactive(db, "dla_slot")["confirmed_flush_lsn"]) <= \
+            lsn_to_int(big["lsn_before"])
+        first = partition_ends(broker.bootstrap, topic)
+
+        with runner.Worker(args + NO_AUTO_CREATE + ["--http-listen", str(port)],
+                           stderr_path=str(tmp_path / "dla.err")) as w:
+            held_then_released(db, broker, "dla_slot", dl_topic, big, end, w,
+                               lambda: high_watermarks(broker.bootstrap, topic) - sum(first.values()),
+                               n_later)
+            assert oversize_metrics(port) == {"dead_letter": 1, "skip": 0}
+            assert w.terminate() == 0, stderr_tail(w.stderr_text())
+            stderr = w.stderr_text()
+        found = oversize_lines(stderr)
+        assert len(found) == 1 and " warn: " in found[0][0], stderr_tail(stderr)
+        line, m = found[0]
+        check_names_the_record(line, m, "public.dla_t", big["xid"],
+                               (big["lsn_before"], big["lsn_after"]), "id=100", 6000, topic,
+                               "refused by the producer")
+        assert f"dead-letter record goes to topic {dl_topic}" in line, line
+        decoded = Decoded(consume(broker, [topic]))
+        assert not decoded.problems, decoded.problems
+        key = check_later_records(decoded, 10, 6, first)
+        doc = check_dead_letter(broker, dl_topic, topic, "public.dla_t", big, key, "producer",
+                                "message.max.bytes")
+        assert (doc["lsn"], doc["commit_lsn"], doc["size"]) == (m["lsn"], m["commit"],
+                                                                int(m["size"])), (doc, line)
+    finally:
+        drop_slots(db, "dla_slot")
+
+
+def test_oversize_dead_letter_rejected_by_broker(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """kafka.on_oversize=dead_letter, a ~6 kB row over the topic's max.message.bytes=2000 (the
+    broker rejects it in the delivery report).  With the default batch.size the record is
+    under the producer's batch limit, so it may only have shared a rejected batch: pgfanout
+    fails (exit 1) saying to lower batch.size, without confirming or dead-lettering anything.
+    With batch.size=1500 it travels alone: it is dead-lettered, and the idempotent producer
+    carries on after the rejection (no fatal error, no gap): later records in the same
+    partition are delivered once each and in order; the slot is held until the dead-letter
+    record is acked; /metrics counts it."""
+    db.execute("CREATE TABLE dlb_t (id int4 PRIMARY KEY, big text)")
+    setup_slot(db, [("public", "dlb_t")], "dlb", reference=False)
+    topic, dl_topic = topic_of("dlb", "public", "dlb_t"), "dlb.dead_letter"
+    create_topic(broker, topic, max_message_bytes=2000)
+    from ports import free_port
+    port = free_port()
+    try:
+        big, end, n_later = oversize_workload(db, "dlb_t", os.urandom(3000).hex())
+        args = kafka_args(cluster, broker, "dlb_slot", "dlb_pub", "dlb", "--kafka-on-oversize",
+                          "dead_letter", *NO_AUTO_CREATE)
+        res = runner.run_pgfanout(args + ["--endpos", end], timeout=60)
+        assert not res.timed_out and res.returncode == 1, res.describe()
+        found = oversize_lines(res.stderr)
+        assert len(found) == 1 and " error: " in found[0][0], res.describe()
+        line, m = found[0]
+        print(f"\ndead_letter with the default batch.size: {line}")
+        check_names_the_record(line, m, "public.dlb_t", big["xid"],
+                               (big["lsn_before"], big["lsn_after"]), "id=100", 6000, topic,
+                               "rejected by the broker")
+        assert "--kafka-conf batch.size=N" in line and "on its own" in line, line
+        assert lsn_to_int(runner.wait_slot_inactive(db, "dlb_slot")["confirmed_flush_lsn"]) <= \
+            lsn_to_int(big["lsn_before"])
+        assert high_watermarks(broker.bootstrap, dl_topic) == 0
+        first = partition_ends(broker.bootstrap, topic)
+
+        with runner.Worker(args + ["--kafka-conf", "batch.size=1500",
+                                                     "--http-listen", str(port)],
+                           stderr_path=str(tmp_path / "dlb.err")) as w:
+            held_then_released(db, broker, "dlb_slot", dl_topic, big, end, w,
+                               lambda: high_watermarks(broker.bootstrap, topic) - sum(first.values()),
+                               n_later)
+            assert oversize_metrics(port) == {"dead_letter": 1, "skip": 0}
+            assert w.terminate() == 0, stderr_tail(w.stderr_text())
+            stderr = w.stderr_text()
+        assert "fatal" not in stderr.lower(), stderr_tail(stderr)
+        found = oversize_lines(stderr)
+        assert len(found) == 1 and " warn: " in found[0][0], stderr_tail(stderr)
+        line, m = found[0]
+        check_names_the_record(line, m, "public.dlb_t", big["xid"],
+                               (big["lsn_before"], big["lsn_after"]), "id=100", 6000, topic,
+                               "rejected by the broker")
+        decoded = Decoded(consume(broker, [topic]))
+        assert not decoded.problems, decoded.problems
+        key = check_later_records(decoded, 10, 6, first)
+        doc = check_dead_letter(broker, dl_topic, topic, "public.dlb_t", big, key, "broker",
+                                "max.message.bytes")
+        assert (doc["lsn"], doc["commit_lsn"], doc["size"]) == (m["lsn"], m["commit"],
+                                                                int(m["size"])), (doc, line)
+    finally:
+        drop_slots(db, "dlb_slot")
+
+
+def test_oversize_skip_logs_counts_and_continues(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """kafka.on_oversize=skip: a row over the producer's message.max.bytes (4000) and one over
+    its topic's max.message.bytes (1100; batch.size=1000 so it travels alone) are left out,
+    never silently: a warning each names table, LSN, xid, key, size and both limits;
+    /metrics counts 2 skipped; every other change is delivered and the slot moves past all."""
+    db.execute("CREATE TABLE ska_t (id int4 PRIMARY KEY, big text)")
+    db.execute("CREATE TABLE skb_t (id int4 PRIMARY KEY, big text)")
+    setup_slot(db, [("public", "ska_t"), ("public", "skb_t")], "sk", reference=False)
+    topic_a, topic_b = topic_of("sk", "public", "ska_t"), topic_of("sk", "public", "skb_t")
+    create_topic(broker, topic_b, max_message_bytes=1100)
+    from ports import free_port
+    port = free_port()
+    try:
+        big_a, _, _ = oversize_workload(db, "ska_t", os.urandom(3000).hex(), 3, 2)
+        big_b, end, _ = oversize_workload(db, "skb_t", os.urandom(1500).hex(), 3, 2)
+        args = kafka_args(cluster, broker, "sk_slot", "sk_pub", "sk", "--kafka-on-oversize",
+                          "skip", "--kafka-conf", "message.max.bytes=4000", "--kafka-conf",
+                          "batch.size=1000", "--http-listen", str(port))
+        with runner.Worker(args, stderr_path=str(tmp_path / "sk.err")) as w:
+            assert wait_for(lambda: confirmed_lsn(db, "sk_slot") >= lsn_to_int(end)
+                            or not w.running(), 60, interval=0.2), stderr_tail(w.stderr_text())
+            assert oversize_metrics(port) == {"dead_letter": 0, "skip": 2}
+            assert w.terminate() == 0, stderr_tail(w.stderr_text())
+            stderr = w.stderr_text()
+        found = oversize_lines(stderr)
+        assert len(found) == 2 and all(" warn: " in f[0] and "skipped" in f[0] for f in found), \
+            stderr_tail(stderr)
+        by_table = {m["table"]: (line, m) for line, m in found}
+        check_names_the_record(*by_table["public.ska_t"], "public.ska_t", big_a["xid"],
+                               (big_a["lsn_before"], big_a["lsn_after"]), "id=100", 6000, topic_a,
+                               "refused by the producer")
+        check_names_the_record(*by_table["public.skb_t"], "public.skb_t", big_b["xid"],
+                               (big_b["lsn_before"], big_b["lsn_after"]), "id=100", 3000, topic_b,
+                               "rejected by the broker")
+        for line, _ in found:
+            print(f"\n{line}")
+        for t in (topic_a, topic_b):
+            decoded = Decoded(consume(broker, [t]))
+            assert not decoded.problems, decoded.problems
+            got = [(r.ev["op"], r.ev["after"]["id"]) for r in decoded.values()]
+            assert sorted(got) == sorted([("insert", i) for i in (1, 2, 3, 4, 5)]
+                                         + [("update", 100)] * 3), (t, got)
+    finally:
+        drop_slots(db, "sk_slot")
 
 
 # --- 8: bad producer settings -----------------------------------------------------------------

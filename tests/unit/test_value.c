@@ -1,4 +1,5 @@
-/* test_value.c - value rendering, LSN and timestamp formats, the checkpoint rule. */
+/* test_value.c - value rendering, LSN and timestamp formats, the checkpoint rule, record keys
+ * rendered for people. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,8 @@
 #include "cdc/lsn.h"
 #include "decoders/value.h"
 #include "sinks/json_event.h"
+#include "sinks/proto_event.h"
+#include "pgfanout/v1/event.pb-c.h"
 
 /* Renders a text value of a type and returns the compact JSON, malloc'd. */
 static char *render(const char *text, uint32_t oid)
@@ -206,6 +209,82 @@ static void test_typed_other(void **state)
     assert_int_equal(n.kind, PGF_VK_UNCHANGED_TOAST);
 }
 
+/* Packs a pgfanout.v1.Key of the given columns and returns its rendering by
+ * pgf_proto_key_text in a buffer of room bytes (malloc'd). */
+static char *key_text(Pgfanout__V1__Column **cols, size_t n, size_t room)
+{
+    Pgfanout__V1__Key k = PGFANOUT__V1__KEY__INIT;
+    k.schema = (char *)"public";
+    k.table = (char *)"t";
+    k.columns = cols;
+    k.n_columns = n;
+    uint8_t buf[512];
+    size_t len = pgfanout__v1__key__pack(&k, buf);
+    char *out = malloc(room);
+    pgf_proto_key_text(buf, len, 1, out, room);
+    return out;
+}
+
+/* Record keys for error messages and dead-letter records: each value kind readable, quotes
+ * and non-ASCII escaped, long values and long keys cut, bytes that are no Key as hex. */
+static void test_key_text(void **state)
+{
+    (void)state;
+    Pgfanout__V1__Value v[8];
+    Pgfanout__V1__Column c[8], *cp[8];
+    static const char *const names[] = {"id", "name", "u", "ts", "d", "b", "n", "big"};
+    for (int i = 0; i < 8; i++) {
+        pgfanout__v1__value__init(&v[i]);
+        pgfanout__v1__column__init(&c[i]);
+        c[i].name = (char *)names[i];
+        c[i].value = &v[i];
+        cp[i] = &c[i];
+    }
+    v[0].kind_case = PGFANOUT__V1__VALUE__KIND_INT_VALUE;
+    v[0].int_value = 100;
+    v[1].kind_case = PGFANOUT__V1__VALUE__KIND_TEXT;
+    v[1].text = (char *)"it's \xc3\xa9";
+    v[2].kind_case = PGFANOUT__V1__VALUE__KIND_UUID;
+    v[2].uuid.data = (uint8_t *)"\xa0\xee\xbc\x99\x9c\x0b\x4e\xf8\xbb\x6d\x6b\xb9\xbd\x38\x0a\x11";
+    v[2].uuid.len = 16;
+    v[3].kind_case = PGFANOUT__V1__VALUE__KIND_TIMESTAMPTZ_US;
+    v[3].timestamptz_us = -1; /* 1969-12-31 23:59:59.999999 */
+    v[4].kind_case = PGFANOUT__V1__VALUE__KIND_DATE_DAYS;
+    v[4].date_days = 20454; /* 2026-01-01 */
+    v[5].kind_case = PGFANOUT__V1__VALUE__KIND_BYTES_VALUE;
+    v[5].bytes_value.data = (uint8_t *)"\x00\xff";
+    v[5].bytes_value.len = 2;
+    v[6].kind_case = PGFANOUT__V1__VALUE__KIND_IS_NULL;
+    v[6].is_null = 1;
+    char *s = key_text(cp, 7, 400);
+    assert_string_equal(s, "id=100, name='it\\x27s \\xc3\\xa9', u=a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11, "
+                           "ts=1969-12-31 23:59:59.999999Z, d=2026-01-01, b=\\x00ff, n=NULL");
+    free(s);
+
+    char big[200];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    v[7].kind_case = PGFANOUT__V1__VALUE__KIND_TEXT;
+    v[7].text = big;
+    s = key_text(cp + 7, 1, 400);
+    assert_true(strncmp(s, "big='aaaa", 9) == 0);
+    assert_non_null(strstr(s, "'...(199 bytes)"));
+    assert_true(strlen(s) < 100);
+    free(s);
+    s = key_text(cp, 7, 24); /* cut to the room, and says so */
+    assert_int_equal(strlen(s), 23);
+    assert_string_equal(s + 20, "...");
+    free(s);
+
+    char out[64];
+    pgf_proto_key_text((const uint8_t *)"\xff\xff\xff", 3, 1, out, sizeof out);
+    assert_string_equal(out, "\\xffffff");
+    pgf_proto_key_text((const uint8_t *)"my.prefix", 9, 0, out, sizeof out);
+    assert_string_equal(out, "'my.prefix'");
+    pgf_proto_key_text(NULL, 0, 1, out, sizeof out);
+    assert_string_equal(out, "(none)");
+}
+
 /* Runs the value tests. */
 int main(void)
 {
@@ -214,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_lsn),
         cmocka_unit_test(test_time),         cmocka_unit_test(test_checkpoint),
         cmocka_unit_test(test_typed_time),   cmocka_unit_test(test_typed_other),
+        cmocka_unit_test(test_key_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
