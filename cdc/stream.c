@@ -257,9 +257,13 @@ static size_t inflight_bytes(const struct stream *st)
     return n;
 }
 
-/* True when the sinks owe more acknowledgements than --max-inflight-bytes allows. */
+/* True when the sinks owe more acknowledgements than --max-inflight-bytes allows, or one
+ * holds records it cannot hand on yet (a full librdkafka queue). */
 static int over_limit(const struct stream *st)
 {
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (st->sinks[i]->backlogged)
+            return 1;
     return inflight_bytes(st) > st->opts->max_inflight_bytes;
 }
 
@@ -284,6 +288,9 @@ static void maybe_resume(struct stream *st)
 {
     if (!st->paused || inflight_bytes(st) > st->opts->max_inflight_bytes / 2)
         return;
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (st->sinks[i]->backlogged)
+            return;
     st->paused = 0;
     event_add(st->ev_read, NULL);
     event_active(st->ev_read, EV_READ, 0);

@@ -10,6 +10,9 @@
  * kafka.on_oversize: fail, dead_letter (a small JSON record naming it takes its place in the
  * transaction's count, so the transaction is acked only once that record is) or skip. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -33,23 +36,52 @@
 #define KAFKA_RECORD_OVERHEAD 640
 
 
+/* A partition count looked up for a truncate.  rd_kafka_metadata is librdkafka's only way to
+ * ask (2.0.2 has no asynchronous one), and it waits for the broker, so it runs on a thread of
+ * its own that touches nothing but this struct and says it is done through the wake pipe: the
+ * loop never waits for a slow broker's metadata. */
+struct lookup {
+    pthread_t thread;
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    int wake_fd;
+    atomic_int partitions; /* 0 until found; -1 when none came in time */
+    atomic_int cancel;
+};
+
+/* What the sink knows of one of its topics, as the topic handle's opaque. */
+struct tstate {
+    int held;              /* records of the topic in the held queue */
+    int partitions;        /* 0 until a truncate needs it; -1 when it could not be found */
+    struct lookup *lookup; /* under way, or NULL */
+    unsigned blocked_pass; /* the held queue's pass in which a record of the topic had to stay */
+};
+
 /* A relation's topic, cached so the template is expanded once per relation. */
 struct ktopic {
     uint32_t oid;
     char *nspname, *relname;
     rd_kafka_topic_t *rkt;
-    int partitions; /* 0 until a truncate needs it */
 };
 
-/* A dead-letter record waiting to be produced; queued so that the delivery callback never
- * has to wait for room in librdkafka's queue, and so that they go out in the order found. */
-struct dl_rec {
-    struct dl_rec *next;
+/* Marks a held truncate that goes to every partition of its topic. */
+#define HELD_ALL_PARTITIONS (-100)
+
+/* A record not handed to librdkafka yet, kept in the order found: a dead-letter record (so
+ * the delivery callback never waits for queue room), any record while librdkafka's queue is
+ * full (back-pressure instead of waiting), and a topic's records behind a truncate whose
+ * partition count is being looked up (the truncate goes to every partition, before what
+ * follows it).  Counted in flight from the moment it is held. */
+struct held {
+    struct held *next;
     uint64_t seq;             /* the transaction whose ack waits for this record */
-    char *value;              /* the JSON, from json_dumps */
-    rd_kafka_headers_t *hdrs; /* the original record's op, table, lsn, xid */
-    size_t key_len;
-    unsigned char key[];      /* the original record's key */
+    rd_kafka_topic_t *rkt;
+    int32_t partition;        /* RD_KAFKA_PARTITION_UA, one partition, or HELD_ALL_PARTITIONS */
+    int32_t next_partition;   /* with HELD_ALL_PARTITIONS: the first one not produced yet */
+    rd_kafka_headers_t *hdrs;
+    char *value;              /* malloc'd, or NULL for a tombstone */
+    size_t value_len, key_len;
+    unsigned char key[];
 };
 
 struct kafka_sink {
@@ -68,7 +100,9 @@ struct kafka_sink {
     size_t ntopics, topics_cap;
     rd_kafka_topic_t *msg_rkt;
     rd_kafka_topic_t *dl_rkt;      /* the dead-letter topic, with on_oversize dead_letter */
-    struct dl_rec *dl_head, **dl_tail;
+    struct held *held_head, **held_tail;
+    unsigned held_pass;
+    int queue_full;                /* librdkafka refused a record for want of room: hold the rest */
     size_t max_msg_bytes;          /* the producer's message.max.bytes */
     size_t batch_limit;            /* min(batch.size, message.max.bytes): a record this large
                                     * always travels in a batch of its own */
@@ -157,7 +191,224 @@ static void oversize_limits(const struct kafka_sink *k, const struct oversize *o
                  o->topic, need, k->max_msg_bytes);
 }
 
-/* Queues a dead-letter record for o in transaction seq (see struct dl_rec); returns 0, or -1
+/* The sink's state of topic rkt. */
+static struct tstate *tstate_of(rd_kafka_topic_t *rkt)
+{
+    return rd_kafka_topic_opaque(rkt);
+}
+
+/* Creates a topic handle carrying a fresh tstate; NULL when out of memory or refused. */
+static rd_kafka_topic_t *topic_new(struct kafka_sink *k, const char *name)
+{
+    struct tstate *ts = calloc(1, sizeof *ts);
+    rd_kafka_topic_conf_t *tc = ts ? rd_kafka_topic_conf_new() : NULL;
+    if (tc == NULL) {
+        free(ts);
+        return NULL;
+    }
+    rd_kafka_topic_conf_set_opaque(tc, ts);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(k->rk, name, tc); /* takes tc, also on failure */
+    if (rkt == NULL)
+        free(ts);
+    return rkt;
+}
+
+/* Stops a partition lookup's thread (it ends within a second) and frees it. */
+static void lookup_end(struct lookup *l)
+{
+    if (l == NULL)
+        return;
+    atomic_store(&l->cancel, 1);
+    pthread_join(l->thread, NULL);
+    free(l);
+}
+
+/* Destroys a topic handle and its tstate (ending a lookup under way). */
+static void topic_destroy(rd_kafka_topic_t *rkt)
+{
+    if (rkt == NULL)
+        return;
+    struct tstate *ts = tstate_of(rkt);
+    if (ts)
+        lookup_end(ts->lookup);
+    free(ts);
+    rd_kafka_topic_destroy(rkt);
+}
+
+/* Holds a record (see struct held), copying value and key and taking hdrs; counts it in
+ * flight (and, when count_pending, in transaction seq's pending).  Returns 0, or -1 when out
+ * of memory (hdrs are then the caller's). */
+static int hold(struct kafka_sink *k, uint64_t seq, rd_kafka_topic_t *rkt, int32_t partition, char *value,
+                size_t value_len, const void *key, size_t key_len, rd_kafka_headers_t *hdrs, int count_pending)
+{
+    struct held *h = malloc(sizeof *h + key_len);
+    if (h == NULL)
+        return -1;
+    h->next = NULL;
+    h->seq = seq;
+    h->rkt = rkt;
+    h->partition = partition;
+    h->next_partition = 0;
+    h->hdrs = hdrs;
+    h->value = value;
+    h->value_len = value_len;
+    h->key_len = key_len;
+    if (key_len)
+        memcpy(h->key, key, key_len);
+    *k->held_tail = h;
+    k->held_tail = &h->next;
+    tstate_of(rkt)->held++;
+    if (count_pending)
+        txn_at(k, seq)->pending++;
+    k->base.inflight_msgs++;
+    k->base.inflight_bytes += value_len + key_len + KAFKA_RECORD_OVERHEAD;
+    return 0;
+}
+
+/* Hands one held record (or, for a truncate, its next partitions) to librdkafka.  Returns
+ * 1 when it is all out, 0 when librdkafka's queue is full, -1 with k->failure set. */
+static int produce_held(struct kafka_sink *k, struct held *h)
+{
+    struct tstate *ts = tstate_of(h->rkt);
+    int32_t first = h->partition, last = h->partition;
+    if (h->partition == HELD_ALL_PARTITIONS) {
+        /* Without a partition count (none came in time) it goes to one partition, as said. */
+        first = ts->partitions > 0 ? h->next_partition : RD_KAFKA_PARTITION_UA;
+        last = ts->partitions > 0 ? ts->partitions - 1 : RD_KAFKA_PARTITION_UA;
+    }
+    for (int32_t p = first; p <= last; p++) {
+        /* A truncate's copies after the first share its headers: each produce takes a copy. */
+        rd_kafka_headers_t *hdrs = p == last ? h->hdrs : rd_kafka_headers_copy(h->hdrs);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            k->rk, RD_KAFKA_V_RKT(h->rkt), RD_KAFKA_V_PARTITION(p), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE(h->value, h->value_len), RD_KAFKA_V_KEY(h->key_len ? h->key : NULL, h->key_len),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)h->seq), RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR && p != last)
+            rd_kafka_headers_destroy(hdrs);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return 0;
+        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (!k->failure[0])
+                snprintf(k->failure, sizeof k->failure,
+                         "cannot produce to topic %s: %s; the slot is not confirmed past its transaction, a "
+                         "restart retries it", rd_kafka_topic_name(h->rkt), rd_kafka_err2str(err));
+            return -1;
+        }
+        if (p == last)
+            h->hdrs = NULL; /* the last produce took them */
+        if (h->partition == HELD_ALL_PARTITIONS && p != first) {
+            /* The hold counted one copy; each further partition is another record. */
+            txn_at(k, h->seq)->pending++;
+            k->base.inflight_msgs++;
+            k->base.inflight_bytes += h->value_len + h->key_len + KAFKA_RECORD_OVERHEAD;
+        }
+        h->next_partition = p + 1;
+    }
+    return 1;
+}
+
+/* Hands held records to librdkafka in order, never one of a topic before an earlier one of
+ * the same topic; a topic waiting for its partition count keeps its records while the others
+ * go.  Stops without waiting when librdkafka's queue is full (the next poll goes on).
+ * Returns 0, or -1 with k->failure set. */
+static int drain_held(struct kafka_sink *k)
+{
+    unsigned pass = ++k->held_pass;
+    int full = 0;
+    struct held **pp = &k->held_head;
+    while (*pp && !full) {
+        struct held *h = *pp;
+        struct tstate *ts = tstate_of(h->rkt);
+        if (ts->blocked_pass == pass || (h->partition == HELD_ALL_PARTITIONS && ts->partitions == 0)) {
+            ts->blocked_pass = pass;
+            pp = &h->next;
+            continue;
+        }
+        int rc = produce_held(k, h);
+        if (rc < 0)
+            return -1;
+        if (rc == 0) {
+            full = 1;
+            break;
+        }
+        ts->held--;
+        *pp = h->next;
+        free(h->value);
+        free(h);
+    }
+    k->held_tail = &k->held_head;
+    while (*k->held_tail)
+        k->held_tail = &(*k->held_tail)->next;
+    k->queue_full = full;
+    k->base.backlogged = full;
+    return 0;
+}
+
+/* Looks up a topic's partition count off the loop (see struct lookup).  A topic that this
+ * run's first record auto-creates may take a few seconds to appear in metadata. */
+static void *lookup_run(void *arg)
+{
+    struct lookup *l = arg;
+    int found = -1;
+    for (int attempt = 0; attempt < 40 && !atomic_load(&l->cancel); attempt++) {
+        const struct rd_kafka_metadata *md = NULL;
+        if (rd_kafka_metadata(l->rk, 0, l->rkt, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+            md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0)
+            found = md->topics[0].partition_cnt;
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        if (found > 0)
+            break;
+        nanosleep(&(struct timespec){0, 250 * 1000000L}, NULL);
+    }
+    atomic_store(&l->partitions, found);
+    ssize_t w = write(l->wake_fd, "m", 1); /* the loop reads the result in kafka_poll */
+    (void)w;
+    return NULL;
+}
+
+/* Starts looking up rkt's partition count, unless known or under way.  Returns 0, or -1 with
+ * the reason in the sink's errstr. */
+static int lookup_start(struct kafka_sink *k, rd_kafka_topic_t *rkt)
+{
+    struct tstate *ts = tstate_of(rkt);
+    if (ts->partitions != 0 || ts->lookup)
+        return 0;
+    struct lookup *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return sink_fail(&k->base, "out of memory");
+    l->rk = k->rk;
+    l->rkt = rkt;
+    l->wake_fd = k->pipe_wr;
+    if (pthread_create(&l->thread, NULL, lookup_run, l) != 0) {
+        free(l);
+        return sink_fail(&k->base, "cannot start a thread to look up topic %s's partitions",
+                         rd_kafka_topic_name(rkt));
+    }
+    ts->lookup = l;
+    return 0;
+}
+
+/* Takes the results of finished partition lookups; returns 1 when one finished. */
+static int lookups_reap(struct kafka_sink *k)
+{
+    int any = 0;
+    for (size_t i = 0; i < k->ntopics; i++) {
+        struct tstate *ts = tstate_of(k->topics[i].rkt);
+        if (ts->lookup == NULL || atomic_load(&ts->lookup->partitions) == 0)
+            continue;
+        ts->partitions = atomic_load(&ts->lookup->partitions);
+        lookup_end(ts->lookup);
+        ts->lookup = NULL;
+        any = 1;
+        if (ts->partitions < 0)
+            pgf_warn("kafka: no partition count for topic %s; truncate goes to one partition",
+                     rd_kafka_topic_name(k->topics[i].rkt));
+    }
+    return any;
+}
+
+/* Holds a dead-letter record for o in transaction seq (see struct held); returns 0, or -1
  * with why set when out of memory. */
 static int dead_letter(struct kafka_sink *k, const struct oversize *o, uint64_t seq, char *why, size_t whylen)
 {
@@ -176,59 +427,19 @@ static int dead_letter(struct kafka_sink *k, const struct oversize *o, uint64_t 
                             (json_int_t)k->max_msg_bytes);
     char *value = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);
-    struct dl_rec *d = value ? malloc(sizeof *d + o->key_len) : NULL;
-    if (d == NULL) {
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+    rd_kafka_header_add(hdrs, "op", -1, o->op, -1);
+    rd_kafka_header_add(hdrs, "table", -1, o->table, -1);
+    rd_kafka_header_add(hdrs, "lsn", -1, o->lsn, -1);
+    rd_kafka_header_add(hdrs, "xid", -1, o->xid, -1);
+    if (value == NULL || hold(k, seq, k->dl_rkt, RD_KAFKA_PARTITION_UA, value, strlen(value), o->key, o->key_len,
+                              hdrs, 0) != 0) {
+        rd_kafka_headers_destroy(hdrs);
         free(value);
         snprintf(why, whylen, "cannot build the dead-letter record for table %s, LSN %s (out of memory, or a name "
                               "that is not UTF-8); the slot is not confirmed past its transaction",
                  o->table, o->lsn);
         return -1;
-    }
-    d->next = NULL;
-    d->seq = seq;
-    d->value = value;
-    d->key_len = o->key_len;
-    if (o->key_len)
-        memcpy(d->key, o->key, o->key_len);
-    d->hdrs = rd_kafka_headers_new(4);
-    rd_kafka_header_add(d->hdrs, "op", -1, o->op, -1);
-    rd_kafka_header_add(d->hdrs, "table", -1, o->table, -1);
-    rd_kafka_header_add(d->hdrs, "lsn", -1, o->lsn, -1);
-    rd_kafka_header_add(d->hdrs, "xid", -1, o->xid, -1);
-    *k->dl_tail = d;
-    k->dl_tail = &d->next;
-    return 0;
-}
-
-/* Produces the queued dead-letter records in order; stops without waiting when librdkafka's
- * queue is full (the next poll goes on).  Returns 0, or -1 with k->failure set. */
-static int dl_drain(struct kafka_sink *k)
-{
-    struct dl_rec *d;
-    while ((d = k->dl_head) != NULL) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            k->rk, RD_KAFKA_V_RKT(k->dl_rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(d->value, strlen(d->value)),
-            RD_KAFKA_V_KEY(d->key_len ? d->key : NULL, d->key_len), RD_KAFKA_V_HEADERS(d->hdrs),
-            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)d->seq), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            return 0;
-        if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (!k->failure[0])
-                snprintf(k->failure, sizeof k->failure,
-                         "cannot produce a dead-letter record (%s) to topic %s: %s; the slot is not confirmed "
-                         "past its transaction, a restart retries it",
-                         d->value, rd_kafka_topic_name(k->dl_rkt), rd_kafka_err2str(err));
-            return -1;
-        }
-        d->hdrs = NULL; /* a successful produce took them */
-        k->base.inflight_msgs++;
-        k->base.inflight_bytes += strlen(d->value) + d->key_len + KAFKA_RECORD_OVERHEAD;
-        k->dl_head = d->next;
-        if (k->dl_head == NULL)
-            k->dl_tail = &k->dl_head;
-        free(d->value);
-        free(d);
     }
     return 0;
 }
@@ -467,7 +678,7 @@ static struct ktopic *topic_for(struct kafka_sink *k, const struct pgo_relation 
     t->oid = rel->oid;
     t->nspname = strdup(rel->nspname);
     t->relname = strdup(rel->relname);
-    t->rkt = rd_kafka_topic_new(k->rk, name, NULL);
+    t->rkt = topic_new(k, name);
     if (!t->nspname || !t->relname || !t->rkt) {
         free(t->nspname);
         free(t->relname);
@@ -479,28 +690,9 @@ static struct ktopic *topic_for(struct kafka_sink *k, const struct pgo_relation 
     return t;
 }
 
-/* Returns the topic's partition count from broker metadata (cached), or 0 if unknown. */
-static int topic_partitions(struct kafka_sink *k, struct ktopic *t)
-{
-    if (t->partitions > 0)
-        return t->partitions;
-    /* A topic auto-created by this run's first record may take a few seconds to appear in
-     * metadata; a truncate is rare, so waiting here (up to ~10 s) is cheaper than losing order. */
-    for (int attempt = 0; attempt < 40 && t->partitions <= 0; attempt++) {
-        const struct rd_kafka_metadata *md = NULL;
-        if (rd_kafka_metadata(k->rk, 0, t->rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
-            md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt > 0)
-            t->partitions = md->topics[0].partition_cnt;
-        if (md)
-            rd_kafka_metadata_destroy(md);
-        if (t->partitions <= 0)
-            rd_kafka_poll(k->rk, 250); /* serves delivery reports while we wait */
-    }
-    return t->partitions;
-}
-
-/* Produces one record into the open transaction; value may be NULL (a tombstone).
- * Waits out a full local queue by serving delivery reports.  Returns 0 or -1. */
+/* Produces one record into the open transaction; value may be NULL (a tombstone), partition
+ * may be HELD_ALL_PARTITIONS (a truncate whose topic's partition count is being looked up).
+ * Never waits: a record that cannot go now is held (see struct held).  Returns 0 or -1. */
 static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partition, const void *value,
                    size_t value_len, const void *key, size_t key_len, const struct pgf_event *ev)
 {
@@ -521,41 +713,56 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
         }
     }
     uint64_t seq = k->ring.tail - 1;
-    for (;;) {
-        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
-        rd_kafka_header_add(hdrs, "op", -1, op, -1);
-        rd_kafka_header_add(hdrs, "table", -1, table, -1);
-        rd_kafka_header_add(hdrs, "lsn", -1, lsn, -1);
-        rd_kafka_header_add(hdrs, "xid", -1, xid, -1);
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_HEADERS(hdrs),
-            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            break;
-        rd_kafka_headers_destroy(hdrs); /* only a successful produce takes ownership */
-        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
-            /* Over the producer's message.max.bytes: never queued, so not counted. */
-            struct oversize o = {.topic = rd_kafka_topic_name(rkt), .key = key, .key_len = key_len,
-                                 .value_len = value_len, .err = err, .commit_lsn = ev->txn ? ev->txn->commit_lsn : 0};
-            snprintf(o.op, sizeof o.op, "%s", op);
-            snprintf(o.table, sizeof o.table, "%s", table);
-            snprintf(o.lsn, sizeof o.lsn, "%s", lsn);
-            snprintf(o.xid, sizeof o.xid, "%s", xid);
-            if (oversize(k, &o, seq, k->base.errstr, sizeof k->base.errstr) != 0 || dl_drain(k) != 0)
-                return k->failure[0] ? sink_fail(&k->base, "%s", k->failure) : -1;
-            return 0;
-        }
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            return sink_fail(&k->base, "cannot produce to topic %s: %s", rd_kafka_topic_name(rkt),
-                             rd_kafka_err2str(err));
-        /* Our byte bound normally stops reading first; this is the last line of defence. */
-        rd_kafka_poll(k->rk, 100);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+    rd_kafka_header_add(hdrs, "op", -1, op, -1);
+    rd_kafka_header_add(hdrs, "table", -1, table, -1);
+    rd_kafka_header_add(hdrs, "lsn", -1, lsn, -1);
+    rd_kafka_header_add(hdrs, "xid", -1, xid, -1);
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+    /* Behind held records of its topic (or a full queue) a record waits its turn. */
+    int tried = !k->queue_full && tstate_of(rkt)->held == 0 && partition != HELD_ALL_PARTITIONS;
+    if (tried)
+        err = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, value_len),
+                                RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_HEADERS(hdrs),
+                                RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        txn_at(k, seq)->pending++;
+        k->base.inflight_msgs++;
+        k->base.inflight_bytes += value_len + key_len + KAFKA_RECORD_OVERHEAD;
+        return 0;
     }
-    txn_at(k, seq)->pending++;
-    k->base.inflight_msgs++;
-    k->base.inflight_bytes += value_len + key_len + KAFKA_RECORD_OVERHEAD;
-    return 0;
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        /* Held, not waited for: the stream stops reading (backlogged) until it drains. */
+        char *copy = value_len ? malloc(value_len) : NULL;
+        if ((value_len && copy == NULL) ||
+            hold(k, seq, rkt, partition, copy, value_len, key, key_len, hdrs, 1) != 0) {
+            free(copy);
+            rd_kafka_headers_destroy(hdrs);
+            return sink_fail(&k->base, "out of memory");
+        }
+        if (value_len)
+            memcpy(copy, value, value_len);
+        if (tried) { /* librdkafka is out of room, not just this topic waiting */
+            k->queue_full = 1;
+            k->base.backlogged = 1;
+        }
+        return 0;
+    }
+    rd_kafka_headers_destroy(hdrs); /* only a successful produce takes ownership */
+    if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+        /* Over the producer's message.max.bytes: never queued, so not counted. */
+        struct oversize o = {.topic = rd_kafka_topic_name(rkt), .key = key, .key_len = key_len,
+                             .value_len = value_len, .err = err, .commit_lsn = ev->txn ? ev->txn->commit_lsn : 0};
+        snprintf(o.op, sizeof o.op, "%s", op);
+        snprintf(o.table, sizeof o.table, "%s", table);
+        snprintf(o.lsn, sizeof o.lsn, "%s", lsn);
+        snprintf(o.xid, sizeof o.xid, "%s", xid);
+        if (oversize(k, &o, seq, k->base.errstr, sizeof k->base.errstr) != 0 || drain_held(k) != 0)
+            return k->failure[0] ? sink_fail(&k->base, "%s", k->failure) : -1;
+        return 0;
+    }
+    return sink_fail(&k->base, "cannot produce to topic %s: %s", rd_kafka_topic_name(rkt), rd_kafka_err2str(err));
 }
 
 /* Encodes and produces one change; see sink_ops. */
@@ -585,15 +792,18 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
             struct ktopic *kt = topic_for(k, t->rels[i]);
             if (kt == NULL)
                 return -1;
-            int parts = topic_partitions(k, kt);
-            if (parts <= 0) {
-                pgf_warn("kafka: no partition count for topic %s; truncate goes to one partition",
-                         rd_kafka_topic_name(kt->rkt));
-                if (produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, NULL, 0, ev))
+            struct tstate *ts = tstate_of(kt->rkt);
+            if (ts->partitions == 0) {
+                /* Unknown yet: look it up off the loop and hold the topic's records meanwhile;
+                 * other topics go on. */
+                if (lookup_start(k, kt->rkt) != 0 ||
+                    produce(k, kt->rkt, HELD_ALL_PARTITIONS, value, value_len, NULL, 0, ev) != 0)
                     return -1;
                 continue;
             }
-            for (int p = 0; p < parts; p++)
+            if (ts->partitions < 0 && produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, NULL, 0, ev))
+                return -1;
+            for (int p = 0; p < ts->partitions; p++)
                 if (produce(k, kt->rkt, p, value, value_len, NULL, 0, ev))
                     return -1;
         }
@@ -633,7 +843,8 @@ static int kafka_poll(struct sink *sink)
     while (read(sink->wake_fd, drain, sizeof drain) > 0)
         ;
     rd_kafka_poll(k->rk, 0);
-    dl_drain(k); /* dead-letter records the delivery reports just queued */
+    lookups_reap(k);
+    drain_held(k); /* records held for room, a partition count, or the dead-letter topic */
     txn_advance(k);
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
@@ -648,7 +859,8 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
     /* An unfinished transaction (after an error mid-way) can never be acked: stop there. */
     while (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
         rd_kafka_poll(k->rk, 100);
-        dl_drain(k);
+        lookups_reap(k);
+        drain_held(k);
         txn_advance(k);
     }
     if (k->failure[0])
@@ -670,14 +882,12 @@ static void kafka_close(struct sink *sink)
         rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(k->rk, 0);
         for (size_t i = 0; i < k->ntopics; i++) {
-            rd_kafka_topic_destroy(k->topics[i].rkt);
+            topic_destroy(k->topics[i].rkt);
             free(k->topics[i].nspname);
             free(k->topics[i].relname);
         }
-        if (k->msg_rkt)
-            rd_kafka_topic_destroy(k->msg_rkt);
-        if (k->dl_rkt)
-            rd_kafka_topic_destroy(k->dl_rkt);
+        topic_destroy(k->msg_rkt);
+        topic_destroy(k->dl_rkt);
         if (k->mainq)
             rd_kafka_queue_destroy(k->mainq);
         rd_kafka_destroy(k->rk);
@@ -686,12 +896,12 @@ static void kafka_close(struct sink *sink)
         close(sink->wake_fd);
     if (k->pipe_wr >= 0)
         close(k->pipe_wr);
-    while (k->dl_head) {
-        struct dl_rec *d = k->dl_head;
-        k->dl_head = d->next;
-        rd_kafka_headers_destroy(d->hdrs);
-        free(d->value);
-        free(d);
+    while (k->held_head) {
+        struct held *h = k->held_head;
+        k->held_head = h->next;
+        rd_kafka_headers_destroy(h->hdrs);
+        free(h->value);
+        free(h);
     }
     pgf_proto_free(k->proto);
     free(k->topics);
@@ -807,7 +1017,7 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->base.ops = &kafka_ops;
     k->base.wake_fd = -1;
     k->pipe_wr = -1;
-    k->dl_tail = &k->dl_head;
+    k->held_tail = &k->held_head;
     k->cfg = *cfg;
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
     k->base.latency = &k->latency;
@@ -835,8 +1045,8 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
         kafka_close(&k->base);
         return NULL;
     }
-    k->msg_rkt = rd_kafka_topic_new(k->rk, name, NULL);
-    if (cfg->on_oversize == KAFKA_OVERSIZE_DEAD_LETTER && (k->dl_rkt = rd_kafka_topic_new(k->rk, dl_name, NULL)) == NULL) {
+    k->msg_rkt = topic_new(k, name);
+    if (cfg->on_oversize == KAFKA_OVERSIZE_DEAD_LETTER && (k->dl_rkt = topic_new(k, dl_name)) == NULL) {
         snprintf(errbuf, errlen, "cannot create the dead-letter topic handle %s: %s", dl_name,
                  rd_kafka_err2str(rd_kafka_last_error()));
         kafka_close(&k->base);

@@ -65,6 +65,7 @@ struct sink {
     uint64_t errors;        /* failed connections, deliveries or commands (for /metrics) */
     uint64_t retries;       /* reconnections or resends after an error */
     int connected;          /* can deliver now (for /readyz) */
+    int backlogged;         /* holds records it could not hand on yet: stop reading until it drains */
     char errstr[SINK_ERRSTR_SIZE];
 };
 

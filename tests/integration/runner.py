@@ -214,6 +214,22 @@ def wait_for(predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
+def healthz_ms(port):
+    """Milliseconds one GET /healthz on 127.0.0.1:port took, or None when it failed."""
+    import http.client
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/healthz")
+        if conn.getresponse().status != 200:
+            return None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    return (time.monotonic() - t0) * 1000
+
+
 def rss_kb(pid):
     """VmRSS of a live process in kB, or None."""
     try:

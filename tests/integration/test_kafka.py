@@ -1562,6 +1562,56 @@ def test_sigterm_while_paused_by_a_down_broker_exits_in_bounded_time(pgfanout, c
         drop_slots(db, "bp_slot")
 
 
+def test_truncate_waiting_for_metadata_holds_up_nothing_else(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """A truncate needs its topic's partition count, which the broker cannot give while the
+    topic does not exist (the producer may not create it).  Meanwhile other tables' changes
+    reach Kafka within 2 s each and /healthz answers within 100 ms; once the topic exists, the
+    truncate is in every partition, before the truncated table's later change, and the slot
+    confirms everything."""
+    from pgcluster import free_port
+    db.execute("CREATE TABLE md_slow (id int PRIMARY KEY)")
+    db.execute("CREATE TABLE md_fast (id int PRIMARY KEY)")
+    setup_slot(db, [("public", "md_slow"), ("public", "md_fast")], "md", reference=False)
+    slow, fast = topic_of("md", "public", "md_slow"), topic_of("md", "public", "md_fast")
+    create_topic(broker, fast)
+    port = free_port()
+    with runner.Worker(kafka_args(cluster, broker, "md_slot", "md_pub", "md", *NO_AUTO_CREATE,
+                                  "--http-listen", str(port)), stderr_path=str(tmp_path / "md.err")) as w:
+        db.execute("TRUNCATE md_slow")
+        db.execute("INSERT INTO md_slow VALUES (1)")
+        worst, late = 0.0, []
+        for i in range(1, 16):
+            db.execute("INSERT INTO md_fast VALUES (%s)", (i,))
+            t0 = time.monotonic()
+            while high_watermarks(broker.bootstrap, fast) < i:
+                ms = runner.healthz_ms(port)
+                assert ms is not None, stderr_tail(w.stderr_text())
+                worst = max(worst, ms)
+                if time.monotonic() - t0 > 2:
+                    late.append(i)
+                    break
+                time.sleep(0.02)
+        assert not late, f"md_fast changes {late} took over 2 s behind a truncate waiting for metadata"
+        assert worst < 100, f"/healthz took {worst:.0f} ms behind a truncate waiting for metadata"
+        assert high_watermarks(broker.bootstrap, slow) == 0 and w.running(), stderr_tail(w.stderr_text())
+        end = runner.current_lsn(db)
+        create_topic(broker, slow)
+        assert wait_for(lambda: confirmed_lsn(db, "md_slot") >= lsn_to_int(end) or not w.running(), 90,
+                        interval=0.2), stderr_tail(w.stderr_text())
+        assert w.terminate() == 0
+    recs = consume(broker, [slow])
+    parts = collections.defaultdict(list)
+    for r in recs:
+        ev = pb2.Event()
+        ev.ParseFromString(r.value)
+        parts[r.partition].append(pb2.Op.Name(ev.op))
+    assert sorted(parts) == [0, 1, 2], dict(parts)
+    for p, ops in parts.items():
+        assert ops[0] == "OP_TRUNCATE" and ops.count("OP_TRUNCATE") == 1, (p, ops)
+    assert sum(ops.count("OP_INSERT") for ops in parts.values()) == 1, dict(parts)
+    drop_slots(db, "md_slot")
+
+
 def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db, tmp_path):
     """With --sink kafka,redis the slot moves past a transaction only when both sinks acked it:
     Redis down holds the slot even though Kafka acked everything; when Redis is back every

@@ -6,7 +6,6 @@ connections holds up neither the stream nor /healthz.
   Before the loop was made non-blocking, the heartbeat's PQexec held the whole process.
 - PostgreSQL accepts the TCP connection but never answers: /healthz keeps answering while
   pgfanout waits, and SIGTERM during that startup wait is a clean exit 0."""
-import http.client
 import json
 import os
 import signal
@@ -17,23 +16,8 @@ import time
 import pytest
 
 import runner
-from runner import wait_for
+from runner import healthz_ms, wait_for
 from pgcluster import free_port
-
-
-def healthz_ms(port):
-    """Milliseconds one GET /healthz took, or None when it failed."""
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/healthz")
-        if conn.getresponse().status != 200:
-            return None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-    return (time.monotonic() - t0) * 1000
 
 
 def inserted_ids(path):
