@@ -269,7 +269,7 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     if (opts.probe_url)
         return pgf_http_probe(opts.probe_url, 5);
-    char err[2048];
+    char err[8192];
     struct pgf_redis_cfg redis;
     char redis_host[256];
     struct pgf_redis_rules *rules = NULL;

@@ -232,7 +232,7 @@ struct pgf_replstart {
     fail_fn on_fail;
     pgf_replstart_cb done;
     void *arg;
-    char err[2048];
+    char err[8192];
 };
 
 /* Ends the attempt: hands the replication connection over on success, frees the rest, then
