@@ -1577,6 +1577,8 @@ def test_truncate_waiting_for_metadata_holds_up_nothing_else(pgfanout, cluster, 
     port = free_port()
     with runner.Worker(kafka_args(cluster, broker, "md_slot", "md_pub", "md", *NO_AUTO_CREATE,
                                   "--http-listen", str(port)), stderr_path=str(tmp_path / "md.err")) as w:
+        assert wait_for(lambda: runner.healthz_ms(port) is not None or not w.running(), 30), \
+            stderr_tail(w.stderr_text())
         db.execute("TRUNCATE md_slow")
         db.execute("INSERT INTO md_slow VALUES (1)")
         worst, late = 0.0, []
