@@ -241,8 +241,14 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         }
         if (!st->in_txn && (st->stop_requested || (st->opts->has_endpos && wal_end >= st->opts->endpos)))
             stop_loop(st);
+    } else if (len > 0 && (buf[0] == 'w' || buf[0] == 'k')) {
+        /* A known message cut short: say so, rather than calling it an unknown type. */
+        pgf_error("short replication message: a '%c' message of %d bytes, shorter than its %d-byte header; "
+                  "stopping without confirming it", buf[0], len, buf[0] == 'w' ? 25 : 18);
+        st->failed = 1;
+        stop_loop(st);
     } else {
-        pgf_error("unexpected replication message type 0x%02x of %d bytes", (unsigned char)buf[0], len);
+        pgf_error("unexpected replication message type 0x%02x of %d bytes", len > 0 ? (unsigned char)buf[0] : 0, len);
         st->failed = 1;
         stop_loop(st);
     }
@@ -325,7 +331,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             const char *why = res && PQresultStatus(res) != PGRES_COMMAND_OK ? PQresultErrorMessage(res)
                                                                              : PQerrorMessage(st->conn);
             pgf_error("PostgreSQL ended replication: %s", why);
-            if (strstr(why, "publication \"") && strstr(why, "does not exist")) {
+            /* undefined_object: pgoutput could not find the publication as of the WAL it decodes. */
+            const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+            if (code && strcmp(code, "42704") == 0) {
                 /* pgoutput reads the catalog as of each change: WAL from before the publication
                  * existed cannot be decoded with it, and a reconnect would hit the same wall. */
                 pgf_error("the slot \"%s\" was created before publication \"%s\" (or the publication was "
