@@ -4,10 +4,19 @@
 
 #include "sinks/redis_rules.h"
 
-/* Warns, once at startup, about each rule whose table is missing, is not in the publication,
- * lacks a column a template names, or whose replica identity does not send the columns its
- * templates need for updates and deletes (with the ALTER TABLE that fixes it).  Uses its own
- * short plain connection; a failure to check is itself only a warning. */
-void pgf_catalog_check_rules(const char *dsn, const char *publication, const struct pgf_redis_rules *rules);
+struct event_base;
+struct pgf_catalog_check;
+
+/* Starts warning, once at startup, about each rule whose table is missing, is not in the
+ * publication, lacks a column a template names, or whose replica identity does not send the
+ * columns its templates need for updates and deletes (with the ALTER TABLE that fixes it).
+ * Runs on base's loop over a short plain connection of its own and sets *done when finished;
+ * rules must stay valid until then.  A failure to check is itself only a warning.  Returns
+ * the run, or NULL when there is nothing to check (then *done is already set). */
+struct pgf_catalog_check *pgf_catalog_check_rules(struct event_base *base, const char *dsn, const char *publication,
+                                      const struct pgf_redis_rules *rules, int *done);
+
+/* Abandons a run whose *done is not set yet (a stop signal came first); NULL is fine. */
+void pgf_catalog_check_cancel(struct pgf_catalog_check *c);
 
 #endif

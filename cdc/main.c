@@ -228,7 +228,12 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
         n++;
     }
     if (opts->sink_redis) {
-        pgf_catalog_check_rules(opts->dsn, opts->publication, rules);
+        /* Warnings only, but before streaming starts, where a reader of the log expects them. */
+        int checked;
+        struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules, &checked);
+        run_until(base, &checked);
+        if (!checked)
+            pgf_catalog_check_cancel(check);
         struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base};
         if ((sinks[n] = redis_sink_open(&rc, err, errlen)) == NULL) {
             while (n > 0)
