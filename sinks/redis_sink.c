@@ -280,6 +280,13 @@ static int out_publish(void *ctx, const char *channel, const char *payload, size
     return add_entry(ctx, E_PUBLISH, channel, strlen(channel), payload, len);
 }
 
+/* The rules stay silent (they are pure); what they find worth telling goes to the log here. */
+static void out_notice(void *ctx, const char *msg)
+{
+    (void)ctx;
+    pgf_warn("%s", msg);
+}
+
 /* Opens the entry of a new transaction; returns 0 or -1. */
 static int txn_open(struct redis_sink *r)
 {
@@ -298,7 +305,8 @@ static int redis_emit(struct sink *sink, const struct pgf_event *ev)
         return sink_fail(sink, "%s", r->failure);
     if (!r->open && txn_open(r) != 0)
         return sink_fail(sink, "out of memory");
-    struct pgf_inval_out out = {.key = out_key, .generation = out_generation, .publish = out_publish, .ctx = r};
+    struct pgf_inval_out out = {.key = out_key, .generation = out_generation, .publish = out_publish,
+                                .notice = out_notice, .ctx = r};
     if (pgf_redis_rules_apply(r->rules, ev, &out) != 0)
         return sink_fail(sink, "out of memory collecting cache keys");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
