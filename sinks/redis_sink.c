@@ -11,9 +11,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +20,7 @@
 #include "cdc/histogram.h"
 #include "cdc/log.h"
 #include "cdc/lsn.h"
+#include "sinks/redis_conn.h"
 #include "sinks/redis_rules.h"
 #include "sinks/redis_sink.h"
 #include "sinks/txn_ring.h"
@@ -33,9 +31,6 @@
 #define MAX_OUTSTANDING 2048
 /* Keys per DEL or UNLINK command. */
 #define KEYS_PER_DEL 256
-/* Reconnect backoff bounds. */
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 
 /* What one stored entry asks of Redis. */
 enum ekind { E_DEL = PGF_REDIS_DEL, E_UNLINK = PGF_REDIS_UNLINK, E_PUBLISH, E_GEN_LSN, E_GEN_INCR };
@@ -59,31 +54,23 @@ struct rtxn {
     size_t counted;   /* bytes counted in inflight_bytes */
 };
 
-enum conn_state { C_DOWN, C_HANDSHAKE, C_READY };
-
 struct redis_sink {
     struct sink base;
     struct pgf_redis_rules *rules;
     const struct pgf_redis_cfg *cfg;
-    char *password;
     struct event_base *evbase;
+    struct redis_conn *conn;
+    struct redis_conn_handler handler; /* the conn borrows it */
 
     struct txn_ring ring;
     int open;
-    uint64_t send_seq;  /* first transaction with commands still to send */
-    size_t outstanding; /* commands sent, not yet answered */
+    uint64_t send_seq; /* first transaction with commands still to send */
 
     /* Deduplication of the open transaction: offsets+1 of entries in its mem buffer. */
     uint32_t *set;
     size_t set_cap, set_used;
 
-    redisAsyncContext *ac;
-    enum conn_state state;
-    int backoff_ms;
-    int attempts;
-    int64_t state_since_us, last_reply_us;
-    int closing;
-    struct event *ev_send, *ev_reconnect, *ev_watchdog, *ev_tick;
+    struct event *ev_send, *ev_tick;
     int pipe_wr;
     int wake_pending;
 
@@ -375,19 +362,6 @@ fail:
                      strerror(errno ? errno : EIO));
 }
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void drop_connection(struct redis_sink *r, const char *why);
-
-/* True for errors that go away by themselves (a restarting or failing-over server). */
-static int transient_error(const char *s)
-{
-    static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN"};
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-        if (strncmp(s, words[i], strlen(words[i])) == 0)
-            return 1;
-    return 0;
-}
-
 /* Sends the next command of transaction seq: up to KEYS_PER_DEL consecutive keys of one
  * kind as one DEL/UNLINK, or one PUBLISH, SET or INCR.  Returns 0 or -1 with errstr. */
 static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
@@ -454,10 +428,8 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
         r->keys_sent++;
         t->sent += e.size;
     }
-    if (redisAsyncCommandArgv(r->ac, on_reply, (void *)(uintptr_t)seq, argc, argv, argl) != REDIS_OK)
-        return sink_fail(&r->base, "cannot queue a Redis command: %s", r->ac->errstr);
-    if (r->outstanding++ == 0)
-        r->last_reply_us = pgf_pgtime_now(); /* the reply clock starts with the first command */
+    if (redis_conn_send(r->conn, seq, argc, argv, argl, r->base.errstr, sizeof r->base.errstr) != 0)
+        return -1;
     t->h.pending++;
     r->commands_sent++;
     return 0;
@@ -470,11 +442,11 @@ static void kick(struct redis_sink *r)
     /* Empty transactions are acked without being sent, so head can pass send_seq. */
     if (r->send_seq < r->ring.head)
         r->send_seq = r->ring.head;
-    while (r->state == C_READY && !r->failure[0] && r->send_seq < r->ring.tail) {
+    while (redis_conn_ready(r->conn) && !r->failure[0] && r->send_seq < r->ring.tail) {
         struct rtxn *t = txn_at(r, r->send_seq);
         if (!t->h.committed)
             break;
-        while (t->sent < txn_size(t) && r->outstanding < MAX_OUTSTANDING)
+        while (t->sent < txn_size(t) && redis_conn_outstanding(r->conn) < MAX_OUTSTANDING)
             if (send_next(r, r->send_seq, t) != 0) {
                 snprintf(r->failure, sizeof r->failure, "%s", r->base.errstr);
                 return;
@@ -537,72 +509,7 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
     return r->failure[0] ? sink_fail(sink, "%s", r->failure) : 0;
 }
 
-/* ---- the connection ---- */
-
-static void on_connect(const redisAsyncContext *ac, int status);
-static void on_disconnect(const redisAsyncContext *ac, int status);
-
-/* Where we connect, for messages. */
-static void describe_server(const struct redis_sink *r, char *out, size_t len)
-{
-    const char *host = r->cfg->host ? r->cfg->host : "127.0.0.1";
-    if (host[0] == '/')
-        snprintf(out, len, "%s", host);
-    else
-        snprintf(out, len, "%s:%u", host, r->cfg->port ? r->cfg->port : 6379);
-}
-
-/* Arms the reconnect timer with the current backoff, then doubles it. */
-static void schedule_reconnect(struct redis_sink *r)
-{
-    r->state = C_DOWN;
-    r->state_since_us = pgf_pgtime_now();
-    if (r->closing)
-        return;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
-    evtimer_add(r->ev_reconnect, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
-}
-
-/* Makes every unacked transaction send again from its first command, in order. */
-static void rewind_unacked(struct redis_sink *r)
-{
-    for (uint64_t s = r->ring.head; s < r->ring.tail; s++) {
-        struct rtxn *t = txn_at(r, s);
-        if (t->h.committed && t->h.end_lsn != 0 && txn_size(t) > 0) {
-            t->h.pending = 1;
-            t->sent = 0;
-        }
-    }
-    r->send_seq = r->ring.head;
-    r->outstanding = 0;
-}
-
-/* Forgets a broken connection: logs why, resends everything unacked after a backoff. */
-static void connection_lost(struct redis_sink *r, const char *why)
-{
-    r->base.errors++;
-    r->base.connected = 0;
-    char where[300];
-    describe_server(r, where, sizeof where);
-    r->attempts++;
-    if (r->attempts == 1 || r->attempts % 10 == 0)
-        pgf_warn("redis at %s: %s; %zu transaction%s unacknowledged, retrying in %d ms (attempt %d)", where, why,
-                 (size_t)(r->ring.tail - r->ring.head), r->ring.tail - r->ring.head == 1 ? "" : "s",
-                 r->backoff_ms, r->attempts);
-    rewind_unacked(r);
-    schedule_reconnect(r);
-}
-
-/* Closes the connection ourselves (a timeout or a transient error) and retries. */
-static void drop_connection(struct redis_sink *r, const char *why)
-{
-    redisAsyncContext *ac = r->ac;
-    r->ac = NULL; /* on_disconnect sees a context that is no longer ours and ignores it */
-    if (ac)
-        redisAsyncFree(ac);
-    connection_lost(r, why);
-}
+/* ---- what the connection reports ---- */
 
 /* Records a permanent failure; the stream stops without confirming what Redis has not done. */
 static void fail(struct redis_sink *r, const char *fmt, const char *detail)
@@ -612,154 +519,67 @@ static void fail(struct redis_sink *r, const char *fmt, const char *detail)
     wake(r); /* the stream polls us and sees the failure */
 }
 
-/* Handshake replies: AUTH, SELECT, then PING, after which the connection is ready. */
-static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
+/* The connection is ready: say so, and send what waits. */
+static void on_conn_up(void *ctx, int attempts)
 {
-    struct redis_sink *r = ac->data;
-    redisReply *rep = reply;
-    const char *step = privdata;
-    if (rep == NULL || r == NULL || ac != r->ac)
-        return;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        if (transient_error(rep->str)) {
-            drop_connection(r, rep->str);
-            return;
+    struct redis_sink *r = ctx;
+    size_t n = (size_t)(r->ring.tail - r->ring.head);
+    if (attempts > 0)
+        pgf_info("redis at %s: connected again after %d attempt%s; resending %zu unacknowledged transaction%s",
+                 redis_conn_where(r->conn), attempts, attempts == 1 ? "" : "s", n, n == 1 ? "" : "s");
+    else
+        pgf_info("redis at %s: connected", redis_conn_where(r->conn));
+    r->base.connected = 1;
+    kick(r);
+}
+
+/* The connection broke: every unacked transaction is sent again from its first command, in
+ * order, once it is back. */
+static void on_conn_down(void *ctx, const char *why, int attempt, int retry_ms)
+{
+    struct redis_sink *r = ctx;
+    r->base.errors++;
+    r->base.connected = 0;
+    size_t n = (size_t)(r->ring.tail - r->ring.head);
+    if (attempt == 1 || attempt % 10 == 0)
+        pgf_warn("redis at %s: %s; %zu transaction%s unacknowledged, retrying in %d ms (attempt %d)",
+                 redis_conn_where(r->conn), why, n, n == 1 ? "" : "s", retry_ms, attempt);
+    for (uint64_t s = r->ring.head; s < r->ring.tail; s++) {
+        struct rtxn *t = txn_at(r, s);
+        if (t->h.committed && t->h.end_lsn != 0 && txn_size(t) > 0) {
+            t->h.pending = 1;
+            t->sent = 0;
         }
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s: %s", step, rep->str);
-        if (strcmp(step, "AUTH") == 0)
-            fail(r, "Redis refused AUTH (%s); check redis.username and the password "
-                    "(PGFANOUT_REDIS_PASSWORD or redis.password_file)", msg);
-        else if (strcmp(step, "SELECT") == 0)
-            fail(r, "Redis refused the database number (%s); check redis.db", msg);
-        else
-            fail(r, "Redis refused the connection (%s); check the password and ACLs", msg);
-        return;
     }
-    if (strcmp(step, "PING") == 0) {
-        char where[300];
-        describe_server(r, where, sizeof where);
-        if (r->attempts > 0)
-            pgf_info("redis at %s: connected again after %d attempt%s; resending %zu unacknowledged transaction%s",
-                     where, r->attempts, r->attempts == 1 ? "" : "s", (size_t)(r->ring.tail - r->ring.head),
-                     r->ring.tail - r->ring.head == 1 ? "" : "s");
-        else
-            pgf_info("redis at %s: connected", where);
-        r->state = C_READY;
-        r->base.connected = 1;
-        r->attempts = 0;
-        r->backoff_ms = BACKOFF_MIN_MS;
-        kick(r);
-    }
+    r->send_seq = r->ring.head;
 }
 
-/* Starts a connection: hiredis queues AUTH, SELECT and PING until the socket is up. */
-static void connect_redis(struct redis_sink *r)
+/* A reconnection attempt starts. */
+static void on_conn_retrying(void *ctx)
 {
-    const char *host = r->cfg->host ? r->cfg->host : "127.0.0.1";
-    redisAsyncContext *ac = host[0] == '/' ? redisAsyncConnectUnix(host)
-                                           : redisAsyncConnect(host, (int)(r->cfg->port ? r->cfg->port : 6379));
-    if (ac == NULL || ac->err) {
-        char why[256];
-        snprintf(why, sizeof why, "cannot connect: %s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        connection_lost(r, why);
-        return;
-    }
-    ac->data = r;
-    r->ac = ac;
-    r->state = C_HANDSHAKE;
-    r->state_since_us = pgf_pgtime_now();
-    redisLibeventAttach(ac, r->evbase);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (r->password) {
-        if (r->cfg->username)
-            redisAsyncCommand(ac, on_handshake, (void *)"AUTH", "AUTH %s %s", r->cfg->username, r->password);
-        else
-            redisAsyncCommand(ac, on_handshake, (void *)"AUTH", "AUTH %s", r->password);
-    }
-    if (r->cfg->db)
-        redisAsyncCommand(ac, on_handshake, (void *)"SELECT", "SELECT %u", r->cfg->db);
-    redisAsyncCommand(ac, on_handshake, (void *)"PING", "PING");
-}
-
-/* The socket connected, or could not. */
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct redis_sink *r = ac->data;
-    if (r == NULL || ac != r->ac || status == REDIS_OK)
-        return;
-    char why[256];
-    snprintf(why, sizeof why, "cannot connect: %s", ac->errstr);
-    r->ac = NULL; /* hiredis frees the context after this callback */
-    connection_lost(r, why);
-}
-
-/* The server closed the connection or it broke. */
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    (void)status;
-    struct redis_sink *r = ac->data;
-    if (r == NULL || ac != r->ac)
-        return;
-    char why[256];
-    snprintf(why, sizeof why, "connection lost: %s", ac->err ? ac->errstr : "closed by the server");
-    r->ac = NULL;
-    connection_lost(r, why);
-}
-
-/* The reconnect timer fired. */
-static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct redis_sink *r = arg;
-    if (r->state == C_DOWN && !r->closing) {
-        r->base.retries++;
-        connect_redis(r);
-    }
-}
-
-/* Drops a connection that stopped answering, which hiredis 0.14 itself never notices. */
-static void on_watchdog(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct redis_sink *r = arg;
-    int64_t now = pgf_pgtime_now(), limit = (int64_t)(r->cfg->command_timeout_ms ? r->cfg->command_timeout_ms
-                                                                                 : 10000) * 1000;
-    if (r->state == C_HANDSHAKE && now - r->state_since_us > limit)
-        drop_connection(r, "no answer to the connection handshake within redis.command_timeout_ms");
-    else if (r->state == C_READY && r->outstanding > 0 && now - r->last_reply_us > limit)
-        drop_connection(r, "no reply within redis.command_timeout_ms");
+    struct redis_sink *r = ctx;
+    r->base.retries++;
 }
 
 /* A reply to a transaction's command. */
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_conn_reply(void *ctx, uint64_t seq, const char *error)
 {
-    struct redis_sink *r = ac->data;
-    redisReply *rep = reply;
-    if (rep == NULL || r == NULL || ac != r->ac)
-        return; /* the connection is going away; rewind_unacked resends the command */
-    uint64_t seq = (uint64_t)(uintptr_t)privdata;
-    r->last_reply_us = pgf_pgtime_now();
-    if (r->outstanding)
-        r->outstanding--;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        if (transient_error(rep->str)) {
-            drop_connection(r, rep->str);
-            return;
-        }
+    struct redis_sink *r = ctx;
+    if (error) {
         r->base.errors++;
         fail(r, "Redis refused a command: %s; nothing after it is confirmed. Check the rules (a generation "
-                "key holding a non-number?) and the ACL of redis.username", rep->str);
+                "key holding a non-number?) and the ACL of redis.username", error);
         return;
     }
     if (seq >= r->ring.head && seq < r->ring.tail && txn_at(r, seq)->h.pending > 0)
         txn_at(r, seq)->h.pending--;
     kick(r);
+}
+
+/* The handshake was refused: nothing will be delivered. */
+static void on_conn_refused(void *ctx, const char *msg)
+{
+    fail(ctx, "%s", msg);
 }
 
 /* ---- the sink table ---- */
@@ -814,18 +634,13 @@ static int redis_flush(struct sink *sink, int timeout_ms)
 static void redis_close(struct sink *sink)
 {
     struct redis_sink *r = (struct redis_sink *)sink;
-    r->closing = 1;
     if (r->commands_sent > 0)
         pgf_info("redis: %" PRIu64 " transactions, %" PRIu64 " keys in %" PRIu64
                  " commands; commit-to-ack latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                  r->txns_done, r->keys_sent, r->commands_sent, pgf_hist_quantile(&r->latency, 0.5) / 1000.0,
                  pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0);
-    if (r->ac) {
-        redisAsyncContext *ac = r->ac;
-        r->ac = NULL;
-        redisAsyncFree(ac);
-    }
-    struct event *evs[] = {r->ev_send, r->ev_reconnect, r->ev_watchdog, r->ev_tick};
+    redis_conn_close(r->conn);
+    struct event *evs[] = {r->ev_send, r->ev_tick};
     for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
         if (evs[i])
             event_free(evs[i]);
@@ -837,10 +652,6 @@ static void redis_close(struct sink *sink)
         close(sink->wake_fd);
     if (r->pipe_wr >= 0)
         close(r->pipe_wr);
-    if (r->password) {
-        memset(r->password, 0, strlen(r->password));
-        free(r->password);
-    }
     pgf_redis_rules_free(r->rules);
     free(r->set);
     free(r->rd.p);
@@ -857,61 +668,10 @@ static const struct sink_ops redis_ops = {
     .close = redis_close,
 };
 
-/* Reads the password from PGFANOUT_REDIS_PASSWORD or redis.password_file; returns 0 with
- * *out set (NULL when there is none), or -1 with err set.  The value is never logged. */
-static int load_password(const struct pgf_redis_cfg *cfg, char **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    const char *env = getenv("PGFANOUT_REDIS_PASSWORD");
-    if (env && env[0]) {
-        *out = strdup(env);
-    } else if (cfg->password_file) {
-        FILE *f = fopen(cfg->password_file, "r");
-        char line[1024];
-        if (f == NULL || fgets(line, sizeof line, f) == NULL) {
-            snprintf(err, errlen, "cannot read redis.password_file %s: %s", cfg->password_file,
-                     f ? "it is empty" : strerror(errno));
-            if (f)
-                fclose(f);
-            return -1;
-        }
-        fclose(f);
-        line[strcspn(line, "\r\n")] = '\0';
-        *out = strdup(line);
-        memset(line, 0, sizeof line);
-    } else {
-        if (cfg->username) {
-            snprintf(err, errlen, "redis.username is set but no password is: set PGFANOUT_REDIS_PASSWORD or "
-                                  "redis.password_file");
-            return -1;
-        }
-        return 0;
-    }
-    if (*out == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
 /* Checks what can be checked before connecting; see redis_sink.h. */
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
-    if (cfg->tls) {
-        /* hiredis gained TLS (hiredis_ssl) in 1.0; CMake reports which one it found. */
-        snprintf(errbuf, errlen, "redis.tls is set, but this build uses hiredis %d.%d, which has no TLS (Debian 12 "
-                                 "ships 0.14). Reach Redis over a TLS tunnel such as stunnel, or a unix socket",
-                 HIREDIS_MAJOR, HIREDIS_MINOR);
-        return -1;
-    }
-    char *password = NULL;
-    if (load_password(cfg, &password, errbuf, errlen) != 0)
-        return -1;
-    if (password) {
-        memset(password, 0, strlen(password));
-        free(password);
-    }
-    return 0;
+    return redis_conn_check(cfg, errbuf, errlen);
 }
 
 /* Opens the sink; see redis_sink.h. */
@@ -930,8 +690,9 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->rules = c->rules;
     r->cfg = c->cfg;
     r->evbase = c->base;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    if (redis_sink_validate(c->cfg, errbuf, errlen) != 0 || load_password(c->cfg, &r->password, errbuf, errlen) != 0) {
+    r->handler = (struct redis_conn_handler){.up = on_conn_up, .down = on_conn_down, .retrying = on_conn_retrying,
+                                             .reply = on_conn_reply, .refused = on_conn_refused, .ctx = r};
+    if ((r->conn = redis_conn_new(c->cfg, c->base, &r->handler, errbuf, errlen)) == NULL) {
         redis_close(&r->base);
         return NULL;
     }
@@ -946,17 +707,13 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->base.wake_fd = fds[0];
     r->pipe_wr = fds[1];
     r->ev_send = evtimer_new(r->evbase, on_send_timer, r);
-    r->ev_reconnect = evtimer_new(r->evbase, on_reconnect_timer, r);
-    r->ev_watchdog = event_new(r->evbase, -1, EV_PERSIST, on_watchdog, r);
     r->ev_tick = evtimer_new(r->evbase, on_tick, r);
-    if (!r->ev_send || !r->ev_reconnect || !r->ev_watchdog || !r->ev_tick) {
+    if (!r->ev_send || !r->ev_tick) {
         snprintf(errbuf, errlen, "out of memory");
         redis_close(&r->base);
         return NULL;
     }
-    struct timeval second = {1, 0};
-    event_add(r->ev_watchdog, &second);
-    connect_redis(r);
+    redis_conn_start(r->conn);
     return &r->base;
 }
 
