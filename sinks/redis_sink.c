@@ -1,13 +1,15 @@
-/* redis_sink.c - cache invalidations in Redis through hiredis's async API on our libevent loop.
+/* redis_sink.c - cache invalidations in Redis: the sink table over a command buffer per
+ * transaction (redis_cmdbuf) and one connection (redis_conn).
  *
- * Each transaction collects its commands (deduplicated keys, generations, publishes) while it
- * is decoded and sends nothing before its Commit: a reader must not re-cache a value that is
- * about to change.  Committed transactions are pipelined in commit order over one connection,
- * several per write when they arrive together.  A transaction is acked once Redis has answered
- * every command for it and for every transaction before it.  When the connection breaks,
- * everything unacked is sent again from the oldest transaction, after a backoff; the commands
- * are idempotent (DEL, UNLINK, SET to a position) or harmless to repeat (INCR, PUBLISH).
- * A transaction too large to hold in memory spills its commands to an unlinked temp file. */
+ * Each transaction collects its commands while it is decoded and sends nothing before its
+ * Commit: a reader must not re-cache a value that is about to change.  Committed transactions
+ * are pipelined in commit order over the connection, several per write when they arrive
+ * together.  A transaction is acked once Redis has answered every command for it and for every
+ * transaction before it.  When the connection breaks, everything unacked is sent again from the
+ * oldest transaction once it is back; the commands are idempotent (DEL, UNLINK, SET to a
+ * position) or harmless to repeat (INCR, PUBLISH). */
+#include "sinks/redis_sink.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -20,38 +22,22 @@
 #include "cdc/histogram.h"
 #include "cdc/log.h"
 #include "cdc/lsn.h"
+#include "sinks/redis_cmdbuf.h"
 #include "sinks/redis_conn.h"
-#include "sinks/redis_rules.h"
-#include "sinks/redis_sink.h"
 #include "sinks/txn_ring.h"
 
 /* An open transaction's commands move to disk beyond this many bytes. */
 #define SPILL_BYTES (4u << 20)
 /* Commands sent and not yet answered, at most; keeps hiredis's buffers small. */
 #define MAX_OUTSTANDING 2048
-/* Keys per DEL or UNLINK command. */
-#define KEYS_PER_DEL 256
 
-/* What one stored entry asks of Redis. */
-enum ekind { E_DEL = PGF_REDIS_DEL, E_UNLINK = PGF_REDIS_UNLINK, E_PUBLISH, E_GEN_LSN, E_GEN_INCR };
-
-/* A growable byte buffer. */
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-/* One transaction's commands: a spilled prefix in a file, then the rest in memory.  Entries
- * are [kind:1][alen:4][a][blen:4][b]; a is the key or channel, b the payload (or empty). */
+/* One transaction in the ring. */
 struct rtxn {
     struct txn_head h; /* pending: unanswered commands, plus 1 until every command is sent */
     uint64_t commit_lsn;
     int64_t commit_time;
-    struct buf mem;
-    FILE *spill;
-    uint64_t spill_len;
-    uint64_t sent;    /* entry bytes already turned into commands */
-    size_t counted;   /* bytes counted in inflight_bytes */
+    struct redis_cmdbuf *cmds; /* NULL until the transaction has a command */
+    size_t counted;            /* bytes counted in inflight_bytes */
 };
 
 struct redis_sink {
@@ -66,19 +52,9 @@ struct redis_sink {
     int open;
     uint64_t send_seq; /* first transaction with commands still to send */
 
-    /* Deduplication of the open transaction: offsets+1 of entries in its mem buffer. */
-    uint32_t *set;
-    size_t set_cap, set_used;
-
     struct event *ev_send, *ev_tick;
     int pipe_wr;
     int wake_pending;
-
-    /* Reading spilled entries back: a window of the file of transaction rd_seq. */
-    struct buf rd;
-    uint64_t rd_seq, rd_off;
-    int rd_valid;
-    struct buf args;  /* copies of the arguments of the command being built */
 
     struct pgf_hist latency;
     uint64_t keys_sent, commands_sent, txns_done;
@@ -91,20 +67,10 @@ static struct rtxn *txn_at(struct redis_sink *r, uint64_t seq)
     return txn_ring_at(&r->ring, seq);
 }
 
-/* Frees what a transaction holds (its ring slot stays). */
-static void txn_release(struct rtxn *t)
-{
-    free(t->mem.p);
-    t->mem = (struct buf){0};
-    if (t->spill)
-        fclose(t->spill);
-    t->spill = NULL;
-}
-
-/* Total entry bytes of a transaction. */
+/* Total command bytes of a transaction; 0 means there is nothing to send. */
 static uint64_t txn_size(const struct rtxn *t)
 {
-    return t->spill_len + t->mem.len;
+    return t->cmds ? redis_cmdbuf_size(t->cmds) : 0;
 }
 
 /* Wakes the stream so it sees the new acked_lsn (it may resume reading, or confirm). */
@@ -112,6 +78,14 @@ static void wake(struct redis_sink *r)
 {
     if (!r->wake_pending && r->pipe_wr >= 0 && write(r->pipe_wr, "1", 1) == 1)
         r->wake_pending = 1;
+}
+
+/* Records a permanent failure; the stream stops without confirming what Redis has not done. */
+static void fail(struct redis_sink *r, const char *fmt, const char *detail)
+{
+    if (!r->failure[0])
+        snprintf(r->failure, sizeof r->failure, fmt, detail);
+    wake(r); /* the stream polls us and sees the failure */
 }
 
 /* Pops every leading transaction Redis has fully answered, recording its latency. */
@@ -129,7 +103,8 @@ static void advance(struct redis_sink *r)
         r->base.inflight_bytes -= t->counted < r->base.inflight_bytes ? t->counted : r->base.inflight_bytes;
         if (r->base.inflight_msgs)
             r->base.inflight_msgs--;
-        txn_release(t);
+        redis_cmdbuf_free(t->cmds);
+        t->cmds = NULL;
         txn_ring_pop(&r->ring, &r->base.acked_lsn);
     }
     if (r->base.acked_lsn != before)
@@ -138,133 +113,32 @@ static void advance(struct redis_sink *r)
 
 /* ---- building a transaction ---- */
 
-/* Hashes an entry's kind and key (FNV-1a). */
-static uint32_t entry_hash(int kind, const char *key, size_t len)
-{
-    uint32_t h = 2166136261u ^ (uint32_t)kind;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 16777619u;
-    return h;
-}
-
-/* Reads the key of the mem entry at off. */
-static const char *mem_key(const struct rtxn *t, uint32_t off, int *kind, uint32_t *len)
-{
-    const char *e = t->mem.p + off;
-    *kind = (unsigned char)e[0];
-    memcpy(len, e + 1, 4);
-    return e + 5;
-}
-
-/* Looks up (kind, key) in the open transaction's set; returns the slot to use and sets
- * *found when the entry is already there. */
-static size_t set_slot(struct redis_sink *r, const struct rtxn *t, int kind, const char *key, size_t len, int *found)
-{
-    size_t mask = r->set_cap - 1, i = entry_hash(kind, key, len) & mask;
-    *found = 0;
-    for (; r->set[i] != 0; i = (i + 1) & mask) {
-        int k;
-        uint32_t l;
-        const char *s = mem_key(t, r->set[i] - 1, &k, &l);
-        if (k == kind && l == len && memcmp(s, key, len) == 0) {
-            *found = 1;
-            break;
-        }
-    }
-    return i;
-}
-
-/* Doubles the set, rehashing the entries it holds; returns 0 or -1. */
-static int set_grow(struct redis_sink *r, const struct rtxn *t)
-{
-    size_t ncap = r->set_cap ? r->set_cap * 2 : 1024;
-    uint32_t *old = r->set;
-    size_t oldcap = r->set_cap;
-    if ((r->set = calloc(ncap, sizeof *r->set)) == NULL) {
-        r->set = old;
-        return -1;
-    }
-    r->set_cap = ncap;
-    for (size_t i = 0; i < oldcap; i++)
-        if (old[i]) {
-            int k, found;
-            uint32_t l;
-            const char *s = mem_key(t, old[i] - 1, &k, &l);
-            r->set[set_slot(r, t, k, s, l, &found)] = old[i];
-        }
-    free(old);
-    return 0;
-}
-
-/* Empties the set for the next transaction (or after a spill). */
-static void set_clear(struct redis_sink *r)
-{
-    if (r->set_used)
-        memset(r->set, 0, r->set_cap * sizeof *r->set);
-    r->set_used = 0;
-}
-
-/* Moves the open transaction's entries to its spill file; returns 0 or -1 with errstr. */
-static int spill(struct redis_sink *r, struct rtxn *t)
-{
-    if (t->spill == NULL && (t->spill = tmpfile()) == NULL)
-        return sink_fail(&r->base, "cannot create a temporary file for a large transaction: %s", strerror(errno));
-    if (fwrite(t->mem.p, 1, t->mem.len, t->spill) != t->mem.len || fflush(t->spill) != 0)
-        return sink_fail(&r->base, "cannot write a large transaction to a temporary file: %s", strerror(errno));
-    t->spill_len += t->mem.len;
-    t->mem.len = 0;
-    set_clear(r);
-    return 0;
-}
-
-/* Appends an entry to the open transaction unless an equal one is there; returns 0 or -1. */
-static int add_entry(struct redis_sink *r, int kind, const char *a, size_t alen, const char *b, size_t blen)
+/* Returns the open transaction's command buffer, made on first use; NULL when out of memory. */
+static struct redis_cmdbuf *open_cmds(struct redis_sink *r)
 {
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
-    int dedupe = kind != E_PUBLISH;
-    size_t slot = 0;
-    if (dedupe) {
-        if ((r->set_used + 1) * 2 > r->set_cap && set_grow(r, t) != 0)
-            return -1;
-        int found;
-        slot = set_slot(r, t, kind, a, alen, &found);
-        if (found)
-            return 0;
-    }
-    if (alen > UINT32_MAX - 16 || blen > UINT32_MAX - 16 || t->mem.len + alen + blen + 9 > UINT32_MAX)
-        return -1;
-    if (sink_grow((void **)&t->mem.p, &t->mem.cap, t->mem.len + 9 + alen + blen) != 0)
-        return -1;
-    char *e = t->mem.p + t->mem.len;
-    uint32_t l32 = (uint32_t)alen, b32 = (uint32_t)blen;
-    e[0] = (char)kind;
-    memcpy(e + 1, &l32, 4);
-    memcpy(e + 5, a, alen);
-    memcpy(e + 5 + alen, &b32, 4);
-    if (blen)
-        memcpy(e + 9 + alen, b, blen);
-    if (dedupe) {
-        r->set[slot] = (uint32_t)t->mem.len + 1;
-        r->set_used++;
-    }
-    t->mem.len += 9 + alen + blen;
-    return 0;
+    if (t->cmds == NULL)
+        t->cmds = redis_cmdbuf_new(SPILL_BYTES);
+    return t->cmds;
 }
 
-/* pgf_inval_out callbacks. */
+/* pgf_inval_out callbacks: the rules' keys become commands of the open transaction. */
 static int out_key(void *ctx, enum pgf_redis_action action, const char *key, size_t len)
 {
-    return add_entry(ctx, action == PGF_REDIS_UNLINK ? E_UNLINK : E_DEL, key, len, NULL, 0);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_key(b, action == PGF_REDIS_UNLINK ? REDIS_CMD_UNLINK : REDIS_CMD_DEL, key, len) : -1;
 }
 
 static int out_generation(void *ctx, enum pgf_redis_generation mode, const char *key, size_t len)
 {
-    return add_entry(ctx, mode == PGF_GEN_INCR ? E_GEN_INCR : E_GEN_LSN, key, len, NULL, 0);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_key(b, mode == PGF_GEN_INCR ? REDIS_CMD_GEN_INCR : REDIS_CMD_GEN_LSN, key, len) : -1;
 }
 
 static int out_publish(void *ctx, const char *channel, const char *payload, size_t len)
 {
-    return add_entry(ctx, E_PUBLISH, channel, strlen(channel), payload, len);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_publish(b, channel, strlen(channel), payload, len) : -1;
 }
 
 /* The rules stay silent (they are pure); what they find worth telling goes to the log here. */
@@ -280,7 +154,6 @@ static int txn_open(struct redis_sink *r)
     if (txn_ring_push(&r->ring) == NULL)
         return -1;
     r->open = 1;
-    set_clear(r);
     return 0;
 }
 
@@ -297,140 +170,22 @@ static int redis_emit(struct sink *sink, const struct pgf_event *ev)
     if (pgf_redis_rules_apply(r->rules, ev, &out) != 0)
         return sink_fail(sink, "out of memory collecting cache keys");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
-    if (t->mem.len > SPILL_BYTES)
-        return spill(r, t);
+    if (t->cmds && redis_cmdbuf_end_change(t->cmds, sink->errstr, sizeof sink->errstr) != 0)
+        return -1;
     return 0;
 }
 
 /* ---- sending ---- */
 
-/* Returns len bytes of transaction t's spill file at off, through a read window; NULL on error. */
-static const char *spill_bytes(struct redis_sink *r, uint64_t seq, struct rtxn *t, uint64_t off, size_t len)
-{
-    if (r->rd_valid && r->rd_seq == seq && off >= r->rd_off && off + len <= r->rd_off + r->rd.len)
-        return r->rd.p + (off - r->rd_off);
-    size_t want = len > (256u << 10) ? len : (256u << 10);
-    if (want > t->spill_len - off)
-        want = (size_t)(t->spill_len - off);
-    if (want < len || sink_grow((void **)&r->rd.p, &r->rd.cap, want) != 0)
-        return NULL;
-    ssize_t got = pread(fileno(t->spill), r->rd.p, want, (off_t)off);
-    if (got < 0 || (size_t)got < len)
-        return NULL;
-    r->rd.len = (size_t)got;
-    r->rd_seq = seq;
-    r->rd_off = off;
-    r->rd_valid = 1;
-    return r->rd.p;
-}
-
-/* One decoded entry; pointers are valid until the next read. */
-struct entry {
-    int kind;
-    const char *a, *b;
-    uint32_t alen, blen;
-    size_t size;
-};
-
-/* Reads the entry at offset off of transaction seq; returns 0 or -1 with errstr. */
-static int read_entry(struct redis_sink *r, uint64_t seq, struct rtxn *t, uint64_t off, struct entry *e)
-{
-    const char *p;
-    uint32_t alen, blen;
-    if (off >= t->spill_len) {
-        p = t->mem.p + (off - t->spill_len);
-    } else {
-        /* Each read covers the earlier ones, so the last pointer holds the whole entry. */
-        if ((p = spill_bytes(r, seq, t, off, 5)) == NULL)
-            goto fail;
-        memcpy(&alen, p + 1, 4);
-        if ((p = spill_bytes(r, seq, t, off, 9 + (size_t)alen)) == NULL)
-            goto fail;
-        memcpy(&blen, p + 5 + alen, 4);
-        if ((p = spill_bytes(r, seq, t, off, 9 + (size_t)alen + blen)) == NULL)
-            goto fail;
-    }
-    e->kind = (unsigned char)p[0];
-    memcpy(&e->alen, p + 1, 4);
-    e->a = p + 5;
-    memcpy(&e->blen, p + 5 + e->alen, 4);
-    e->b = p + 9 + e->alen;
-    e->size = 9 + (size_t)e->alen + e->blen;
-    return 0;
-fail:
-    return sink_fail(&r->base, "cannot read a large transaction back from its temporary file: %s",
-                     strerror(errno ? errno : EIO));
-}
-
-/* Sends the next command of transaction seq: up to KEYS_PER_DEL consecutive keys of one
- * kind as one DEL/UNLINK, or one PUBLISH, SET or INCR.  Returns 0 or -1 with errstr. */
+/* Sends the next command of transaction seq.  Returns 0 or -1 with errstr. */
 static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
 {
-    struct entry e = {0}; /* read_entry fills it; GCC 12 -O3 cannot tell */
-    if (read_entry(r, seq, t, t->sent, &e) != 0)
-        return -1;
-    const char *argv[KEYS_PER_DEL + 1];
-    size_t argl[KEYS_PER_DEL + 1];
-    char lsn[24]; /* lives until the command is formatted below */
-    int argc = 0;
-    if (e.kind == E_DEL || e.kind == E_UNLINK) {
-        int kind = e.kind;
-        size_t offs[KEYS_PER_DEL];
-        r->args.len = 0;
-        uint64_t end = txn_size(t);
-        /* Copy the keys: reading further entries may move the spill window under them. */
-        while (argc < KEYS_PER_DEL) {
-            if (sink_grow((void **)&r->args.p, &r->args.cap, r->args.len + e.alen) != 0)
-                return sink_fail(&r->base, "out of memory");
-            memcpy(r->args.p + r->args.len, e.a, e.alen);
-            offs[argc] = r->args.len;
-            argl[argc + 1] = e.alen;
-            r->args.len += e.alen;
-            argc++;
-            t->sent += e.size;
-            if (t->sent >= end)
-                break;
-            if (read_entry(r, seq, t, t->sent, &e) != 0)
-                return -1;
-            if (e.kind != kind)
-                break;
-        }
-        argv[0] = kind == E_UNLINK ? "UNLINK" : "DEL";
-        argl[0] = strlen(argv[0]);
-        for (int i = 0; i < argc; i++)
-            argv[i + 1] = r->args.p + offs[i];
-        r->keys_sent += (uint64_t)argc;
-        argc++;
-    } else {
-        switch (e.kind) {
-        case E_PUBLISH:
-            argv[0] = "PUBLISH", argv[1] = e.a, argv[2] = e.b;
-            argl[1] = e.alen, argl[2] = e.blen;
-            argc = 3;
-            break;
-        case E_GEN_LSN:
-            /* A decimal position: comparable, and an int to Django's cache, which unpickles
-             * anything that is not. */
-            snprintf(lsn, sizeof lsn, "%" PRIu64, t->commit_lsn);
-            argv[0] = "SET", argv[1] = e.a, argv[2] = lsn;
-            argl[1] = e.alen, argl[2] = strlen(lsn);
-            argc = 3;
-            break;
-        case E_GEN_INCR:
-            argv[0] = "INCR", argv[1] = e.a;
-            argl[1] = e.alen;
-            argc = 2;
-            break;
-        default:
-            return sink_fail(&r->base, "corrupt command buffer (entry kind %d)", e.kind);
-        }
-        argl[0] = strlen(argv[0]);
-        r->keys_sent++;
-        t->sent += e.size;
-    }
-    if (redis_conn_send(r->conn, seq, argc, argv, argl, r->base.errstr, sizeof r->base.errstr) != 0)
+    struct redis_cmd cmd;
+    if (redis_cmdbuf_next(t->cmds, t->commit_lsn, &cmd, r->base.errstr, sizeof r->base.errstr) < 0 ||
+        redis_conn_send(r->conn, seq, cmd.argc, cmd.argv, cmd.argl, r->base.errstr, sizeof r->base.errstr) != 0)
         return -1;
     t->h.pending++;
+    r->keys_sent += cmd.nkeys;
     r->commands_sent++;
     return 0;
 }
@@ -446,12 +201,15 @@ static void kick(struct redis_sink *r)
         struct rtxn *t = txn_at(r, r->send_seq);
         if (!t->h.committed)
             break;
-        while (t->sent < txn_size(t) && redis_conn_outstanding(r->conn) < MAX_OUTSTANDING)
+        int unsent = t->cmds && redis_cmdbuf_unsent(t->cmds);
+        while (unsent && redis_conn_outstanding(r->conn) < MAX_OUTSTANDING) {
             if (send_next(r, r->send_seq, t) != 0) {
                 snprintf(r->failure, sizeof r->failure, "%s", r->base.errstr);
                 return;
             }
-        if (t->sent < txn_size(t))
+            unsent = redis_cmdbuf_unsent(t->cmds);
+        }
+        if (unsent)
             break; /* the reply callbacks call us again */
         if (t->h.end_lsn != 0 && txn_size(t) > 0)
             t->h.pending--; /* every command is out: drop the "unsent" token */
@@ -490,17 +248,18 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
         return sink_fail(sink, "out of memory");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
     r->open = 0;
-    set_clear(r);
+    if (t->cmds)
+        redis_cmdbuf_seal(t->cmds);
     t->h.end_lsn = txn->end_lsn;
     t->h.committed = 1;
     t->commit_lsn = txn->commit_lsn;
     t->commit_time = txn->commit_time;
     if (txn->end_lsn == 0) {
-        txn_release(t); /* abandoned: the slot sends it again */
-        t->spill_len = 0;
+        if (t->cmds)
+            redis_cmdbuf_reset(t->cmds); /* abandoned: the slot sends it again */
     } else if (txn_size(t) > 0) {
         t->h.pending = 1;
-        t->counted = t->mem.len + 64;
+        t->counted = redis_cmdbuf_memory(t->cmds) + 64;
         r->base.inflight_bytes += t->counted;
         r->base.inflight_msgs++;
         schedule_send(r);
@@ -510,14 +269,6 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
 }
 
 /* ---- what the connection reports ---- */
-
-/* Records a permanent failure; the stream stops without confirming what Redis has not done. */
-static void fail(struct redis_sink *r, const char *fmt, const char *detail)
-{
-    if (!r->failure[0])
-        snprintf(r->failure, sizeof r->failure, fmt, detail);
-    wake(r); /* the stream polls us and sees the failure */
-}
 
 /* The connection is ready: say so, and send what waits. */
 static void on_conn_up(void *ctx, int attempts)
@@ -548,7 +299,7 @@ static void on_conn_down(void *ctx, const char *why, int attempt, int retry_ms)
         struct rtxn *t = txn_at(r, s);
         if (t->h.committed && t->h.end_lsn != 0 && txn_size(t) > 0) {
             t->h.pending = 1;
-            t->sent = 0;
+            redis_cmdbuf_rewind(t->cmds);
         }
     }
     r->send_seq = r->ring.head;
@@ -640,22 +391,19 @@ static void redis_close(struct sink *sink)
                  r->txns_done, r->keys_sent, r->commands_sent, pgf_hist_quantile(&r->latency, 0.5) / 1000.0,
                  pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0);
     redis_conn_close(r->conn);
-    struct event *evs[] = {r->ev_send, r->ev_tick};
-    for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
-        if (evs[i])
-            event_free(evs[i]);
+    if (r->ev_send)
+        event_free(r->ev_send);
+    if (r->ev_tick)
+        event_free(r->ev_tick);
     if (r->ring.slots)
         for (uint64_t s = r->ring.head; s < r->ring.tail; s++)
-            txn_release(txn_at(r, s));
+            redis_cmdbuf_free(txn_at(r, s)->cmds);
     txn_ring_free(&r->ring);
     if (sink->wake_fd >= 0)
         close(sink->wake_fd);
     if (r->pipe_wr >= 0)
         close(r->pipe_wr);
     pgf_redis_rules_free(r->rules);
-    free(r->set);
-    free(r->rd.p);
-    free(r->args.p);
     free(r);
 }
 
@@ -697,7 +445,7 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
         return NULL;
     }
     int fds[2];
-    if (txn_ring_init(&r->ring, sizeof(struct rtxn)) != 0 || set_grow(r, NULL) != 0 || pipe(fds) != 0) {
+    if (txn_ring_init(&r->ring, sizeof(struct rtxn)) != 0 || pipe(fds) != 0) {
         snprintf(errbuf, errlen, "cannot set up the Redis sink: %s", strerror(errno ? errno : ENOMEM));
         redis_close(&r->base);
         return NULL;
@@ -716,4 +464,3 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     redis_conn_start(r->conn);
     return &r->base;
 }
-
