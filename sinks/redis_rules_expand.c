@@ -7,7 +7,6 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,17 +112,11 @@ static int start_key(struct pgf_redis_rules *r, size_t *at)
     return put(r, at, r->django ? r->django_prefix : "", r->django ? strlen(r->django_prefix) : 0);
 }
 
-/* Formats a message for the operator and hands it to out->notice (when set), who logs it. */
-__attribute__((format(printf, 2, 3))) static void notice(const struct pgf_inval_out *out, const char *fmt, ...)
+/* Hands a message for the operator to out->notice (when set): the caller logs, never expand. */
+static void notice(const struct pgf_inval_out *out, const char *msg)
 {
-    if (out->notice == NULL)
-        return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    out->notice(out->ctx, msg);
+    if (out->notice)
+        out->notice(out->ctx, msg);
 }
 
 /* Expands a template for one image into r->buf.  Returns 1 with *len set, 0 when the key
@@ -147,11 +140,13 @@ static int expand(struct pgf_redis_rules *r, struct tmpl *t, const struct pgo_ms
         if (rc < 0) {
             r->unexpanded++;
             if (!t->noticed) {
+                char text[1024];
                 t->noticed = 1;
-                notice(out, "redis: cannot build key '%s' for the %s row of a %s on %s.%s: column %s was not sent "
-                       "(see the replica identity warning at startup); counting such keys as unexpanded",
-                       t->source, img == OLD_ROW ? "old" : "new", pgf_op_name(pgf_op_of(msg)),
-                       msg->u.change.rel->nspname, msg->u.change.rel->relname, pt->text);
+                snprintf(text, sizeof text, "redis: cannot build key '%s' for the %s row of a %s on %s.%s: column "
+                         "%s was not sent (see the replica identity warning at startup); counting such keys as "
+                         "unexpanded", t->source, img == OLD_ROW ? "old" : "new", pgf_op_name(pgf_op_of(msg)),
+                         msg->u.change.rel->nspname, msg->u.change.rel->relname, pt->text);
+                notice(out, text);
             }
         }
         if (rc <= 0)
@@ -241,10 +236,12 @@ static int apply_rule(struct pgf_redis_rules *r, struct rule *ru, const struct p
     json_t *keys = ru->publish ? json_array() : NULL;
     int rc = 0;
     if (msg->type == PGO_MSG_TRUNCATE && ru->nkeys > 0 && ru->generation == PGF_GEN_NONE && !ru->noticed_truncate) {
+        char text[1024];
         ru->noticed_truncate = 1;
-        notice(out, "redis: TRUNCATE of %s.%s cannot name its rows' keys; their cached values stay until they "
-               "expire. Add table_keys or generation: lsn to the rule to cover truncates",
-               ru->schema, ru->table);
+        snprintf(text, sizeof text, "redis: TRUNCATE of %s.%s cannot name its rows' keys; their cached values stay "
+                 "until they expire. Add table_keys or generation: lsn to the rule to cover truncates",
+                 ru->schema, ru->table);
+        notice(out, text);
     }
     if (msg->type != PGO_MSG_TRUNCATE) {
         for (size_t k = 0; k < ru->nkeys && rc == 0; k++) {
