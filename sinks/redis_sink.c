@@ -177,12 +177,14 @@ static int redis_emit(struct sink *sink, const struct pgf_event *ev)
 
 /* ---- sending ---- */
 
-/* Sends the next command of transaction seq.  Returns 0 or -1 with errstr. */
+/* Sends the next command of transaction seq, if any.  Returns 0 or -1 with errstr. */
 static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
 {
     struct redis_cmd cmd;
-    if (redis_cmdbuf_next(t->cmds, t->commit_lsn, &cmd, r->base.errstr, sizeof r->base.errstr) < 0 ||
-        redis_conn_send(r->conn, seq, cmd.argc, cmd.argv, cmd.argl, r->base.errstr, sizeof r->base.errstr) != 0)
+    int rc = redis_cmdbuf_next(t->cmds, t->commit_lsn, &cmd, r->base.errstr, sizeof r->base.errstr);
+    if (rc <= 0)
+        return rc;
+    if (redis_conn_send(r->conn, seq, cmd.argc, cmd.argv, cmd.argl, r->base.errstr, sizeof r->base.errstr) != 0)
         return -1;
     t->h.pending++;
     r->keys_sent += cmd.nkeys;
