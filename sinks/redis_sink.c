@@ -1,19 +1,18 @@
-/* redis_sink.c - cache invalidations in Redis through hiredis's async API on our libevent loop.
+/* redis_sink.c - cache invalidations in Redis: the sink table over a command buffer per
+ * transaction (redis_cmdbuf) and one connection (redis_conn).
  *
- * Each transaction collects its commands (deduplicated keys, generations, publishes) while it
- * is decoded and sends nothing before its Commit: a reader must not re-cache a value that is
- * about to change.  Committed transactions are pipelined in commit order over one connection,
- * several per write when they arrive together.  A transaction is acked once Redis has answered
- * every command for it and for every transaction before it.  When the connection breaks,
- * everything unacked is sent again from the oldest transaction, after a backoff; the commands
- * are idempotent (DEL, UNLINK, SET to a position) or harmless to repeat (INCR, PUBLISH).
- * A transaction too large to hold in memory spills its commands to an unlinked temp file. */
+ * Each transaction collects its commands while it is decoded and sends nothing before its
+ * Commit: a reader must not re-cache a value that is about to change.  Committed transactions
+ * are pipelined in commit order over the connection, several per write when they arrive
+ * together.  A transaction is acked once Redis has answered every command for it and for every
+ * transaction before it.  When the connection breaks, everything unacked is sent again from the
+ * oldest transaction once it is back; the commands are idempotent (DEL, UNLINK, SET to a
+ * position) or harmless to repeat (INCR, PUBLISH). */
+#include "sinks/redis_sink.h"
+
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,75 +22,39 @@
 #include "cdc/histogram.h"
 #include "cdc/log.h"
 #include "cdc/lsn.h"
-#include "sinks/redis_rules.h"
-#include "sinks/redis_sink.h"
+#include "sinks/redis_cmdbuf.h"
+#include "sinks/redis_conn.h"
 #include "sinks/txn_ring.h"
 
 /* An open transaction's commands move to disk beyond this many bytes. */
 #define SPILL_BYTES (4u << 20)
 /* Commands sent and not yet answered, at most; keeps hiredis's buffers small. */
 #define MAX_OUTSTANDING 2048
-/* Keys per DEL or UNLINK command. */
-#define KEYS_PER_DEL 256
-/* Reconnect backoff bounds. */
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
 
-/* What one stored entry asks of Redis. */
-enum ekind { E_DEL = PGF_REDIS_DEL, E_UNLINK = PGF_REDIS_UNLINK, E_PUBLISH, E_GEN_LSN, E_GEN_INCR };
-
-/* A growable byte buffer. */
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-/* One transaction's commands: a spilled prefix in a file, then the rest in memory.  Entries
- * are [kind:1][alen:4][a][blen:4][b]; a is the key or channel, b the payload (or empty). */
+/* One transaction in the ring. */
 struct rtxn {
     struct txn_head h; /* pending: unanswered commands, plus 1 until every command is sent */
     uint64_t commit_lsn;
     int64_t commit_time;
-    struct buf mem;
-    FILE *spill;
-    uint64_t spill_len;
-    uint64_t sent;    /* entry bytes already turned into commands */
-    size_t counted;   /* bytes counted in inflight_bytes */
+    struct redis_cmdbuf *cmds; /* NULL until the transaction has a command */
+    size_t counted;            /* bytes counted in inflight_bytes */
 };
-
-enum conn_state { C_DOWN, C_HANDSHAKE, C_READY };
 
 struct redis_sink {
     struct sink base;
     struct pgf_redis_rules *rules;
     const struct pgf_redis_cfg *cfg;
-    char *password;
     struct event_base *evbase;
+    struct redis_conn *conn;
+    struct redis_conn_handler handler; /* the conn borrows it */
 
     struct txn_ring ring;
     int open;
-    uint64_t send_seq;  /* first transaction with commands still to send */
-    size_t outstanding; /* commands sent, not yet answered */
+    uint64_t send_seq; /* first transaction with commands still to send */
 
-    /* Deduplication of the open transaction: offsets+1 of entries in its mem buffer. */
-    uint32_t *set;
-    size_t set_cap, set_used;
-
-    redisAsyncContext *ac;
-    enum conn_state state;
-    int backoff_ms;
-    int attempts;
-    int64_t state_since_us, last_reply_us;
-    int closing;
-    struct event *ev_send, *ev_reconnect, *ev_watchdog, *ev_tick;
+    struct event *ev_send, *ev_tick;
     int pipe_wr;
     int wake_pending;
-
-    /* Reading spilled entries back: a window of the file of transaction rd_seq. */
-    struct buf rd;
-    uint64_t rd_seq, rd_off;
-    int rd_valid;
-    struct buf args;  /* copies of the arguments of the command being built */
 
     struct pgf_hist latency;
     uint64_t keys_sent, commands_sent, txns_done;
@@ -104,20 +67,10 @@ static struct rtxn *txn_at(struct redis_sink *r, uint64_t seq)
     return txn_ring_at(&r->ring, seq);
 }
 
-/* Frees what a transaction holds (its ring slot stays). */
-static void txn_release(struct rtxn *t)
-{
-    free(t->mem.p);
-    t->mem = (struct buf){0};
-    if (t->spill)
-        fclose(t->spill);
-    t->spill = NULL;
-}
-
-/* Total entry bytes of a transaction. */
+/* Total command bytes of a transaction; 0 means there is nothing to send. */
 static uint64_t txn_size(const struct rtxn *t)
 {
-    return t->spill_len + t->mem.len;
+    return t->cmds ? redis_cmdbuf_size(t->cmds) : 0;
 }
 
 /* Wakes the stream so it sees the new acked_lsn (it may resume reading, or confirm). */
@@ -125,6 +78,14 @@ static void wake(struct redis_sink *r)
 {
     if (!r->wake_pending && r->pipe_wr >= 0 && write(r->pipe_wr, "1", 1) == 1)
         r->wake_pending = 1;
+}
+
+/* Records a permanent failure; the stream stops without confirming what Redis has not done. */
+static void fail(struct redis_sink *r, const char *fmt, const char *detail)
+{
+    if (!r->failure[0])
+        snprintf(r->failure, sizeof r->failure, fmt, detail);
+    wake(r); /* the stream polls us and sees the failure */
 }
 
 /* Pops every leading transaction Redis has fully answered, recording its latency. */
@@ -142,7 +103,8 @@ static void advance(struct redis_sink *r)
         r->base.inflight_bytes -= t->counted < r->base.inflight_bytes ? t->counted : r->base.inflight_bytes;
         if (r->base.inflight_msgs)
             r->base.inflight_msgs--;
-        txn_release(t);
+        redis_cmdbuf_free(t->cmds);
+        t->cmds = NULL;
         txn_ring_pop(&r->ring, &r->base.acked_lsn);
     }
     if (r->base.acked_lsn != before)
@@ -151,133 +113,39 @@ static void advance(struct redis_sink *r)
 
 /* ---- building a transaction ---- */
 
-/* Hashes an entry's kind and key (FNV-1a). */
-static uint32_t entry_hash(int kind, const char *key, size_t len)
-{
-    uint32_t h = 2166136261u ^ (uint32_t)kind;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)key[i]) * 16777619u;
-    return h;
-}
-
-/* Reads the key of the mem entry at off. */
-static const char *mem_key(const struct rtxn *t, uint32_t off, int *kind, uint32_t *len)
-{
-    const char *e = t->mem.p + off;
-    *kind = (unsigned char)e[0];
-    memcpy(len, e + 1, 4);
-    return e + 5;
-}
-
-/* Looks up (kind, key) in the open transaction's set; returns the slot to use and sets
- * *found when the entry is already there. */
-static size_t set_slot(struct redis_sink *r, const struct rtxn *t, int kind, const char *key, size_t len, int *found)
-{
-    size_t mask = r->set_cap - 1, i = entry_hash(kind, key, len) & mask;
-    *found = 0;
-    for (; r->set[i] != 0; i = (i + 1) & mask) {
-        int k;
-        uint32_t l;
-        const char *s = mem_key(t, r->set[i] - 1, &k, &l);
-        if (k == kind && l == len && memcmp(s, key, len) == 0) {
-            *found = 1;
-            break;
-        }
-    }
-    return i;
-}
-
-/* Doubles the set, rehashing the entries it holds; returns 0 or -1. */
-static int set_grow(struct redis_sink *r, const struct rtxn *t)
-{
-    size_t ncap = r->set_cap ? r->set_cap * 2 : 1024;
-    uint32_t *old = r->set;
-    size_t oldcap = r->set_cap;
-    if ((r->set = calloc(ncap, sizeof *r->set)) == NULL) {
-        r->set = old;
-        return -1;
-    }
-    r->set_cap = ncap;
-    for (size_t i = 0; i < oldcap; i++)
-        if (old[i]) {
-            int k, found;
-            uint32_t l;
-            const char *s = mem_key(t, old[i] - 1, &k, &l);
-            r->set[set_slot(r, t, k, s, l, &found)] = old[i];
-        }
-    free(old);
-    return 0;
-}
-
-/* Empties the set for the next transaction (or after a spill). */
-static void set_clear(struct redis_sink *r)
-{
-    if (r->set_used)
-        memset(r->set, 0, r->set_cap * sizeof *r->set);
-    r->set_used = 0;
-}
-
-/* Moves the open transaction's entries to its spill file; returns 0 or -1 with errstr. */
-static int spill(struct redis_sink *r, struct rtxn *t)
-{
-    if (t->spill == NULL && (t->spill = tmpfile()) == NULL)
-        return sink_fail(&r->base, "cannot create a temporary file for a large transaction: %s", strerror(errno));
-    if (fwrite(t->mem.p, 1, t->mem.len, t->spill) != t->mem.len || fflush(t->spill) != 0)
-        return sink_fail(&r->base, "cannot write a large transaction to a temporary file: %s", strerror(errno));
-    t->spill_len += t->mem.len;
-    t->mem.len = 0;
-    set_clear(r);
-    return 0;
-}
-
-/* Appends an entry to the open transaction unless an equal one is there; returns 0 or -1. */
-static int add_entry(struct redis_sink *r, int kind, const char *a, size_t alen, const char *b, size_t blen)
+/* Returns the open transaction's command buffer, made on first use; NULL when out of memory. */
+static struct redis_cmdbuf *open_cmds(struct redis_sink *r)
 {
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
-    int dedupe = kind != E_PUBLISH;
-    size_t slot = 0;
-    if (dedupe) {
-        if ((r->set_used + 1) * 2 > r->set_cap && set_grow(r, t) != 0)
-            return -1;
-        int found;
-        slot = set_slot(r, t, kind, a, alen, &found);
-        if (found)
-            return 0;
-    }
-    if (alen > UINT32_MAX - 16 || blen > UINT32_MAX - 16 || t->mem.len + alen + blen + 9 > UINT32_MAX)
-        return -1;
-    if (sink_grow((void **)&t->mem.p, &t->mem.cap, t->mem.len + 9 + alen + blen) != 0)
-        return -1;
-    char *e = t->mem.p + t->mem.len;
-    uint32_t l32 = (uint32_t)alen, b32 = (uint32_t)blen;
-    e[0] = (char)kind;
-    memcpy(e + 1, &l32, 4);
-    memcpy(e + 5, a, alen);
-    memcpy(e + 5 + alen, &b32, 4);
-    if (blen)
-        memcpy(e + 9 + alen, b, blen);
-    if (dedupe) {
-        r->set[slot] = (uint32_t)t->mem.len + 1;
-        r->set_used++;
-    }
-    t->mem.len += 9 + alen + blen;
-    return 0;
+    if (t->cmds == NULL)
+        t->cmds = redis_cmdbuf_new(SPILL_BYTES);
+    return t->cmds;
 }
 
-/* pgf_inval_out callbacks. */
+/* pgf_inval_out callbacks: the rules' keys become commands of the open transaction. */
 static int out_key(void *ctx, enum pgf_redis_action action, const char *key, size_t len)
 {
-    return add_entry(ctx, action == PGF_REDIS_UNLINK ? E_UNLINK : E_DEL, key, len, NULL, 0);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_key(b, action == PGF_REDIS_UNLINK ? REDIS_CMD_UNLINK : REDIS_CMD_DEL, key, len) : -1;
 }
 
 static int out_generation(void *ctx, enum pgf_redis_generation mode, const char *key, size_t len)
 {
-    return add_entry(ctx, mode == PGF_GEN_INCR ? E_GEN_INCR : E_GEN_LSN, key, len, NULL, 0);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_key(b, mode == PGF_GEN_INCR ? REDIS_CMD_GEN_INCR : REDIS_CMD_GEN_LSN, key, len) : -1;
 }
 
 static int out_publish(void *ctx, const char *channel, const char *payload, size_t len)
 {
-    return add_entry(ctx, E_PUBLISH, channel, strlen(channel), payload, len);
+    struct redis_cmdbuf *b = open_cmds(ctx);
+    return b ? redis_cmdbuf_add_publish(b, channel, strlen(channel), payload, len) : -1;
+}
+
+/* The rules stay silent (they are pure); what they find worth telling goes to the log here. */
+static void out_notice(void *ctx, const char *msg)
+{
+    (void)ctx;
+    pgf_warn("%s", msg);
 }
 
 /* Opens the entry of a new transaction; returns 0 or -1. */
@@ -286,7 +154,6 @@ static int txn_open(struct redis_sink *r)
     if (txn_ring_push(&r->ring) == NULL)
         return -1;
     r->open = 1;
-    set_clear(r);
     return 0;
 }
 
@@ -298,159 +165,29 @@ static int redis_emit(struct sink *sink, const struct pgf_event *ev)
         return sink_fail(sink, "%s", r->failure);
     if (!r->open && txn_open(r) != 0)
         return sink_fail(sink, "out of memory");
-    struct pgf_inval_out out = {.key = out_key, .generation = out_generation, .publish = out_publish, .ctx = r};
+    struct pgf_inval_out out = {.key = out_key, .generation = out_generation, .publish = out_publish,
+                                .notice = out_notice, .ctx = r};
     if (pgf_redis_rules_apply(r->rules, ev, &out) != 0)
         return sink_fail(sink, "out of memory collecting cache keys");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
-    if (t->mem.len > SPILL_BYTES)
-        return spill(r, t);
+    if (t->cmds && redis_cmdbuf_end_change(t->cmds, sink->errstr, sizeof sink->errstr) != 0)
+        return -1;
     return 0;
 }
 
 /* ---- sending ---- */
 
-/* Returns len bytes of transaction t's spill file at off, through a read window; NULL on error. */
-static const char *spill_bytes(struct redis_sink *r, uint64_t seq, struct rtxn *t, uint64_t off, size_t len)
-{
-    if (r->rd_valid && r->rd_seq == seq && off >= r->rd_off && off + len <= r->rd_off + r->rd.len)
-        return r->rd.p + (off - r->rd_off);
-    size_t want = len > (256u << 10) ? len : (256u << 10);
-    if (want > t->spill_len - off)
-        want = (size_t)(t->spill_len - off);
-    if (want < len || sink_grow((void **)&r->rd.p, &r->rd.cap, want) != 0)
-        return NULL;
-    ssize_t got = pread(fileno(t->spill), r->rd.p, want, (off_t)off);
-    if (got < 0 || (size_t)got < len)
-        return NULL;
-    r->rd.len = (size_t)got;
-    r->rd_seq = seq;
-    r->rd_off = off;
-    r->rd_valid = 1;
-    return r->rd.p;
-}
-
-/* One decoded entry; pointers are valid until the next read. */
-struct entry {
-    int kind;
-    const char *a, *b;
-    uint32_t alen, blen;
-    size_t size;
-};
-
-/* Reads the entry at offset off of transaction seq; returns 0 or -1 with errstr. */
-static int read_entry(struct redis_sink *r, uint64_t seq, struct rtxn *t, uint64_t off, struct entry *e)
-{
-    const char *p;
-    uint32_t alen, blen;
-    if (off >= t->spill_len) {
-        p = t->mem.p + (off - t->spill_len);
-    } else {
-        /* Each read covers the earlier ones, so the last pointer holds the whole entry. */
-        if ((p = spill_bytes(r, seq, t, off, 5)) == NULL)
-            goto fail;
-        memcpy(&alen, p + 1, 4);
-        if ((p = spill_bytes(r, seq, t, off, 9 + (size_t)alen)) == NULL)
-            goto fail;
-        memcpy(&blen, p + 5 + alen, 4);
-        if ((p = spill_bytes(r, seq, t, off, 9 + (size_t)alen + blen)) == NULL)
-            goto fail;
-    }
-    e->kind = (unsigned char)p[0];
-    memcpy(&e->alen, p + 1, 4);
-    e->a = p + 5;
-    memcpy(&e->blen, p + 5 + e->alen, 4);
-    e->b = p + 9 + e->alen;
-    e->size = 9 + (size_t)e->alen + e->blen;
-    return 0;
-fail:
-    return sink_fail(&r->base, "cannot read a large transaction back from its temporary file: %s",
-                     strerror(errno ? errno : EIO));
-}
-
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void drop_connection(struct redis_sink *r, const char *why);
-
-/* True for errors that go away by themselves (a restarting or failing-over server). */
-static int transient_error(const char *s)
-{
-    static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN"};
-    for (size_t i = 0; i < sizeof words / sizeof *words; i++)
-        if (strncmp(s, words[i], strlen(words[i])) == 0)
-            return 1;
-    return 0;
-}
-
-/* Sends the next command of transaction seq: up to KEYS_PER_DEL consecutive keys of one
- * kind as one DEL/UNLINK, or one PUBLISH, SET or INCR.  Returns 0 or -1 with errstr. */
+/* Sends the next command of transaction seq, if any.  Returns 0 or -1 with errstr. */
 static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
 {
-    struct entry e = {0}; /* read_entry fills it; GCC 12 -O3 cannot tell */
-    if (read_entry(r, seq, t, t->sent, &e) != 0)
+    struct redis_cmd cmd;
+    int rc = redis_cmdbuf_next(t->cmds, t->commit_lsn, &cmd, r->base.errstr, sizeof r->base.errstr);
+    if (rc <= 0)
+        return rc;
+    if (redis_conn_send(r->conn, seq, cmd.argc, cmd.argv, cmd.argl, r->base.errstr, sizeof r->base.errstr) != 0)
         return -1;
-    const char *argv[KEYS_PER_DEL + 1];
-    size_t argl[KEYS_PER_DEL + 1];
-    char lsn[24]; /* lives until the command is formatted below */
-    int argc = 0;
-    if (e.kind == E_DEL || e.kind == E_UNLINK) {
-        int kind = e.kind;
-        size_t offs[KEYS_PER_DEL];
-        r->args.len = 0;
-        uint64_t end = txn_size(t);
-        /* Copy the keys: reading further entries may move the spill window under them. */
-        while (argc < KEYS_PER_DEL) {
-            if (sink_grow((void **)&r->args.p, &r->args.cap, r->args.len + e.alen) != 0)
-                return sink_fail(&r->base, "out of memory");
-            memcpy(r->args.p + r->args.len, e.a, e.alen);
-            offs[argc] = r->args.len;
-            argl[argc + 1] = e.alen;
-            r->args.len += e.alen;
-            argc++;
-            t->sent += e.size;
-            if (t->sent >= end)
-                break;
-            if (read_entry(r, seq, t, t->sent, &e) != 0)
-                return -1;
-            if (e.kind != kind)
-                break;
-        }
-        argv[0] = kind == E_UNLINK ? "UNLINK" : "DEL";
-        argl[0] = strlen(argv[0]);
-        for (int i = 0; i < argc; i++)
-            argv[i + 1] = r->args.p + offs[i];
-        r->keys_sent += (uint64_t)argc;
-        argc++;
-    } else {
-        switch (e.kind) {
-        case E_PUBLISH:
-            argv[0] = "PUBLISH", argv[1] = e.a, argv[2] = e.b;
-            argl[1] = e.alen, argl[2] = e.blen;
-            argc = 3;
-            break;
-        case E_GEN_LSN:
-            /* A decimal position: comparable, and an int to Django's cache, which unpickles
-             * anything that is not. */
-            snprintf(lsn, sizeof lsn, "%" PRIu64, t->commit_lsn);
-            argv[0] = "SET", argv[1] = e.a, argv[2] = lsn;
-            argl[1] = e.alen, argl[2] = strlen(lsn);
-            argc = 3;
-            break;
-        case E_GEN_INCR:
-            argv[0] = "INCR", argv[1] = e.a;
-            argl[1] = e.alen;
-            argc = 2;
-            break;
-        default:
-            return sink_fail(&r->base, "corrupt command buffer (entry kind %d)", e.kind);
-        }
-        argl[0] = strlen(argv[0]);
-        r->keys_sent++;
-        t->sent += e.size;
-    }
-    if (redisAsyncCommandArgv(r->ac, on_reply, (void *)(uintptr_t)seq, argc, argv, argl) != REDIS_OK)
-        return sink_fail(&r->base, "cannot queue a Redis command: %s", r->ac->errstr);
-    if (r->outstanding++ == 0)
-        r->last_reply_us = pgf_pgtime_now(); /* the reply clock starts with the first command */
     t->h.pending++;
+    r->keys_sent += cmd.nkeys;
     r->commands_sent++;
     return 0;
 }
@@ -462,16 +199,19 @@ static void kick(struct redis_sink *r)
     /* Empty transactions are acked without being sent, so head can pass send_seq. */
     if (r->send_seq < r->ring.head)
         r->send_seq = r->ring.head;
-    while (r->state == C_READY && !r->failure[0] && r->send_seq < r->ring.tail) {
+    while (redis_conn_ready(r->conn) && !r->failure[0] && r->send_seq < r->ring.tail) {
         struct rtxn *t = txn_at(r, r->send_seq);
         if (!t->h.committed)
             break;
-        while (t->sent < txn_size(t) && r->outstanding < MAX_OUTSTANDING)
+        int unsent = t->cmds && redis_cmdbuf_unsent(t->cmds);
+        while (unsent && redis_conn_outstanding(r->conn) < MAX_OUTSTANDING) {
             if (send_next(r, r->send_seq, t) != 0) {
                 snprintf(r->failure, sizeof r->failure, "%s", r->base.errstr);
                 return;
             }
-        if (t->sent < txn_size(t))
+            unsent = redis_cmdbuf_unsent(t->cmds);
+        }
+        if (unsent)
             break; /* the reply callbacks call us again */
         if (t->h.end_lsn != 0 && txn_size(t) > 0)
             t->h.pending--; /* every command is out: drop the "unsent" token */
@@ -510,17 +250,18 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
         return sink_fail(sink, "out of memory");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
     r->open = 0;
-    set_clear(r);
+    if (t->cmds)
+        redis_cmdbuf_seal(t->cmds);
     t->h.end_lsn = txn->end_lsn;
     t->h.committed = 1;
     t->commit_lsn = txn->commit_lsn;
     t->commit_time = txn->commit_time;
     if (txn->end_lsn == 0) {
-        txn_release(t); /* abandoned: the slot sends it again */
-        t->spill_len = 0;
+        if (t->cmds)
+            redis_cmdbuf_reset(t->cmds); /* abandoned: the slot sends it again */
     } else if (txn_size(t) > 0) {
         t->h.pending = 1;
-        t->counted = t->mem.len + 64;
+        t->counted = redis_cmdbuf_memory(t->cmds) + 64;
         r->base.inflight_bytes += t->counted;
         r->base.inflight_msgs++;
         schedule_send(r);
@@ -529,229 +270,69 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
     return r->failure[0] ? sink_fail(sink, "%s", r->failure) : 0;
 }
 
-/* ---- the connection ---- */
+/* ---- what the connection reports ---- */
 
-static void on_connect(const redisAsyncContext *ac, int status);
-static void on_disconnect(const redisAsyncContext *ac, int status);
-
-/* Where we connect, for messages. */
-static void describe_server(const struct redis_sink *r, char *out, size_t len)
+/* The connection is ready: say so, and send what waits. */
+static void on_conn_up(void *ctx, int attempts)
 {
-    const char *host = r->cfg->host ? r->cfg->host : "127.0.0.1";
-    if (host[0] == '/')
-        snprintf(out, len, "%s", host);
+    struct redis_sink *r = ctx;
+    size_t n = (size_t)(r->ring.tail - r->ring.head);
+    if (attempts > 0)
+        pgf_info("redis at %s: connected again after %d attempt%s; resending %zu unacknowledged transaction%s",
+                 redis_conn_where(r->conn), attempts, attempts == 1 ? "" : "s", n, n == 1 ? "" : "s");
     else
-        snprintf(out, len, "%s:%u", host, r->cfg->port ? r->cfg->port : 6379);
+        pgf_info("redis at %s: connected", redis_conn_where(r->conn));
+    r->base.connected = 1;
+    kick(r);
 }
 
-/* Arms the reconnect timer with the current backoff, then doubles it. */
-static void schedule_reconnect(struct redis_sink *r)
+/* The connection broke: every unacked transaction is sent again from its first command, in
+ * order, once it is back. */
+static void on_conn_down(void *ctx, const char *why, int attempt, int retry_ms)
 {
-    r->state = C_DOWN;
-    r->state_since_us = pgf_pgtime_now();
-    if (r->closing)
-        return;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
-    evtimer_add(r->ev_reconnect, &tv);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
-}
-
-/* Makes every unacked transaction send again from its first command, in order. */
-static void rewind_unacked(struct redis_sink *r)
-{
+    struct redis_sink *r = ctx;
+    r->base.errors++;
+    r->base.connected = 0;
+    size_t n = (size_t)(r->ring.tail - r->ring.head);
+    if (attempt == 1 || attempt % 10 == 0)
+        pgf_warn("redis at %s: %s; %zu transaction%s unacknowledged, retrying in %d ms (attempt %d)",
+                 redis_conn_where(r->conn), why, n, n == 1 ? "" : "s", retry_ms, attempt);
     for (uint64_t s = r->ring.head; s < r->ring.tail; s++) {
         struct rtxn *t = txn_at(r, s);
         if (t->h.committed && t->h.end_lsn != 0 && txn_size(t) > 0) {
             t->h.pending = 1;
-            t->sent = 0;
+            redis_cmdbuf_rewind(t->cmds);
         }
     }
     r->send_seq = r->ring.head;
-    r->outstanding = 0;
 }
 
-/* Forgets a broken connection: logs why, resends everything unacked after a backoff. */
-static void connection_lost(struct redis_sink *r, const char *why)
+/* A reconnection attempt starts. */
+static void on_conn_retrying(void *ctx)
 {
-    r->base.errors++;
-    r->base.connected = 0;
-    char where[300];
-    describe_server(r, where, sizeof where);
-    r->attempts++;
-    if (r->attempts == 1 || r->attempts % 10 == 0)
-        pgf_warn("redis at %s: %s; %zu transaction%s unacknowledged, retrying in %d ms (attempt %d)", where, why,
-                 (size_t)(r->ring.tail - r->ring.head), r->ring.tail - r->ring.head == 1 ? "" : "s",
-                 r->backoff_ms, r->attempts);
-    rewind_unacked(r);
-    schedule_reconnect(r);
-}
-
-/* Closes the connection ourselves (a timeout or a transient error) and retries. */
-static void drop_connection(struct redis_sink *r, const char *why)
-{
-    redisAsyncContext *ac = r->ac;
-    r->ac = NULL; /* on_disconnect sees a context that is no longer ours and ignores it */
-    if (ac)
-        redisAsyncFree(ac);
-    connection_lost(r, why);
-}
-
-/* Records a permanent failure; the stream stops without confirming what Redis has not done. */
-static void fail(struct redis_sink *r, const char *fmt, const char *detail)
-{
-    if (!r->failure[0])
-        snprintf(r->failure, sizeof r->failure, fmt, detail);
-    wake(r); /* the stream polls us and sees the failure */
-}
-
-/* Handshake replies: AUTH, SELECT, then PING, after which the connection is ready. */
-static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    struct redis_sink *r = ac->data;
-    redisReply *rep = reply;
-    const char *step = privdata;
-    if (rep == NULL || r == NULL || ac != r->ac)
-        return;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        if (transient_error(rep->str)) {
-            drop_connection(r, rep->str);
-            return;
-        }
-        char msg[300];
-        snprintf(msg, sizeof msg, "%s: %s", step, rep->str);
-        if (strcmp(step, "AUTH") == 0)
-            fail(r, "Redis refused AUTH (%s); check redis.username and the password "
-                    "(PGFANOUT_REDIS_PASSWORD or redis.password_file)", msg);
-        else if (strcmp(step, "SELECT") == 0)
-            fail(r, "Redis refused the database number (%s); check redis.db", msg);
-        else
-            fail(r, "Redis refused the connection (%s); check the password and ACLs", msg);
-        return;
-    }
-    if (strcmp(step, "PING") == 0) {
-        char where[300];
-        describe_server(r, where, sizeof where);
-        if (r->attempts > 0)
-            pgf_info("redis at %s: connected again after %d attempt%s; resending %zu unacknowledged transaction%s",
-                     where, r->attempts, r->attempts == 1 ? "" : "s", (size_t)(r->ring.tail - r->ring.head),
-                     r->ring.tail - r->ring.head == 1 ? "" : "s");
-        else
-            pgf_info("redis at %s: connected", where);
-        r->state = C_READY;
-        r->base.connected = 1;
-        r->attempts = 0;
-        r->backoff_ms = BACKOFF_MIN_MS;
-        kick(r);
-    }
-}
-
-/* Starts a connection: hiredis queues AUTH, SELECT and PING until the socket is up. */
-static void connect_redis(struct redis_sink *r)
-{
-    const char *host = r->cfg->host ? r->cfg->host : "127.0.0.1";
-    redisAsyncContext *ac = host[0] == '/' ? redisAsyncConnectUnix(host)
-                                           : redisAsyncConnect(host, (int)(r->cfg->port ? r->cfg->port : 6379));
-    if (ac == NULL || ac->err) {
-        char why[256];
-        snprintf(why, sizeof why, "cannot connect: %s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        connection_lost(r, why);
-        return;
-    }
-    ac->data = r;
-    r->ac = ac;
-    r->state = C_HANDSHAKE;
-    r->state_since_us = pgf_pgtime_now();
-    redisLibeventAttach(ac, r->evbase);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (r->password) {
-        if (r->cfg->username)
-            redisAsyncCommand(ac, on_handshake, (void *)"AUTH", "AUTH %s %s", r->cfg->username, r->password);
-        else
-            redisAsyncCommand(ac, on_handshake, (void *)"AUTH", "AUTH %s", r->password);
-    }
-    if (r->cfg->db)
-        redisAsyncCommand(ac, on_handshake, (void *)"SELECT", "SELECT %u", r->cfg->db);
-    redisAsyncCommand(ac, on_handshake, (void *)"PING", "PING");
-}
-
-/* The socket connected, or could not. */
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct redis_sink *r = ac->data;
-    if (r == NULL || ac != r->ac || status == REDIS_OK)
-        return;
-    char why[256];
-    snprintf(why, sizeof why, "cannot connect: %s", ac->errstr);
-    r->ac = NULL; /* hiredis frees the context after this callback */
-    connection_lost(r, why);
-}
-
-/* The server closed the connection or it broke. */
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    (void)status;
-    struct redis_sink *r = ac->data;
-    if (r == NULL || ac != r->ac)
-        return;
-    char why[256];
-    snprintf(why, sizeof why, "connection lost: %s", ac->err ? ac->errstr : "closed by the server");
-    r->ac = NULL;
-    connection_lost(r, why);
-}
-
-/* The reconnect timer fired. */
-static void on_reconnect_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct redis_sink *r = arg;
-    if (r->state == C_DOWN && !r->closing) {
-        r->base.retries++;
-        connect_redis(r);
-    }
-}
-
-/* Drops a connection that stopped answering, which hiredis 0.14 itself never notices. */
-static void on_watchdog(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct redis_sink *r = arg;
-    int64_t now = pgf_pgtime_now(), limit = (int64_t)(r->cfg->command_timeout_ms ? r->cfg->command_timeout_ms
-                                                                                 : 10000) * 1000;
-    if (r->state == C_HANDSHAKE && now - r->state_since_us > limit)
-        drop_connection(r, "no answer to the connection handshake within redis.command_timeout_ms");
-    else if (r->state == C_READY && r->outstanding > 0 && now - r->last_reply_us > limit)
-        drop_connection(r, "no reply within redis.command_timeout_ms");
+    struct redis_sink *r = ctx;
+    r->base.retries++;
 }
 
 /* A reply to a transaction's command. */
-static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+static void on_conn_reply(void *ctx, uint64_t seq, const char *error)
 {
-    struct redis_sink *r = ac->data;
-    redisReply *rep = reply;
-    if (rep == NULL || r == NULL || ac != r->ac)
-        return; /* the connection is going away; rewind_unacked resends the command */
-    uint64_t seq = (uint64_t)(uintptr_t)privdata;
-    r->last_reply_us = pgf_pgtime_now();
-    if (r->outstanding)
-        r->outstanding--;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        if (transient_error(rep->str)) {
-            drop_connection(r, rep->str);
-            return;
-        }
+    struct redis_sink *r = ctx;
+    if (error) {
         r->base.errors++;
         fail(r, "Redis refused a command: %s; nothing after it is confirmed. Check the rules (a generation "
-                "key holding a non-number?) and the ACL of redis.username", rep->str);
+                "key holding a non-number?) and the ACL of redis.username", error);
         return;
     }
     if (seq >= r->ring.head && seq < r->ring.tail && txn_at(r, seq)->h.pending > 0)
         txn_at(r, seq)->h.pending--;
     kick(r);
+}
+
+/* The handshake was refused: nothing will be delivered. */
+static void on_conn_refused(void *ctx, const char *msg)
+{
+    fail(ctx, "%s", msg);
 }
 
 /* ---- the sink table ---- */
@@ -806,37 +387,25 @@ static int redis_flush(struct sink *sink, int timeout_ms)
 static void redis_close(struct sink *sink)
 {
     struct redis_sink *r = (struct redis_sink *)sink;
-    r->closing = 1;
     if (r->commands_sent > 0)
         pgf_info("redis: %" PRIu64 " transactions, %" PRIu64 " keys in %" PRIu64
                  " commands; commit-to-ack latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
                  r->txns_done, r->keys_sent, r->commands_sent, pgf_hist_quantile(&r->latency, 0.5) / 1000.0,
                  pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0);
-    if (r->ac) {
-        redisAsyncContext *ac = r->ac;
-        r->ac = NULL;
-        redisAsyncFree(ac);
-    }
-    struct event *evs[] = {r->ev_send, r->ev_reconnect, r->ev_watchdog, r->ev_tick};
-    for (size_t i = 0; i < sizeof evs / sizeof *evs; i++)
-        if (evs[i])
-            event_free(evs[i]);
+    redis_conn_close(r->conn);
+    if (r->ev_send)
+        event_free(r->ev_send);
+    if (r->ev_tick)
+        event_free(r->ev_tick);
     if (r->ring.slots)
         for (uint64_t s = r->ring.head; s < r->ring.tail; s++)
-            txn_release(txn_at(r, s));
+            redis_cmdbuf_free(txn_at(r, s)->cmds);
     txn_ring_free(&r->ring);
     if (sink->wake_fd >= 0)
         close(sink->wake_fd);
     if (r->pipe_wr >= 0)
         close(r->pipe_wr);
-    if (r->password) {
-        memset(r->password, 0, strlen(r->password));
-        free(r->password);
-    }
     pgf_redis_rules_free(r->rules);
-    free(r->set);
-    free(r->rd.p);
-    free(r->args.p);
     free(r);
 }
 
@@ -849,61 +418,10 @@ static const struct sink_ops redis_ops = {
     .close = redis_close,
 };
 
-/* Reads the password from PGFANOUT_REDIS_PASSWORD or redis.password_file; returns 0 with
- * *out set (NULL when there is none), or -1 with err set.  The value is never logged. */
-static int load_password(const struct pgf_redis_cfg *cfg, char **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    const char *env = getenv("PGFANOUT_REDIS_PASSWORD");
-    if (env && env[0]) {
-        *out = strdup(env);
-    } else if (cfg->password_file) {
-        FILE *f = fopen(cfg->password_file, "r");
-        char line[1024];
-        if (f == NULL || fgets(line, sizeof line, f) == NULL) {
-            snprintf(err, errlen, "cannot read redis.password_file %s: %s", cfg->password_file,
-                     f ? "it is empty" : strerror(errno));
-            if (f)
-                fclose(f);
-            return -1;
-        }
-        fclose(f);
-        line[strcspn(line, "\r\n")] = '\0';
-        *out = strdup(line);
-        memset(line, 0, sizeof line);
-    } else {
-        if (cfg->username) {
-            snprintf(err, errlen, "redis.username is set but no password is: set PGFANOUT_REDIS_PASSWORD or "
-                                  "redis.password_file");
-            return -1;
-        }
-        return 0;
-    }
-    if (*out == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
 /* Checks what can be checked before connecting; see redis_sink.h. */
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
-    if (cfg->tls) {
-        /* hiredis gained TLS (hiredis_ssl) in 1.0; CMake reports which one it found. */
-        snprintf(errbuf, errlen, "redis.tls is set, but this build uses hiredis %d.%d, which has no TLS (Debian 12 "
-                                 "ships 0.14). Reach Redis over a TLS tunnel such as stunnel, or a unix socket",
-                 HIREDIS_MAJOR, HIREDIS_MINOR);
-        return -1;
-    }
-    char *password = NULL;
-    if (load_password(cfg, &password, errbuf, errlen) != 0)
-        return -1;
-    if (password) {
-        memset(password, 0, strlen(password));
-        free(password);
-    }
-    return 0;
+    return redis_conn_check(cfg, errbuf, errlen);
 }
 
 /* Opens the sink; see redis_sink.h. */
@@ -922,13 +440,14 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->rules = c->rules;
     r->cfg = c->cfg;
     r->evbase = c->base;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    if (redis_sink_validate(c->cfg, errbuf, errlen) != 0 || load_password(c->cfg, &r->password, errbuf, errlen) != 0) {
+    r->handler = (struct redis_conn_handler){.up = on_conn_up, .down = on_conn_down, .retrying = on_conn_retrying,
+                                             .reply = on_conn_reply, .refused = on_conn_refused, .ctx = r};
+    if ((r->conn = redis_conn_new(c->cfg, c->base, &r->handler, errbuf, errlen)) == NULL) {
         redis_close(&r->base);
         return NULL;
     }
     int fds[2];
-    if (txn_ring_init(&r->ring, sizeof(struct rtxn)) != 0 || set_grow(r, NULL) != 0 || pipe(fds) != 0) {
+    if (txn_ring_init(&r->ring, sizeof(struct rtxn)) != 0 || pipe(fds) != 0) {
         snprintf(errbuf, errlen, "cannot set up the Redis sink: %s", strerror(errno ? errno : ENOMEM));
         redis_close(&r->base);
         return NULL;
@@ -938,17 +457,12 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->base.wake_fd = fds[0];
     r->pipe_wr = fds[1];
     r->ev_send = evtimer_new(r->evbase, on_send_timer, r);
-    r->ev_reconnect = evtimer_new(r->evbase, on_reconnect_timer, r);
-    r->ev_watchdog = event_new(r->evbase, -1, EV_PERSIST, on_watchdog, r);
     r->ev_tick = evtimer_new(r->evbase, on_tick, r);
-    if (!r->ev_send || !r->ev_reconnect || !r->ev_watchdog || !r->ev_tick) {
+    if (!r->ev_send || !r->ev_tick) {
         snprintf(errbuf, errlen, "out of memory");
         redis_close(&r->base);
         return NULL;
     }
-    struct timeval second = {1, 0};
-    event_add(r->ev_watchdog, &second);
-    connect_redis(r);
+    redis_conn_start(r->conn);
     return &r->base;
 }
-
