@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/log.h"
+#include "common/log.h"
 #include "cdc/pgconn.h"
 
 /* One query answers everything for a table: identity, old-key columns, all columns, and

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "cdc/metrics.h"
 #include "cdc/pgconn.h"
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "cdc/metrics.h"
 
 struct pgf_http {

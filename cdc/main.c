@@ -11,11 +11,13 @@
 #include "cdc/heartbeat.h"
 #include "cdc/http.h"
 #include "cdc/metrics.h"
-#include "cdc/log.h"
+#include "common/log.h"
 #include "cdc/options.h"
 #include "cdc/replconn.h"
 #include "cdc/stream.h"
+#include "sinks/kafka_sink.h"
 #include "sinks/redis_sink.h"
+#include "sinks/stdout_sink.h"
 #include "sinks/sink.h"
 
 #ifndef PGFANOUT_VERSION
@@ -283,9 +285,10 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Rules are checked before anything connects, so a typo never touches the server. */
+    struct pgf_setting_locator locator = {opts.config_path, pgf_config_line_of};
     if ((opts.sink_redis || opts.check_config) &&
         (redis_sink_validate(&redis, err, sizeof err) != 0 ||
-         (rules = pgf_redis_rules_new(&redis, opts.config_path, err, sizeof err)) == NULL)) {
+         (rules = pgf_redis_rules_new(&redis, opts.config_path ? &locator : NULL, err, sizeof err)) == NULL)) {
         pgf_error("%s", err);
         pgf_config_free(cfg);
         return 2;

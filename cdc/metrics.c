@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/histogram.h"
+#include "common/histogram.h"
+#include "sinks/kafka_sink.h"
 
 struct pgf_metrics pgf_metrics;
 

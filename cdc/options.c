@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "cdc/config.h"
 #include "cdc/http.h"
 

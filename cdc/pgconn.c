@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/log.h"
+#include "common/log.h"
 
 /* Session settings that pin PostgreSQL's text output, so events do not depend on the
  * server's or the role's defaults; PostgreSQL's own apply worker pins the same ones. */

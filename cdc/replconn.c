@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "cdc/pgconn.h"
 
 /* Checks that dsn parses; see replconn.h. */

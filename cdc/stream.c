@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "cdc/checkpoint.h"
-#include "cdc/log.h"
+#include "common/log.h"
 #include "cdc/metrics.h"
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 #include "decoders/pgoutput.h"
 
 struct stream {

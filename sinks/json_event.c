@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 #include "decoders/event.h"
 #include "decoders/value.h"
 

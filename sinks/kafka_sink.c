@@ -9,6 +9,8 @@
  * time, or over the topic's max.message.bytes, rejected in the delivery report) goes by
  * kafka.on_oversize: fail, dead_letter (a small JSON record naming it takes its place in the
  * transaction's count, so the transaction is acked only once that record is) or skip. */
+#include "sinks/kafka_sink.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,13 +24,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "decoders/event.h"
 #include "sinks/proto_event.h"
 #include "sinks/sink.h"
 #include "sinks/txn_ring.h"
-#include "cdc/histogram.h"
+#include "common/histogram.h"
 
 /* What librdkafka holds per queued record beyond its key and value (message struct, headers,
  * batching), measured at about 600 bytes with our four headers.  Counting it makes

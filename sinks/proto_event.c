@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 #include "decoders/event.h"
 #include "decoders/value.h"
 #include "pgfanout/v1/event.pb-c.h"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 
 /* Reconnect backoff bounds. */
 #define BACKOFF_MIN_MS 100

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cdc/config.h"
+#include "sinks/redis_config.h"
 
 struct event_base;
 struct redis_conn;

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "cdc/config.h"
+#include "sinks/redis_config.h"
 #include "sinks/sink.h"
 
 struct pgf_redis_rules;
@@ -29,10 +29,10 @@ struct pgf_inval_out {
 
 /* ---- compile: redis_rules_compile.c ---- */
 
-/* Compiles the redis section's rules.  cfgpath is only used to point errors at a line.
+/* Compiles the redis section's rules.  cfgpath (NULL for none) only points errors at a line.
  * Returns the rules, or NULL with a message in err that names the setting and the problem. */
-struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, const char *cfgpath, char *err,
-                                            size_t errlen);
+struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, const struct pgf_setting_locator *cfgpath,
+                                            char *err, size_t errlen);
 
 /* Frees compiled rules; NULL is fine. */
 void pgf_redis_rules_free(struct pgf_redis_rules *r);

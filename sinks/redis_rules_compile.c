@@ -12,20 +12,20 @@
 static const char *const filter_names[] = {"lower", "upper", "sha1", "md5"};
 
 /* Writes an error for setting keypath, with its line in the config file when found. */
-static void setting_error(char *err, size_t errlen, const char *cfgpath, const char *keypath, const char *fmt,
-                          const char *a, const char *b)
+static void setting_error(char *err, size_t errlen, const struct pgf_setting_locator *cfgpath, const char *keypath,
+                          const char *fmt, const char *a, const char *b)
 {
     char what[512];
     snprintf(what, sizeof what, fmt, a, b);
-    int line = cfgpath ? pgf_config_line_of(cfgpath, keypath) : 0;
+    int line = cfgpath && cfgpath->line_of ? cfgpath->line_of(cfgpath->path, keypath) : 0;
     if (line > 0)
-        snprintf(err, errlen, "config file %s, line %d (%s): %s", cfgpath, line, keypath, what);
+        snprintf(err, errlen, "config file %s, line %d (%s): %s", cfgpath->path, line, keypath, what);
     else
         snprintf(err, errlen, "config setting %s: %s", keypath, what);
 }
 
 /* Compiles "user:{id}" or "{email|lower|sha1}" into parts; returns 0, or -1 with err set. */
-static int compile_tmpl(struct tmpl *t, const char *src, const char *cfgpath, const char *keypath, char *err,
+static int compile_tmpl(struct tmpl *t, const char *src, const struct pgf_setting_locator *cfgpath, const char *keypath, char *err,
                         size_t errlen)
 {
     t->source = src;
@@ -152,7 +152,7 @@ static int split_table(const char *name, char **schema, char **table)
 }
 
 /* Compiles one rule; returns 0, or -1 with err set. */
-static int compile_rule(struct rule *ru, const struct pgf_redis_rule_cfg *c, size_t index, const char *cfgpath,
+static int compile_rule(struct rule *ru, const struct pgf_redis_rule_cfg *c, size_t index, const struct pgf_setting_locator *cfgpath,
                         char *err, size_t errlen)
 {
     char keypath[128];
@@ -211,7 +211,7 @@ oom:
 }
 
 /* Compiles the configuration; see redis_rules.h. */
-struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, const char *cfgpath, char *err,
+struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, const struct pgf_setting_locator *cfgpath, char *err,
                                             size_t errlen)
 {
     struct pgf_redis_rules *r = calloc(1, sizeof *r);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 #include "decoders/event.h"
 #include "sinks/json_event.h"
 #include "sinks/redis_rules_compiled.h"

@@ -19,9 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cdc/histogram.h"
-#include "cdc/log.h"
-#include "cdc/lsn.h"
+#include "common/histogram.h"
+#include "common/log.h"
+#include "common/lsn.h"
 #include "sinks/redis_cmdbuf.h"
 #include "sinks/redis_conn.h"
 #include "sinks/txn_ring.h"

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "cdc/config.h"
+#include "sinks/redis_config.h"
 #include "sinks/redis_rules.h"
 #include "sinks/sink.h"
 

@@ -69,23 +69,6 @@ struct sink {
     char errstr[SINK_ERRSTR_SIZE];
 };
 
-/* What the Kafka sink does with a record larger than the broker accepts. */
-enum kafka_oversize { KAFKA_OVERSIZE_FAIL = 0, KAFKA_OVERSIZE_DEAD_LETTER, KAFKA_OVERSIZE_SKIP };
-
-/* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
-struct kafka_sink_config {
-    const char *brokers;         /* bootstrap.servers */
-    const char *topic_template;  /* "{prefix}.{schema}.{table}"; also {database} */
-    const char *topic_prefix;
-    const char *message_topic;   /* template for logical messages */
-    int tombstones;              /* a null-value record after each delete */
-    enum kafka_oversize on_oversize;
-    const char *dead_letter_topic; /* template for dead_letter records */
-    const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
-    size_t nconf;
-    const char *database;
-};
-
 /* Calls through the sink's table; see sink_ops for each contract. */
 static inline int sink_emit(struct sink *s, const struct pgf_event *ev) { return s->ops->emit(s, ev); }
 static inline int sink_commit(struct sink *s, const struct pgf_txn *t) { return s->ops->commit(s, t); }
@@ -93,25 +76,9 @@ static inline int sink_poll(struct sink *s) { return s->ops->poll(s); }
 static inline int sink_flush(struct sink *s, int ms) { return s->ops->flush(s, ms); }
 static inline void sink_close(struct sink *s) { if (s) s->ops->close(s); }
 
-/* Opens the stdout sink writing JSON lines to path ("-" or NULL for stdout); returns the
- * sink, or NULL with a reason in errbuf. */
-struct sink *stdout_sink_open(const char *path, char *errbuf, size_t errlen);
-
-/* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
- * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
-struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
-
-/* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic
- * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
-int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped);
-
 /* Grows the buffer *buf (capacity *cap) to hold at least need bytes, doubling from 256 and
  * keeping its contents; returns 0, or -1 when out of memory (the buffer is unchanged). */
 int sink_grow(void **buf, size_t *cap, size_t need);
-
-/* Checks the Kafka settings (topic templates, every librdkafka property by name and value)
- * without connecting.  Returns 0, or -1 with the reason in errbuf (values never echoed). */
-int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
 
 /* Sets sink->errstr from a format and returns -1, for sinks' error paths. */
 int sink_fail(struct sink *sink, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,4 +1,6 @@
 /* stdout_sink.c - JSON lines to stdout or a file; a transaction is acked once flushed. */
+#include "sinks/stdout_sink.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "cdc/config.h"
-#include "cdc/histogram.h"
+#include "common/histogram.h"
 #include "sinks/redis_rules.h"
 
 /* What the rules reported, one "kind key" line per call. */

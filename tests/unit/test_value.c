@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "cdc/checkpoint.h"
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 #include "decoders/value.h"
 #include "sinks/json_event.h"
 #include "sinks/proto_event.h"

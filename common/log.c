@@ -1,5 +1,5 @@
 /* log.c - leveled logging to stderr. */
-#include "cdc/log.h"
+#include "common/log.h"
 
 #include <jansson.h>
 #include <stdarg.h>

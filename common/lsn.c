@@ -1,5 +1,5 @@
 /* lsn.c - LSN and timestamp conversions. */
-#include "cdc/lsn.h"
+#include "common/lsn.h"
 
 #include <inttypes.h>
 #include <stdio.h>

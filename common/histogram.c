@@ -1,5 +1,5 @@
 /* histogram.c - see histogram.h. */
-#include "cdc/histogram.h"
+#include "common/histogram.h"
 
 /* Returns the bucket of a value: exact below PGF_HIST_SUB, then 16 steps per power of two. */
 static unsigned bucket_of(uint64_t v)

@@ -1,0 +1,40 @@
+/* kafka_sink.h - protobuf events to Kafka: the sink's settings, opening it, checking its
+ * settings before anything connects, and its own counters. */
+#ifndef PGFANOUT_KAFKA_SINK_H
+#define PGFANOUT_KAFKA_SINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sinks/sink.h"
+
+/* What the Kafka sink does with a record larger than the broker accepts. */
+enum kafka_oversize { KAFKA_OVERSIZE_FAIL = 0, KAFKA_OVERSIZE_DEAD_LETTER, KAFKA_OVERSIZE_SKIP };
+
+/* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
+struct kafka_sink_config {
+    const char *brokers;         /* bootstrap.servers */
+    const char *topic_template;  /* "{prefix}.{schema}.{table}"; also {database} */
+    const char *topic_prefix;
+    const char *message_topic;   /* template for logical messages */
+    int tombstones;              /* a null-value record after each delete */
+    enum kafka_oversize on_oversize;
+    const char *dead_letter_topic; /* template for dead_letter records */
+    const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
+    size_t nconf;
+    const char *database;
+};
+
+/* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
+ * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
+struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
+
+/* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic
+ * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
+int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped);
+
+/* Checks the Kafka settings (topic templates, every librdkafka property by name and value)
+ * without connecting.  Returns 0, or -1 with the reason in errbuf (values never echoed). */
+int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
+
+#endif
