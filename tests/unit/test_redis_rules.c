@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include "cdc/config.h"
-#include "common/histogram.h"
 #include "sinks/redis_rules.h"
 
 /* What the rules reported, one "kind key" line per call. */
@@ -304,25 +303,6 @@ static void test_config_errors(void **state)
     unlink(path);
 }
 
-/* Quantiles land within the histogram's resolution; count_le is cumulative. */
-static void test_histogram(void **state)
-{
-    (void)state;
-    static struct pgf_hist h;
-    memset(&h, 0, sizeof h);
-    for (int64_t v = 1; v <= 10000; v++)
-        pgf_hist_record(&h, v * 10); /* 10 us .. 100 ms, uniform */
-    uint64_t p50 = pgf_hist_quantile(&h, 0.5), p99 = pgf_hist_quantile(&h, 0.99);
-    assert_true(p50 >= 50000 && p50 <= 50000 * 107 / 100);
-    assert_true(p99 >= 99000 && p99 <= 100000);
-    assert_int_equal(pgf_hist_quantile(&h, 1.0), 100000);
-    assert_int_equal(h.total, 10000);
-    uint64_t le = pgf_hist_count_le(&h, 1000); /* values 10..1000: 100 of them, bucket-rounded */
-    assert_true(le >= 94 && le <= 100);
-    pgf_hist_record(&h, -5);
-    assert_int_equal(pgf_hist_count_le(&h, 0), 1);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,7 +314,6 @@ int main(void)
         cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_identity_warning),
         cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_histogram),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,8 +8,6 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "cdc/checkpoint.h"
-#include "common/lsn.h"
 #include "decoders/value.h"
 #include "sinks/json_event.h"
 #include "sinks/proto_event.h"
@@ -83,55 +81,6 @@ static void test_special_kinds(void **state)
     j = pgf_json_value(&bin, 17);
     assert_string_equal(json_string_value(j), "\\x01ab");
     json_decref(j);
-}
-
-/* LSNs format and parse as PostgreSQL writes them; junk is refused. */
-static void test_lsn(void **state)
-{
-    (void)state;
-    char buf[PGF_LSN_BUFSZ];
-    assert_string_equal(pgf_lsn_format(UINT64_C(0x16B3748), buf), "0/16B3748");
-    assert_string_equal(pgf_lsn_format(UINT64_MAX, buf), "FFFFFFFF/FFFFFFFF");
-    uint64_t lsn;
-    assert_int_equal(pgf_lsn_parse("16/B374D848", &lsn), 0);
-    assert_true(lsn == UINT64_C(0x16B374D848));
-    assert_int_equal(pgf_lsn_parse("0/0", &lsn), 0);
-    assert_true(lsn == 0);
-    const char *bad[] = {"", "/", "1/", "/1", "1/2/3", "x/1", "1/2 ", "100000000/0", "12"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        assert_int_equal(pgf_lsn_parse(bad[i], &lsn), -1);
-}
-
-/* Commit times render as ISO-8601 UTC with microseconds, including before 2000 and 1970. */
-static void test_time(void **state)
-{
-    (void)state;
-    char buf[PGF_TS_BUFSZ];
-    assert_string_equal(pgf_pgtime_format(0, buf), "2000-01-01T00:00:00.000000Z");
-    assert_string_equal(pgf_pgtime_format(INT64_C(848895676123456), buf), "2026-11-25T04:21:16.123456Z");
-    assert_string_equal(pgf_pgtime_format(-1, buf), "1999-12-31T23:59:59.999999Z");
-    assert_string_equal(pgf_pgtime_format(-PGF_PG_EPOCH_OFFSET_US - 1, buf), "1969-12-31T23:59:59.999999Z");
-}
-
-/* The confirmed position is the lowest ack; the keepalive position counts only when idle. */
-static void test_checkpoint(void **state)
-{
-    (void)state;
-    struct sink a = {0}, b = {0};
-    struct sink *sinks[] = {&a, &b};
-    struct pgf_checkpoint cp = {0};
-    pgf_checkpoint_written(&cp, 100);
-    a.acked_lsn = 100;
-    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 0);
-    pgf_checkpoint_idle(&cp, 150);
-    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 0); /* b still owes 100 */
-    b.acked_lsn = 100;
-    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 150);
-    pgf_checkpoint_written(&cp, 200);
-    a.acked_lsn = 200;
-    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 150); /* never backwards, never past b */
-    b.acked_lsn = 200;
-    assert_true(pgf_checkpoint_update(&cp, sinks, 2) == 200);
 }
 
 /* Converts text of a type and returns the typed value. */
@@ -290,9 +239,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_rules), cmocka_unit_test(test_float_roundtrip),
-        cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_lsn),
-        cmocka_unit_test(test_time),         cmocka_unit_test(test_checkpoint),
-        cmocka_unit_test(test_typed_time),   cmocka_unit_test(test_typed_other),
+        cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_typed_time),
+        cmocka_unit_test(test_typed_other),
         cmocka_unit_test(test_key_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
