@@ -376,7 +376,7 @@ void pgf_config_free(struct pgf_config *cfg)
         cyaml_free(&base_config, &top_schema, cfg, 0);
 }
 
-/* One open mapping or sequence in pgf_config_line_of's walk. */
+/* One open mapping or sequence in walk_keys. */
 struct yframe {
     int is_seq;
     int index;      /* next sequence entry */
@@ -384,8 +384,10 @@ struct yframe {
     size_t base;    /* path length of the collection itself */
 };
 
-/* Finds a key path's line with libyaml's event parser; see config.h. */
-int pgf_config_line_of(const char *file, const char *keypath)
+/* Calls visit with the dotted path ("redis.rules[2].keys[0]") and 1-based line of every key
+ * and sequence item in file, in order, until visit returns non-zero; uses libyaml's event
+ * parser.  Returns what visit last returned, or 0. */
+static int walk_keys(const char *file, int (*visit)(const char *path, int line, void *ctx), void *ctx)
 {
     FILE *f = fopen(file, "r");
     if (f == NULL)
@@ -394,26 +396,25 @@ int pgf_config_line_of(const char *file, const char *keypath)
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
     struct yframe stack[32];
-    int depth = 0, line = 0, done = 0;
+    int depth = 0, stop = 0, done = 0;
     char path[512] = "";
-    while (!done && line == 0) {
+    while (!done && !stop) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&parser, &ev))
             break;
         struct yframe *top = depth > 0 ? &stack[depth - 1] : NULL;
         int starts = ev.type == YAML_MAPPING_START_EVENT || ev.type == YAML_SEQUENCE_START_EVENT;
         int is_node = starts || ev.type == YAML_SCALAR_EVENT || ev.type == YAML_ALIAS_EVENT;
+        int line = (int)ev.start_mark.line + 1;
         if (is_node && top && !top->is_seq && top->want_key && ev.type == YAML_SCALAR_EVENT) {
             snprintf(path + top->base, sizeof path - top->base, "%s%s", top->base ? "." : "",
                      (const char *)ev.data.scalar.value);
             top->want_key = 0;
-            if (strcmp(path, keypath) == 0)
-                line = (int)ev.start_mark.line + 1;
+            stop = visit(path, line, ctx);
         } else if (is_node) {
             if (top && top->is_seq) {
                 snprintf(path + top->base, sizeof path - top->base, "[%d]", top->index++);
-                if (strcmp(path, keypath) == 0)
-                    line = (int)ev.start_mark.line + 1;
+                stop = visit(path, line, ctx);
             }
             if (starts && depth < 32) {
                 stack[depth++] = (struct yframe){.is_seq = ev.type == YAML_SEQUENCE_START_EVENT, .want_key = 1,
@@ -436,5 +437,29 @@ int pgf_config_line_of(const char *file, const char *keypath)
     }
     yaml_parser_delete(&parser);
     fclose(f);
-    return line;
+    return stop;
+}
+
+/* What pgf_config_line_of looks for, and finds. */
+struct line_query {
+    const char *keypath;
+    int line;
+};
+
+/* walk_keys visitor: stops at the wanted path. */
+static int match_line(const char *path, int line, void *ctx)
+{
+    struct line_query *q = ctx;
+    if (strcmp(path, q->keypath) != 0)
+        return 0;
+    q->line = line;
+    return 1;
+}
+
+/* Finds a key path's line; see config.h. */
+int pgf_config_line_of(const char *file, const char *keypath)
+{
+    struct line_query q = {.keypath = keypath, .line = 0};
+    walk_keys(file, match_line, &q);
+    return q.line;
 }
