@@ -1,5 +1,6 @@
-/* config.c - the YAML configuration file: libcyaml loads it against a schema; libyaml finds
- * the line of a key for errors found after loading. */
+/* config.c - the YAML configuration file: libcyaml loads it against a schema built from the
+ * settings table; libyaml finds the line of each key; each value is parsed by the table's
+ * rules as it is loaded, so a bad file is an error whatever overrides it. */
 #include "cdc/config.h"
 
 #include <cyaml/cyaml.h>
@@ -12,12 +13,12 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "cdc/options.h"
+#include "cdc/settings.h"
+
 static const cyaml_strval_t action_strings[] = {{"del", PGF_REDIS_DEL}, {"unlink", PGF_REDIS_UNLINK}};
 static const cyaml_strval_t generation_strings[] = {
     {"none", PGF_GEN_NONE}, {"lsn", PGF_GEN_LSN}, {"incr", PGF_GEN_INCR}};
-
-/* libcyaml reads any word but a few as true; a typo must be an error instead. */
-static const cyaml_strval_t bool_strings[] = {{"false", 0}, {"true", 1}, {"no", 0}, {"yes", 1}};
 
 static const cyaml_schema_value_t string_entry = {
     CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
@@ -55,86 +56,110 @@ static const cyaml_schema_field_t cachalot_fields[] = {
     CYAML_FIELD_END,
 };
 
-static const cyaml_schema_field_t redis_fields[] = {
-    CYAML_FIELD_STRING_PTR("host", OPT_PTR, struct pgf_redis_cfg, host, 1, CYAML_UNLIMITED),
-    CYAML_FIELD_UINT("port", CYAML_FLAG_OPTIONAL, struct pgf_redis_cfg, port),
-    CYAML_FIELD_UINT("db", CYAML_FLAG_OPTIONAL, struct pgf_redis_cfg, db),
-    CYAML_FIELD_ENUM("tls", CYAML_FLAG_OPTIONAL | CYAML_FLAG_STRICT, struct pgf_redis_cfg, tls, bool_strings,
-                     CYAML_ARRAY_LEN(bool_strings)),
-    CYAML_FIELD_STRING_PTR("username", OPT_PTR, struct pgf_redis_cfg, username, 1, CYAML_UNLIMITED),
-    CYAML_FIELD_STRING_PTR("password_file", OPT_PTR, struct pgf_redis_cfg, password_file, 1, CYAML_UNLIMITED),
-    CYAML_FIELD_UINT("window", CYAML_FLAG_OPTIONAL, struct pgf_redis_cfg, window),
-    CYAML_FIELD_UINT("linger_ms", CYAML_FLAG_OPTIONAL, struct pgf_redis_cfg, linger_ms),
-    CYAML_FIELD_UINT("command_timeout_ms", CYAML_FLAG_OPTIONAL, struct pgf_redis_cfg, command_timeout_ms),
-    CYAML_FIELD_STRING_PTR("message_prefix", OPT_PTR, struct pgf_redis_cfg, message_prefix, 1, CYAML_UNLIMITED),
-    CYAML_FIELD_MAPPING_PTR("django", OPT_PTR, struct pgf_redis_cfg, django, django_fields),
-    CYAML_FIELD_MAPPING_PTR("cachalot", OPT_PTR, struct pgf_redis_cfg, cachalot, cachalot_fields),
-    CYAML_FIELD_SEQUENCE("rules", OPT_PTR, struct pgf_redis_cfg, rules, &rule_entry, 0, CYAML_UNLIMITED),
-    CYAML_FIELD_END,
+#define MAX_SECTIONS 16
+
+/* What libcyaml loads for the file's root and for each of its sections: each setting's text
+ * (or list) by its row in the settings table, and the redis section's structured parts. */
+struct pgf_file_node {
+    char *text[PGF_MAX_SETTINGS];
+    struct {
+        char **item;
+        unsigned item_count;
+    } list[PGF_MAX_SETTINGS];
+    struct pgf_file_node *section[MAX_SECTIONS];
+    struct pgf_django_cfg *django;
+    struct pgf_cachalot_cfg *cachalot;
+    struct pgf_redis_rule_cfg *rules;
+    unsigned rules_count;
 };
 
-#define STR_FIELD(key, type, member) CYAML_FIELD_STRING_PTR(key, OPT_PTR, type, member, 0, CYAML_UNLIMITED)
-
-static const cyaml_schema_field_t source_fields[] = {
-    STR_FIELD("dsn", struct pgf_source_cfg, dsn),
-    STR_FIELD("slot", struct pgf_source_cfg, slot),
-    STR_FIELD("publication", struct pgf_source_cfg, publication),
-    STR_FIELD("tables", struct pgf_source_cfg, tables),
-    STR_FIELD("create_slot", struct pgf_source_cfg, create_slot),
-    STR_FIELD("create_publication", struct pgf_source_cfg, create_publication),
-    STR_FIELD("temporary_slot", struct pgf_source_cfg, temporary_slot),
-    STR_FIELD("allow_missing_replica_identity", struct pgf_source_cfg, allow_missing_replica_identity),
-    STR_FIELD("drop_slot_on_exit", struct pgf_source_cfg, drop_slot_on_exit),
-    STR_FIELD("status_interval", struct pgf_source_cfg, status_interval),
-    STR_FIELD("heartbeat_interval", struct pgf_source_cfg, heartbeat_interval),
-    STR_FIELD("endpos", struct pgf_source_cfg, endpos),
-    CYAML_FIELD_END,
+/* The schemas of the settings whose values are structures (PGF_T_PRESET, PGF_T_RULES), by key. */
+static const cyaml_schema_field_t structured_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("django", OPT_PTR, struct pgf_file_node, django, django_fields),
+    CYAML_FIELD_MAPPING_PTR("cachalot", OPT_PTR, struct pgf_file_node, cachalot, cachalot_fields),
+    CYAML_FIELD_SEQUENCE("rules", OPT_PTR, struct pgf_file_node, rules, &rule_entry, 0, CYAML_UNLIMITED),
 };
 
-static const cyaml_schema_field_t stdout_fields[] = {
-    STR_FIELD("output", struct pgf_stdout_cfg, output),
-    CYAML_FIELD_END,
-};
+/* Templates of the generated fields: a setting's text, a list of texts, a section. */
+static const cyaml_schema_field_t text_field =
+    CYAML_FIELD_STRING_PTR("", OPT_PTR, struct pgf_file_node, text[0], 0, CYAML_UNLIMITED);
+static const cyaml_schema_field_t list_field =
+    CYAML_FIELD_SEQUENCE("", OPT_PTR, struct pgf_file_node, list[0].item, &string_entry, 0, CYAML_UNLIMITED);
+static const cyaml_schema_field_t section_field =
+    CYAML_FIELD_MAPPING_PTR("", OPT_PTR, struct pgf_file_node, section[0], NULL);
 
-static const cyaml_schema_field_t kafka_fields[] = {
-    STR_FIELD("brokers", struct pgf_kafka_cfg, brokers),
-    STR_FIELD("topic_template", struct pgf_kafka_cfg, topic_template),
-    STR_FIELD("topic_prefix", struct pgf_kafka_cfg, topic_prefix),
-    STR_FIELD("message_topic", struct pgf_kafka_cfg, message_topic),
-    STR_FIELD("on_oversize", struct pgf_kafka_cfg, on_oversize),
-    STR_FIELD("dead_letter_topic", struct pgf_kafka_cfg, dead_letter_topic),
-    STR_FIELD("tombstones", struct pgf_kafka_cfg, tombstones),
-    CYAML_FIELD_SEQUENCE("conf", OPT_PTR, struct pgf_kafka_cfg, conf, &string_entry, 0, CYAML_UNLIMITED),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t http_fields[] = {
-    STR_FIELD("listen", struct pgf_http_cfg, listen),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t log_fields[] = {
-    STR_FIELD("level", struct pgf_log_cfg, level),
-    STR_FIELD("format", struct pgf_log_cfg, format),
-    CYAML_FIELD_END,
-};
-
-static const cyaml_schema_field_t top_fields[] = {
-    CYAML_FIELD_MAPPING_PTR("source", OPT_PTR, struct pgf_config, source, source_fields),
-    CYAML_FIELD_SEQUENCE("sinks", OPT_PTR, struct pgf_config, sinks, &string_entry, 0, CYAML_UNLIMITED),
-    CYAML_FIELD_MAPPING_PTR("stdout", OPT_PTR, struct pgf_config, stdout_sink, stdout_fields),
-    CYAML_FIELD_MAPPING_PTR("kafka", OPT_PTR, struct pgf_config, kafka, kafka_fields),
-    CYAML_FIELD_MAPPING_PTR("redis", OPT_PTR, struct pgf_config, redis, redis_fields),
-    CYAML_FIELD_MAPPING_PTR("http", OPT_PTR, struct pgf_config, http, http_fields),
-    CYAML_FIELD_MAPPING_PTR("log", OPT_PTR, struct pgf_config, log, log_fields),
-    STR_FIELD("max_inflight_bytes", struct pgf_config, max_inflight_bytes),
-    STR_FIELD("shutdown_timeout", struct pgf_config, shutdown_timeout),
-    CYAML_FIELD_END,
-};
+/* The schema generated from the settings table by build_schema(). */
+static struct {
+    int built;
+    size_t nsections;
+    char name[MAX_SECTIONS][32];
+    cyaml_schema_field_t fields[MAX_SECTIONS][PGF_MAX_SETTINGS + 1];
+    size_t nfields[MAX_SECTIONS];
+    cyaml_schema_field_t root[PGF_MAX_SETTINGS + MAX_SECTIONS + 1];
+    size_t nroot;
+    int section_of[PGF_MAX_SETTINGS]; /* a row's section, or -1 at the top level */
+} gen;
 
 static const cyaml_schema_value_t top_schema = {
-    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct pgf_config, top_fields),
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct pgf_file_node, gen.root),
 };
+
+/* Returns the field that loads setting row s, under its last key part. */
+static cyaml_schema_field_t field_for(size_t row, const char *key)
+{
+    const struct pgf_setting *s = &pgf_settings[row];
+    cyaml_schema_field_t f = text_field;
+    if (s->type == PGF_T_SINKS || s->type == PGF_T_CONF) {
+        size_t step = sizeof((struct pgf_file_node *)NULL)->list[0];
+        f = list_field;
+        f.data_offset += (uint32_t)(row * step);
+        f.count_offset += (uint32_t)(row * step);
+    } else if (s->type == PGF_T_PRESET || s->type == PGF_T_RULES) {
+        for (size_t i = 0; i < CYAML_ARRAY_LEN(structured_fields); i++)
+            if (strcmp(structured_fields[i].key, key) == 0)
+                f = structured_fields[i];
+    } else {
+        f.data_offset += (uint32_t)(row * sizeof(char *));
+    }
+    f.key = key;
+    return f;
+}
+
+/* Builds the schema from the settings table, once: a section for each first key part, in the
+ * table's order, holding its settings' fields. */
+static void build_schema(void)
+{
+    if (gen.built)
+        return;
+    gen.built = 1;
+    for (size_t row = 0; row < pgf_nsettings; row++) {
+        const struct pgf_setting *s = &pgf_settings[row];
+        gen.section_of[row] = -1;
+        if (s->flags & PGF_S_NOFILE)
+            continue;
+        const char *dot = strchr(s->key, '.');
+        if (dot == NULL) {
+            gen.root[gen.nroot++] = field_for(row, s->key);
+            continue;
+        }
+        size_t sec = 0, len = (size_t)(dot - s->key);
+        while (sec < gen.nsections && !(strlen(gen.name[sec]) == len && strncmp(gen.name[sec], s->key, len) == 0))
+            sec++;
+        if (sec == MAX_SECTIONS) /* raise MAX_SECTIONS: unit.settings fails, the key being unknown */
+            continue;
+        if (sec == gen.nsections) {
+            snprintf(gen.name[sec], sizeof gen.name[sec], "%.*s", (int)(dot - s->key), s->key);
+            cyaml_schema_field_t f = section_field;
+            f.key = gen.name[sec];
+            f.data_offset += (uint32_t)(sec * sizeof(struct pgf_file_node *));
+            f.value.mapping.fields = gen.fields[sec];
+            gen.root[gen.nroot++] = f;
+            gen.nsections++;
+        }
+        gen.section_of[row] = (int)sec;
+        gen.fields[sec][gen.nfields[sec]++] = field_for(row, dot + 1);
+    }
+}
 
 /* libcyaml's messages for one load, kept to build one error of our own. */
 struct cy_log {
@@ -283,100 +308,7 @@ static const cyaml_config_t base_config = {
     .flags = CYAML_CFG_NO_ALIAS,
 };
 
-/* Loads the file; see config.h. */
-int pgf_config_load(const char *path, struct pgf_config **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot read config file %s: %m", path);
-        return -1;
-    }
-    fclose(f);
-    struct cy_log log = {.len = 0};
-    cyaml_config_t cfg = base_config;
-    cfg.log_ctx = &log;
-    struct pgf_config *c = NULL;
-    cyaml_err_t rc = cyaml_load_file(path, &cfg, &top_schema, (cyaml_data_t **)&c, NULL);
-    if (rc != CYAML_OK) {
-        log.text[log.len] = '\0';
-        load_error(path, rc, log.text, err, errlen);
-        return -1;
-    }
-    if (c == NULL) /* an empty file is an empty configuration */
-        c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        snprintf(err, errlen, "out of memory reading %s", path);
-        return -1;
-    }
-    *out = c;
-    return 0;
-}
-
-/* Parses a whole non-negative number for an environment variable; returns 0 or -1. */
-static int env_uint(const char *name, const char *v, unsigned *out, char *err, size_t errlen)
-{
-    char *end;
-    errno = 0;
-    unsigned long n = strtoul(v, &end, 10);
-    if (*v == '\0' || *v == '-' || *end != '\0' || errno || n > UINT32_MAX) {
-        snprintf(err, errlen, "invalid value '%s' in environment variable %s: expected a non-negative integer", v,
-                 name);
-        return -1;
-    }
-    *out = (unsigned)n;
-    return 0;
-}
-
-/* Applies the PGFANOUT_REDIS_* variables; see config.h. */
-int pgf_config_redis_env(struct pgf_redis_cfg *redis, char *err, size_t errlen)
-{
-    static const struct {
-        const char *name;
-        size_t off;
-        int is_uint;
-    } vars[] = {
-        {"PGFANOUT_REDIS_HOST", offsetof(struct pgf_redis_cfg, host), 0},
-        {"PGFANOUT_REDIS_USERNAME", offsetof(struct pgf_redis_cfg, username), 0},
-        {"PGFANOUT_REDIS_PASSWORD_FILE", offsetof(struct pgf_redis_cfg, password_file), 0},
-        {"PGFANOUT_REDIS_MESSAGE_PREFIX", offsetof(struct pgf_redis_cfg, message_prefix), 0},
-        {"PGFANOUT_REDIS_PORT", offsetof(struct pgf_redis_cfg, port), 1},
-        {"PGFANOUT_REDIS_DB", offsetof(struct pgf_redis_cfg, db), 1},
-        {"PGFANOUT_REDIS_WINDOW", offsetof(struct pgf_redis_cfg, window), 1},
-        {"PGFANOUT_REDIS_LINGER_MS", offsetof(struct pgf_redis_cfg, linger_ms), 1},
-        {"PGFANOUT_REDIS_COMMAND_TIMEOUT_MS", offsetof(struct pgf_redis_cfg, command_timeout_ms), 1},
-    };
-    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
-        char *v = getenv(vars[i].name);
-        if (v == NULL)
-            continue;
-        char *field = (char *)redis + vars[i].off;
-        if (vars[i].is_uint && env_uint(vars[i].name, v, (unsigned *)(void *)field, err, errlen) != 0)
-            return -1;
-        if (!vars[i].is_uint)
-            memcpy(field, &v, sizeof v); /* the environment outlives the configuration */
-    }
-    const char *tls = getenv("PGFANOUT_REDIS_TLS");
-    if (tls) {
-        int yes = strcmp(tls, "true") == 0 || strcmp(tls, "yes") == 0;
-        if (!yes && strcmp(tls, "false") != 0 && strcmp(tls, "no") != 0) {
-            snprintf(err, errlen, "invalid value '%s' in environment variable PGFANOUT_REDIS_TLS: expected true, "
-                                  "false, yes or no", tls);
-            return -1;
-        }
-        redis->tls = yes;
-    }
-    return 0;
-}
-
-/* Frees what pgf_config_load returned. */
-void pgf_config_free(struct pgf_config *cfg)
-{
-    if (cfg)
-        cyaml_free(&base_config, &top_schema, cfg, 0);
-}
-
-/* One open mapping or sequence in pgf_config_line_of's walk. */
+/* One open mapping or sequence in walk_keys. */
 struct yframe {
     int is_seq;
     int index;      /* next sequence entry */
@@ -384,8 +316,10 @@ struct yframe {
     size_t base;    /* path length of the collection itself */
 };
 
-/* Finds a key path's line with libyaml's event parser; see config.h. */
-int pgf_config_line_of(const char *file, const char *keypath)
+/* Calls visit with the dotted path ("redis.rules[2].keys[0]") and 1-based line of every key
+ * and sequence item in file, in order, until visit returns non-zero; uses libyaml's event
+ * parser.  Returns what visit last returned, or 0. */
+static int walk_keys(const char *file, int (*visit)(const char *path, int line, void *ctx), void *ctx)
 {
     FILE *f = fopen(file, "r");
     if (f == NULL)
@@ -394,26 +328,25 @@ int pgf_config_line_of(const char *file, const char *keypath)
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
     struct yframe stack[32];
-    int depth = 0, line = 0, done = 0;
+    int depth = 0, stop = 0, done = 0;
     char path[512] = "";
-    while (!done && line == 0) {
+    while (!done && !stop) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&parser, &ev))
             break;
         struct yframe *top = depth > 0 ? &stack[depth - 1] : NULL;
         int starts = ev.type == YAML_MAPPING_START_EVENT || ev.type == YAML_SEQUENCE_START_EVENT;
         int is_node = starts || ev.type == YAML_SCALAR_EVENT || ev.type == YAML_ALIAS_EVENT;
+        int line = (int)ev.start_mark.line + 1;
         if (is_node && top && !top->is_seq && top->want_key && ev.type == YAML_SCALAR_EVENT) {
             snprintf(path + top->base, sizeof path - top->base, "%s%s", top->base ? "." : "",
                      (const char *)ev.data.scalar.value);
             top->want_key = 0;
-            if (strcmp(path, keypath) == 0)
-                line = (int)ev.start_mark.line + 1;
+            stop = visit(path, line, ctx);
         } else if (is_node) {
             if (top && top->is_seq) {
                 snprintf(path + top->base, sizeof path - top->base, "[%d]", top->index++);
-                if (strcmp(path, keypath) == 0)
-                    line = (int)ev.start_mark.line + 1;
+                stop = visit(path, line, ctx);
             }
             if (starts && depth < 32) {
                 stack[depth++] = (struct yframe){.is_seq = ev.type == YAML_SEQUENCE_START_EVENT, .want_key = 1,
@@ -436,5 +369,190 @@ int pgf_config_line_of(const char *file, const char *keypath)
     }
     yaml_parser_delete(&parser);
     fclose(f);
-    return line;
+    return stop;
+}
+
+/* The lines of the settings' keys and of their list items, by table row. */
+struct lines {
+    int key[PGF_MAX_SETTINGS];
+    int item[PGF_MAX_SETTINGS][PGF_MAX_CONF];
+};
+
+/* walk_keys visitor: records the line of a setting's key ("kafka.conf") or list item
+ * ("kafka.conf[1]"); deeper paths belong to the structured parts and are skipped. */
+static int record_line(const char *path, int line, void *ctx)
+{
+    struct lines *l = ctx;
+    const char *bracket = strchr(path, '[');
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", bracket ? (int)(bracket - path) : (int)strlen(path), path);
+    int row = pgf_setting_find(key);
+    if (row < 0 || (bracket && strchr(bracket, '.')))
+        return 0;
+    long index = bracket ? strtol(bracket + 1, NULL, 10) : -1;
+    if (index < 0)
+        l->key[row] = line;
+    else if (index < PGF_MAX_CONF)
+        l->item[row][index] = line;
+    return 0;
+}
+
+/* True for the texts YAML reads as null, which leave a setting unset. */
+static int is_null(const char *text)
+{
+    return strcmp(text, "null") == 0 || strcmp(text, "~") == 0 || strcmp(text, "Null") == 0 ||
+           strcmp(text, "NULL") == 0;
+}
+
+/* Parses the file's value of one setting into c->values and records its origin.  Returns 0,
+ * or -1 with err naming the file, line, key and what is allowed. */
+static int load_setting(struct pgf_config *c, const struct pgf_file_node *node, size_t row,
+                        const struct lines *lines, char *err, size_t errlen)
+{
+    const struct pgf_setting *s = &pgf_settings[row];
+    struct pgf_options *v = c->values;
+    struct pgf_origin o = {.layer = PGF_FROM_FILE, .file = c->path, .line = lines->key[row]};
+    char why[256];
+    switch (s->type) {
+    case PGF_T_CONF:
+        for (unsigned k = 0; k < node->list[row].item_count; k++) {
+            o.line = k < PGF_MAX_CONF ? lines->item[row][k] : 0;
+            if (pgf_setting_parse(s, node->list[row].item[k], v, why, sizeof why) != 0) {
+                pgf_setting_error(s, (int)k, node->list[row].item[k], &o, why, err, errlen);
+                return -1;
+            }
+            v->kafka_conf.origin[v->kafka_conf.n - 1] = o;
+        }
+        return 0;
+    case PGF_T_SINKS: {
+        /* "sinks: []" loads as no list at all; only its line says it was written. */
+        if (node->list[row].item_count == 0 && o.line == 0)
+            return 0;
+        char text[256] = "";
+        size_t n = 0;
+        for (unsigned k = 0; k < node->list[row].item_count && n < sizeof text; k++)
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", k ? "," : "", node->list[row].item[k]);
+        if (n == 0) {
+            pgf_setting_error(s, -1, "[]", &o, "name at least one of stdout, kafka, redis", err, errlen);
+            return -1;
+        }
+        if (pgf_setting_parse(s, text, v, why, sizeof why) != 0) {
+            pgf_setting_error(s, -1, text, &o, why, err, errlen);
+            return -1;
+        }
+        break;
+    }
+    case PGF_T_PRESET:
+    case PGF_T_RULES: {
+        /* libcyaml loaded and checked it; present even as "rules: []". */
+        if (o.line == 0)
+            return 0;
+        const cyaml_schema_field_t f = field_for(row, strrchr(s->key, '.') ? strrchr(s->key, '.') + 1 : s->key);
+        memcpy((char *)v + s->off, (const char *)node + f.data_offset, sizeof(void *));
+        if (s->type == PGF_T_RULES)
+            v->redis.rules_count = node->rules_count;
+        break;
+    }
+    default: {
+        const char *text = node->text[row];
+        if (text == NULL || is_null(text))
+            return 0;
+        if (pgf_setting_parse(s, text, v, why, sizeof why) != 0) {
+            pgf_setting_error(s, -1, text, &o, why, err, errlen);
+            return -1;
+        }
+        break;
+    }
+    }
+    v->origin[row] = o;
+    return 0;
+}
+
+/* Loads the file; see config.h. */
+int pgf_config_load(const char *path, struct pgf_config **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read config file %s: %m", path);
+        return -1;
+    }
+    fclose(f);
+    build_schema();
+    struct cy_log log = {.len = 0};
+    cyaml_config_t cfg = base_config;
+    cfg.log_ctx = &log;
+    struct pgf_file_node *tree = NULL;
+    cyaml_err_t rc = cyaml_load_file(path, &cfg, &top_schema, (cyaml_data_t **)&tree, NULL);
+    if (rc != CYAML_OK) {
+        log.text[log.len] = '\0';
+        load_error(path, rc, log.text, err, errlen);
+        return -1;
+    }
+    struct pgf_config *c = calloc(1, sizeof *c);
+    struct lines *lines = calloc(1, sizeof *lines);
+    if (c)
+        c->values = calloc(1, sizeof *c->values);
+    if (tree == NULL) /* an empty file is an empty configuration */
+        tree = calloc(1, sizeof *tree);
+    if (c == NULL || lines == NULL || c->values == NULL || tree == NULL) {
+        snprintf(err, errlen, "out of memory reading %s", path);
+        free(lines);
+        if (c)
+            free(c->values);
+        free(c);
+        cyaml_free(&base_config, &top_schema, tree, 0);
+        return -1;
+    }
+    c->path = path;
+    c->tree = tree;
+    c->redis = &c->values->redis;
+    walk_keys(path, record_line, lines);
+    for (size_t row = 0; row < pgf_nsettings; row++) {
+        if (pgf_settings[row].flags & PGF_S_NOFILE)
+            continue;
+        const struct pgf_file_node *node = gen.section_of[row] < 0 ? tree : tree->section[gen.section_of[row]];
+        if (node && load_setting(c, node, row, lines, err, errlen) != 0) {
+            free(lines);
+            pgf_config_free(c);
+            return -1;
+        }
+    }
+    free(lines);
+    *out = c;
+    return 0;
+}
+
+/* Frees what pgf_config_load returned. */
+void pgf_config_free(struct pgf_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    cyaml_free(&base_config, &top_schema, cfg->tree, 0);
+    free(cfg->values);
+    free(cfg);
+}
+
+/* What pgf_config_line_of looks for, and finds. */
+struct line_query {
+    const char *keypath;
+    int line;
+};
+
+/* walk_keys visitor: stops at the wanted path. */
+static int match_line(const char *path, int line, void *ctx)
+{
+    struct line_query *q = ctx;
+    if (strcmp(path, q->keypath) != 0)
+        return 0;
+    q->line = line;
+    return 1;
+}
+
+/* Finds a key path's line; see config.h. */
+int pgf_config_line_of(const char *file, const char *keypath)
+{
+    struct line_query q = {.keypath = keypath, .line = 0};
+    walk_keys(file, match_line, &q);
+    return q.line;
 }

@@ -1,5 +1,6 @@
-/* config.h - the YAML configuration file, loaded with libcyaml.  Unknown keys and bad values
- * are errors that name the key, its line and what is allowed. */
+/* config.h - the YAML configuration file, loaded with libcyaml against a schema built from the
+ * settings table (cdc/settings.c) plus the redis section's structured parts below.  Unknown
+ * keys and bad values are errors that name the key, its line and what is allowed. */
 #ifndef PGFANOUT_CONFIG_H
 #define PGFANOUT_CONFIG_H
 
@@ -7,51 +8,24 @@
 
 #include "sinks/redis_config.h"
 
-/* The other sections hold scalars as the file's text; cdc/options.c parses them with the
- * same rules as the flags and the environment, so one value means one thing everywhere. */
-struct pgf_source_cfg {
-    char *dsn, *slot, *publication, *tables, *create_slot, *create_publication, *temporary_slot,
-        *drop_slot_on_exit, *status_interval, *heartbeat_interval, *endpos, *allow_missing_replica_identity;
-};
+struct pgf_options;
+struct pgf_file_node;
 
-struct pgf_stdout_cfg {
-    char *output;
-};
-
-struct pgf_kafka_cfg {
-    char *brokers, *topic_template, *topic_prefix, *message_topic, *tombstones, *on_oversize, *dead_letter_topic;
-    char **conf; /* "key=value" librdkafka settings */
-    unsigned conf_count;
-};
-
-struct pgf_http_cfg {
-    char *listen;
-};
-
-struct pgf_log_cfg {
-    char *level, *format;
-};
-
+/* A loaded config file: every setting it sets, parsed by the settings table's rules, with the
+ * line it came from. */
 struct pgf_config {
-    struct pgf_source_cfg *source;
-    char **sinks;
-    unsigned sinks_count;
-    struct pgf_stdout_cfg *stdout_sink;
-    struct pgf_kafka_cfg *kafka;
-    struct pgf_redis_cfg *redis;
-    struct pgf_http_cfg *http;
-    struct pgf_log_cfg *log;
-    char *max_inflight_bytes, *shutdown_timeout;
+    const char *path;
+    struct pgf_options *values;  /* the file's values: a setting is set when values->origin[row] is
+                                    PGF_FROM_FILE, which also holds its line; kafka.conf's items
+                                    are values->kafka_conf */
+    struct pgf_redis_cfg *redis; /* &values->redis: the redis section's scalars and structured parts */
+    struct pgf_file_node *tree;  /* what libcyaml loaded; values' strings point into it */
 };
 
-/* Loads path into *out (free with pgf_config_free).  Returns 0, or -1 with a message in err
- * that names the file, the line, the key and what is allowed. */
+/* Loads path into *out (free with pgf_config_free), checking every key against the settings
+ * table and every value by its type.  Returns 0, or -1 with a message in err that names the
+ * file, the line, the key and what is allowed. */
 int pgf_config_load(const char *path, struct pgf_config **out, char *err, size_t errlen);
-
-/* Applies PGFANOUT_REDIS_<KEY> environment variables (HOST, PORT, DB, USERNAME,
- * PASSWORD_FILE, TLS, WINDOW, LINGER_MS, COMMAND_TIMEOUT_MS, MESSAGE_PREFIX) over *redis.
- * Returns 0, or -1 with err naming the variable and what is allowed. */
-int pgf_config_redis_env(struct pgf_redis_cfg *redis, char *err, size_t errlen);
 
 /* Frees a loaded configuration; NULL is fine. */
 void pgf_config_free(struct pgf_config *cfg);

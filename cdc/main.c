@@ -7,13 +7,17 @@
 #include <time.h>
 
 #include "cdc/catalog.h"
+#include "cdc/cli.h"
 #include "cdc/config.h"
 #include "cdc/heartbeat.h"
 #include "cdc/http.h"
+#include "cdc/layers.h"
 #include "cdc/metrics.h"
 #include "common/log.h"
 #include "cdc/options.h"
+#include "cdc/print_config.h"
 #include "cdc/replconn.h"
+#include "cdc/settings.h"
 #include "cdc/stream.h"
 #include "sinks/kafka_sink.h"
 #include "sinks/redis_sink.h"
@@ -96,50 +100,6 @@ static void wait_on_loop(struct event_base *base, int ms)
         event_free(timer);
 }
 
-/* The redis section in effect: the config file's, or an empty one, with --redis applied.
- * host_buf holds a host parsed out of --redis.  Returns 0, or -1 after printing why. */
-static int redis_settings(const struct pgf_options *opts, const struct pgf_config *cfg, struct pgf_redis_cfg *out,
-                          char *host_buf, size_t host_len)
-{
-    memset(out, 0, sizeof *out);
-    if (cfg && cfg->redis)
-        *out = *cfg->redis;
-    char err[512];
-    if (pgf_config_redis_env(out, err, sizeof err) != 0) {
-        pgf_error("%s", err);
-        return -1;
-    }
-    /* 0 would mean "default" inside the sink; a 0 someone wrote is a mistake to report. */
-    const char *env_port = getenv("PGFANOUT_REDIS_PORT");
-    int file_line = opts->config_path && cfg && cfg->redis ? pgf_config_line_of(opts->config_path, "redis.port") : 0;
-    if ((env_port || file_line > 0) && !opts->redis_addr && (out->port == 0 || out->port > 65535)) {
-        if (env_port)
-            pgf_error("invalid redis.port %u (environment variable PGFANOUT_REDIS_PORT): expected 1 to 65535",
-                      out->port);
-        else
-            pgf_error("invalid redis.port %u (config file %s, line %d): expected 1 to 65535", out->port,
-                      opts->config_path, file_line);
-        return -1;
-    }
-    if (opts->redis_addr == NULL)
-        return 0;
-    const char *colon = strrchr(opts->redis_addr, ':');
-    if (opts->redis_addr[0] == '/' || colon == NULL) {
-        snprintf(host_buf, host_len, "%s", opts->redis_addr);
-    } else {
-        char *end;
-        long port = strtol(colon + 1, &end, 10);
-        if (*end != '\0' || port <= 0 || port > 65535 || colon == opts->redis_addr) {
-            pgf_error("invalid --redis '%s': expected HOST:PORT or a unix socket path", opts->redis_addr);
-            return -1;
-        }
-        snprintf(host_buf, host_len, "%.*s", (int)(colon - opts->redis_addr), opts->redis_addr);
-        out->port = (unsigned)port;
-    }
-    out->host = host_buf;
-    return 0;
-}
-
 /* One start attempt as main waits for it on the loop. */
 struct start_wait {
     int finished;
@@ -199,11 +159,36 @@ static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, c
                        : strcmp(opts->on_oversize, "dead_letter") == 0 ? KAFKA_OVERSIZE_DEAD_LETTER
                                                                        : KAFKA_OVERSIZE_FAIL,
         .dead_letter_topic = opts->dead_letter_topic,
-        .conf = opts->kafka_conf,
-        .nconf = opts->nkafka_conf,
+        .conf = opts->kafka_conf.item,
+        .nconf = opts->kafka_conf.n,
         .database = database,
     };
     return kc;
+}
+
+/* Finds the setting whose value makes kafka_sink_check fail, without reading its message:
+ * checks the settings one more at a time (the topic template, the message topic template, the
+ * brokers, then each kafka.conf entry in order) and returns the origin of the first one that
+ * fails, or NULL.  *key gets its name. */
+static const struct pgf_origin *kafka_culprit(const struct pgf_options *opts, const char **key)
+{
+    struct kafka_sink_config all = kafka_settings(opts, ""), kc = all;
+    char err[512];
+    kc.message_topic = "m"; /* a valid stand-in until its own turn */
+    kc.brokers = NULL;
+    for (size_t step = 0; step < 3 + all.nconf; step++) {
+        if (step == 1)
+            kc.message_topic = all.message_topic;
+        if (step == 2)
+            kc.brokers = all.brokers;
+        kc.nconf = step > 2 ? step - 2 : 0;
+        if (kafka_sink_check(&kc, err, sizeof err) == 0)
+            continue;
+        static const char *const keys[] = {"kafka.topic_template", "kafka.message_topic", "kafka.brokers"};
+        *key = step < 3 ? keys[step] : "kafka.conf";
+        return step < 3 ? pgf_options_origin(opts, keys[step]) : &opts->kafka_conf.origin[step - 3];
+    }
+    return NULL;
 }
 
 /* Opens the sinks the options name; returns how many, or 0 with err set.  Takes ownership
@@ -213,13 +198,13 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
                          size_t errlen)
 {
     size_t n = 0;
-    if (opts->sink_stdout && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL) {
+    if ((opts->sinks & PGF_SINK_STDOUT) && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL) {
         n++;
-    } else if (opts->sink_stdout) {
+    } else if (opts->sinks & PGF_SINK_STDOUT) {
         pgf_redis_rules_free(rules);
         return 0;
     }
-    if (opts->sink_kafka) {
+    if (opts->sinks & PGF_SINK_KAFKA) {
         struct kafka_sink_config kc = kafka_settings(opts, database);
         if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
             pgf_redis_rules_free(rules);
@@ -229,7 +214,7 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
         }
         n++;
     }
-    if (opts->sink_redis) {
+    if (opts->sinks & PGF_SINK_REDIS) {
         /* Warnings only, but before streaming starts, where a reader of the log expects them. */
         int checked;
         struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules, &checked);
@@ -266,7 +251,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (opts.show_help) {
-        pgf_options_usage(stdout);
+        pgf_cli_usage(stdout);
         return 0;
     }
     if (opts.show_version) {
@@ -276,51 +261,33 @@ int main(int argc, char **argv)
     event_set_log_callback(on_libevent_log);
     if (opts.probe_url)
         return pgf_http_probe(opts.probe_url, 5);
-    char err[8192];
-    struct pgf_redis_cfg redis;
-    char redis_host[256];
+    char err[8192], from[512];
+    const struct pgf_redis_cfg *redis = &opts.redis;
     struct pgf_redis_rules *rules = NULL;
-    if (redis_settings(&opts, cfg, &redis, redis_host, sizeof redis_host) != 0) {
-        pgf_config_free(cfg);
-        return 2;
-    }
     /* Rules are checked before anything connects, so a typo never touches the server. */
     struct pgf_setting_locator locator = {opts.config_path, pgf_config_line_of};
-    if ((opts.sink_redis || opts.check_config) &&
-        (redis_sink_validate(&redis, err, sizeof err) != 0 ||
-         (rules = pgf_redis_rules_new(&redis, opts.config_path ? &locator : NULL, err, sizeof err)) == NULL)) {
+    if (((opts.sinks & PGF_SINK_REDIS) || opts.check_config) &&
+        (redis_sink_validate(redis, err, sizeof err) != 0 ||
+         (rules = pgf_redis_rules_new(redis, opts.config_path ? &locator : NULL, err, sizeof err)) == NULL)) {
         pgf_error("%s", err);
         pgf_config_free(cfg);
         return 2;
     }
-    /* Everything that can be checked without a server is checked before connecting. */
+    /* Everything that can be checked without a server is checked before connecting; the
+     * error says which layer the value came from, as every other settings error does. */
     struct kafka_sink_config kc = kafka_settings(&opts, "");
-    int bad_dsn = pgf_dsn_check(opts.dsn, err, sizeof err) != 0;
-    if (bad_dsn || ((opts.sink_kafka || opts.check_config) && kafka_sink_check(&kc, err, sizeof err) != 0)) {
-        /* Say which layer the value came from, as every other settings error does. */
-        const char *o = opts.origin[0] ? opts.origin[0] : "";
-        /* A topic template's error names its setting itself; a librdkafka setting's names the
-         * key, and the layer it came from is added here. */
-        int kafka_key = strstr(err, "Kafka setting") != NULL || strstr(err, "--kafka-conf") != NULL;
-        char from[400] = "from kafka.conf, PGFANOUT_KAFKA_CONF_* or --kafka-conf";
-        if (bad_dsn && strcmp(o, "config file") == 0)
-            snprintf(from, sizeof from, "from config file %s, line %d", opts.config_path,
-                     pgf_config_line_of(opts.config_path, "source.dsn"));
-        else if (bad_dsn)
-            snprintf(from, sizeof from, "%s", strcmp(o, "flag") == 0 ? "from flag --dsn"
-                                              : strcmp(o, "environment") == 0
-                                                  ? "from environment variable PGFANOUT_SOURCE_DSN"
-                                                  : "from the PG* environment variables");
-        else /* the error names the key in quotes: find the entry that set it, last one wins */
-            for (size_t k = 0; k < opts.nkafka_conf; k++) {
-                const char *eq = strchr(opts.kafka_conf[k], '=');
-                char quoted[160];
-                snprintf(quoted, sizeof quoted, "'%.*s'", (int)(eq - opts.kafka_conf[k]), opts.kafka_conf[k]);
-                if (strstr(err, quoted))
-                    snprintf(from, sizeof from, "from %s", opts.conf_origin[k]);
-            }
-        if (bad_dsn || kafka_key)
-            pgf_error("%s (%s)", err, from);
+    const struct pgf_origin *culprit = NULL;
+    const char *key = "source.dsn";
+    int bad_dsn = pgf_dsn_check(opts.dsn, err, sizeof err) != 0, bad_kafka = 0;
+    if (bad_dsn)
+        culprit = pgf_options_origin(&opts, key);
+    else if ((opts.sinks & PGF_SINK_KAFKA) || opts.check_config)
+        bad_kafka = kafka_sink_check(&kc, err, sizeof err) != 0;
+    if (bad_kafka)
+        culprit = kafka_culprit(&opts, &key);
+    if (bad_dsn || bad_kafka) {
+        if (culprit)
+            pgf_error("%s (%s from %s)", err, key, pgf_origin_describe(culprit, from, sizeof from));
         else
             pgf_error("%s", err);
         pgf_redis_rules_free(rules);
@@ -328,7 +295,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (opts.check_config) {
-        pgf_options_print(stdout, &opts, cfg, &redis, rules ? pgf_redis_rules_count(rules) : 0);
+        pgf_options_print(stdout, &opts, rules ? pgf_redis_rules_count(rules) : 0);
         pgf_redis_rules_free(rules);
         pgf_config_free(cfg);
         return 0;
@@ -377,7 +344,7 @@ int main(int argc, char **argv)
         return stop_signal ? 0 : 1;
     }
     struct sink *sinks[3];
-    size_t nsinks = open_sinks(&opts, info.database, &redis, rules, base, sinks, err, sizeof err);
+    size_t nsinks = open_sinks(&opts, info.database, redis, rules, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
         PQfinish(conn);

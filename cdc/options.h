@@ -1,10 +1,38 @@
-/* options.h - settings from the command line, the environment and the config file, in that
- * order of precedence. */
+/* options.h - the effective settings, where cdc/settings.c's table lands them, and where each
+ * value came from.  cdc/layers.c fills them (defaults < config file < environment < flags). */
 #ifndef PGFANOUT_OPTIONS_H
 #define PGFANOUT_OPTIONS_H
 
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
+
+#include "cdc/config.h"
+
+#define PGF_MAX_SETTINGS 64 /* rows of the settings table */
+#define PGF_MAX_CONF 64     /* kafka.conf entries, all layers together */
+
+/* The layers a value can come from, lowest precedence first. */
+enum pgf_layer { PGF_FROM_DEFAULT = 0, PGF_FROM_FILE, PGF_FROM_ENV, PGF_FROM_FLAG };
+
+/* Where one value came from, recorded when it was read. */
+struct pgf_origin {
+    enum pgf_layer layer;
+    int line;         /* PGF_FROM_FILE: 1-based line of the key or list item */
+    const char *file; /* PGF_FROM_FILE: the config file's path (borrowed: argv or environ) */
+    char name[128];   /* PGF_FROM_ENV: the variable; PGF_FROM_FLAG: the flag, "--dsn" */
+};
+
+/* Bits of pgf_options.sinks. */
+enum { PGF_SINK_STDOUT = 1, PGF_SINK_KAFKA = 2, PGF_SINK_REDIS = 4 };
+
+/* A list setting (kafka.conf): "key=value" items from every layer, applied in order, so that
+ * for one key the flag's item comes last and wins. */
+struct pgf_conf_list {
+    const char *item[PGF_MAX_CONF];
+    struct pgf_origin origin[PGF_MAX_CONF];
+    size_t n;
+    char env_item[PGF_MAX_CONF][256]; /* items built from PGFANOUT_KAFKA_CONF_<KEY> variables */
+};
 
 struct pgf_options {
     const char *dsn;         /* may be "" : libpq then uses the PG* environment variables */
@@ -14,14 +42,10 @@ struct pgf_options {
     const char *output;      /* NULL or "-" = stdout */
     int create_slot;
     int create_publication;
-    int has_endpos;
+    int has_endpos;          /* some layer set source.endpos */
     uint64_t endpos;
     int status_interval_ms;
-    int sink_stdout;
-    int sink_kafka;
-    int sink_redis;
-    const char *config_path; /* --config: YAML file, or NULL */
-    const char *redis_addr;  /* --redis HOST:PORT or /socket, or NULL for the config's */
+    unsigned sinks;          /* PGF_SINK_* bits */
     const char *kafka_brokers;
     const char *topic_template;
     const char *topic_prefix;
@@ -29,41 +53,28 @@ struct pgf_options {
     int tombstones;
     const char *on_oversize;       /* "fail", "dead_letter" or "skip" */
     const char *dead_letter_topic; /* template, as topic_template */
-    const char *kafka_conf[64]; /* "key=value", applied in order after our defaults */
-    size_t nkafka_conf;
+    struct pgf_conf_list kafka_conf;
     size_t max_inflight_bytes;
     int shutdown_timeout_ms;
     const char *http_listen;  /* --http-listen HOST:PORT, or NULL: no HTTP listener */
-    const char *probe_url;    /* --probe HOST:PORT/path: GET it and exit */
     int heartbeat_interval_ms;/* 0 = no heartbeat */
     int drop_slot_on_exit;
     int temporary_slot;
     int allow_missing_identity; /* create a publication although some tables lack a replica identity */
-    const char *log_level;    /* as given, for --check-config */
-    const char *log_format;
+    const char *log_level;    /* "debug", "info", "warn" or "error" */
+    const char *log_format;   /* "text", "logfmt" or "json" */
+    struct pgf_redis_cfg redis;
+    const char *redis_password; /* PGFANOUT_REDIS_PASSWORD, only to say --check-config that it is set */
+    /* Command-line only. */
+    const char *config_path;  /* --config or PGFANOUT_CONFIG: YAML file, or NULL */
+    const char *redis_addr;   /* --redis HOST:PORT or /socket, or NULL */
+    char redis_host[256];     /* the HOST of --redis HOST:PORT */
+    char redis_port[8];       /* its PORT */
+    const char *probe_url;    /* --probe HOST:PORT/path: GET it and exit */
     int check_config;         /* --check-config: print the effective settings and exit */
-    const char *origin[32];   /* where each setting came from, by its index in options.c's table */
-    char env_conf[64][256];   /* librdkafka settings built from PGFANOUT_KAFKA_CONF_* */
-    char conf_origin[64][300];/* where each kafka_conf entry came from, for errors */
     int show_help;
     int show_version;
+    struct pgf_origin origin[PGF_MAX_SETTINGS]; /* where each setting came from, by table row */
 };
-
-struct pgf_config;
-struct pgf_redis_cfg;
-
-/* Fills *opts from the config file (--config or PGFANOUT_CONFIG), then PGFANOUT_* environment
- * variables, then flags; *cfg gets the loaded file (free it with pgf_config_free once opts is
- * no longer used: strings point into it, argv and the environment).  Returns 0, or -1 after
- * printing an error that names the setting, where its value came from and what is allowed. */
-int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pgf_config **cfg);
-
-/* Prints the effective settings as YAML, each with its source, secrets redacted (the DSN's
- * password, Kafka settings whose names contain "password" or "secret", Redis's password). */
-void pgf_options_print(FILE *out, const struct pgf_options *opts, const struct pgf_config *cfg,
-                       const struct pgf_redis_cfg *redis, size_t nrules);
-
-/* Prints the --help text to out. */
-void pgf_options_usage(FILE *out);
 
 #endif
