@@ -860,7 +860,13 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
     int64_t deadline = pgf_pgtime_now() + (int64_t)timeout_ms * 1000;
     /* An unfinished transaction (after an error mid-way) can never be acked: stop there. */
     while (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
-        rd_kafka_poll(k->rk, 100);
+        /* Returns as soon as a delivery report is served; the deadline bounds the wait, and a
+         * partition lookup under way (which reports through our pipe, not librdkafka's queue)
+         * is looked at every 250 ms. */
+        int64_t left_ms = (deadline - pgf_pgtime_now()) / 1000;
+        if (k->held_head && left_ms > 250)
+            left_ms = 250;
+        rd_kafka_poll(k->rk, left_ms > 0 ? (int)left_ms : 0);
         lookups_reap(k);
         drain_held(k);
         txn_advance(k);

@@ -368,7 +368,9 @@ static int redis_flush(struct sink *sink, int timeout_ms)
         int waiting = r->ring.head < r->ring.tail && txn_at(r, r->ring.head)->h.committed;
         if (!waiting || r->failure[0] || pgf_pgtime_now() >= deadline)
             break;
-        struct timeval tv = {0, 100000};
+        /* Replies wake the loop; the timer only ends the wait at the deadline. */
+        int64_t left = deadline - pgf_pgtime_now();
+        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
         evtimer_add(r->ev_tick, &tv);
         event_base_loop(r->evbase, EVLOOP_ONCE);
     }
