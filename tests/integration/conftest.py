@@ -29,9 +29,10 @@ def start_cluster(**kw):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A PostgreSQL 15 cluster for the module; a suite that needs settings defines its own."""
-    c = PgCluster()
+def cluster(request):
+    """A PostgreSQL 15 cluster for the module, with the module's PG_CONF settings if it has
+    any; a suite that needs more than settings defines its own."""
+    c = PgCluster(extra_conf=getattr(request.module, "PG_CONF", None))
     c.start()
     yield c
     c.stop()

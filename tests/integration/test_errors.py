@@ -10,20 +10,11 @@ ALL_FLAGS = ["--dsn", "--slot", "--publication", "--create-slot", "--create-publ
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster()
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(cluster):
-    conn = runner.connect(cluster.dsn())
-    conn.execute("CREATE TABLE t (id int4 PRIMARY KEY)")
-    conn.execute("CREATE PUBLICATION existing_pub FOR ALL TABLES")
-    yield conn
-    conn.close()
+def admin(admin):
+    """conftest's admin connection, with a table and a publication the errors need."""
+    admin.execute("CREATE TABLE t (id int4 PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION existing_pub FOR ALL TABLES")
+    return admin
 
 
 @pytest.fixture

@@ -40,7 +40,6 @@ import workload
 from churn import Churn
 from kafka_replay import Decoded, compare_with_reference, reference_transactions, unique_events
 from kafkabroker import KafkaBroker, consume_all
-from pgcluster import PgCluster
 from runner import int_to_lsn, is_asan_binary, lsn_to_int, rss_kb
 
 KILL_CHANGES = int(os.environ.get("PGFANOUT_KAFKA_KILL_CHANGES", "100000"))
@@ -68,12 +67,8 @@ def broker():
     b.cleanup()
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster(extra_conf={"track_commit_timestamp": "on"})
-    c.start()
-    yield c
-    c.stop()
+# Commit timestamps, so the reference can compare each event's commit time.
+PG_CONF = {"track_commit_timestamp": "on"}
 
 
 def kafka_args(cluster, broker, slot, pub, prefix, *extra):

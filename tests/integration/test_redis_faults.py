@@ -48,7 +48,6 @@ import time
 import pytest
 
 import runner
-from pgcluster import PgCluster
 from redis_util import (assert_keys, confirmed_lsn, drop_slots, existing, fill, wait_confirmed,
                         write_config)
 from runner import int_to_lsn, is_asan_binary, lsn_to_int, rss_kb, wait_for
@@ -65,13 +64,6 @@ SHUTDOWN_TIMEOUT_S = 3
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster().start()
-    yield c
-    c.stop()
-
 
 # --- the table, its keys and the workload -------------------------------------------------
 

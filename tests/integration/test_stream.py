@@ -17,7 +17,6 @@ import replay
 import runner
 from runner import wait_for
 import workload
-from pgcluster import PgCluster
 from replay import row_events
 from runner import lsn_to_int
 
@@ -28,19 +27,8 @@ ROW_FIELDS = {"op", "schema", "table", "lsn", "commit_lsn", "xid", "commit_time"
               "before", "after", "unchanged_toast"}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = PgCluster(extra_conf={"track_commit_timestamp": "on"})
-    c.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def admin(cluster):
-    conn = runner.connect(cluster.dsn())
-    yield conn
-    conn.close()
+# Commit timestamps, so the reference can compare each event's commit time.
+PG_CONF = {"track_commit_timestamp": "on"}
 
 
 def base_args(cluster, slot, pub):
