@@ -54,8 +54,8 @@ sys.path.insert(0, HERE)
 
 import psycopg  # noqa: E402
 
-import bench_kafka as bk  # noqa: E402  (launcher, quiet-wait, walsender sampler, SQL helpers)
-from bench_kafka import BenchError, log, scalar  # noqa: E402
+import benchlib as bk  # noqa: E402  (launcher, quiet-wait, walsender sampler, SQL helpers)
+from benchlib import BenchError, log, scalar  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from redisserver import RedisServer  # noqa: E402
 

@@ -1,0 +1,268 @@
+"""What the benchmarks share: the PostgreSQL settings for a measurement, measuring one child
+process (peak RSS and CPU through a bare launcher, the walsender's CPU, the machine's other
+load), waiting for a quiet machine, and the SQL and tool helpers.  Used by bench_kafka.py and
+bench_redis.py; not a benchmark itself."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# What the server and the Kafka broker get beyond the harness defaults: no checkpoint in the
+# middle of a load or a measurement, enough memory to decode a 1,000-row transaction in RAM.
+PG_CONF = {
+    "max_wal_size": "'8GB'",
+    "checkpoint_timeout": "'1h'",
+    "logical_decoding_work_mem": "'256MB'",
+    "autovacuum": "off",
+    "synchronous_commit": "on",
+}
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class BenchError(RuntimeError):
+    """A failed check: the benchmark stops and exits 1."""
+
+
+# -- measuring one child ---------------------------------------------------------------------
+
+def proc_cpu_s(pid):
+    """utime+stime of a process (all its threads) in seconds, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_s():
+    """CPU seconds the whole machine has been busy (all CPUs, /proc/stat: not idle/iowait)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
+def wait_for_quiet(max_wait, threshold=0.5):
+    """Waits (up to max_wait s) until the machine has been busy less than `threshold` CPUs over
+    half a second, so a timed run does not start on top of someone else's burst.  Returns the
+    seconds waited."""
+    t0 = time.monotonic()
+    while True:
+        b0 = machine_busy_s()
+        time.sleep(0.5)
+        busy = (machine_busy_s() - b0) / 0.5
+        waited = time.monotonic() - t0
+        if busy < threshold or waited >= max_wait:
+            if waited > 1:
+                log(f"  waited {waited:.0f} s for a quiet machine (now {busy:.2f} CPUs busy)")
+            return waited
+
+
+def walsender_pids(postmaster_pid):
+    """PIDs of the postmaster's children whose process title says walsender."""
+    pids = []
+    try:
+        with open(f"/proc/{postmaster_pid}/task/{postmaster_pid}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return pids
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"walsender" in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+class Sampler(threading.Thread):
+    """Samples the CPU time of the walsenders every `interval` s while a consumer runs (the
+    last sample before a walsender exits is what we keep: approximate, within one interval)."""
+
+    def __init__(self, postmaster_pid, interval=0.2):
+        super().__init__(daemon=True)
+        self.postmaster_pid = postmaster_pid
+        self.interval = interval
+        self.seen = {}
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for pid in walsender_pids(self.postmaster_pid):
+                cpu = proc_cpu_s(pid)
+                if cpu is not None:
+                    self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+            self.done.wait(self.interval)
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return sum(self.seen.values())
+
+
+# Why a launcher: Linux carries a process's peak RSS across exec (the old address space's
+# high-water mark counts), and a child forked from this interpreter (psycopg, librdkafka
+# loaded) starts with ~30 MB of it, so os.wait4 here would report at least that for any
+# program.  The launcher is a bare `python3 -S -I` (~5 MB): it forks the program from there,
+# reaps it with os.wait4 and hands back that rusage, the exit status and the wall time
+# (fork to reap).  Any program that peaks above ~5 MB is then measured exactly.  It forwards
+# SIGINT/SIGTERM to the program and SIGKILLs it at the timeout.
+LAUNCHER = r"""
+import json, os, signal, sys, time
+out, timeout, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+t0 = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+def forward(sig, frame):
+    os.kill(pid, sig)
+signal.signal(signal.SIGTERM, forward)
+signal.signal(signal.SIGINT, forward)
+signal.signal(signal.SIGALRM, lambda s, f: os.kill(pid, signal.SIGKILL))
+signal.setitimer(signal.ITIMER_REAL, timeout)
+_, status, ru = os.wait4(pid, 0)
+wall = time.monotonic() - t0
+signal.setitimer(signal.ITIMER_REAL, 0)
+with open(out, "w") as f:
+    json.dump({"status": status, "wall": wall, "maxrss_kb": ru.ru_maxrss,
+               "utime": ru.ru_utime, "stime": ru.ru_stime, "timed_out": wall >= timeout}, f)
+"""
+
+
+class Measurement:
+    def __init__(self, name, rows, r, walsender_cpu, broker_cpu, log_path):
+        self.name = name
+        self.rows = rows
+        self.wall = r["wall"]
+        self.status = r["status"]
+        self.exitcode = os.waitstatus_to_exitcode(r["status"])
+        self.timed_out = r["timed_out"]
+        self.user = r["utime"]
+        self.sys = r["stime"]
+        self.cpu = self.user + self.sys
+        self.rss_mb = r["maxrss_kb"] / 1024.0  # Linux: KiB
+        self.walsender_cpu = walsender_cpu
+        self.broker_cpu = broker_cpu
+        self.log_path = log_path
+        self.kafka_records = None
+        self.others_cpu = None  # machine CPU during the run not spent by the consumer,
+                                # its walsender or the broker: other load (noise indicator)
+
+    @property
+    def rate(self):
+        return self.rows / self.wall if self.wall > 0 else 0.0
+
+    def line(self):
+        extra = f", broker CPU {self.broker_cpu:.2f} s" if self.broker_cpu is not None else ""
+        if self.others_cpu is not None:
+            extra += f", other load ~{self.others_cpu:.2f} CPU-s"
+        return (f"{self.name:<15} {self.wall:8.2f} s {self.rate:12,.0f} rows/s  "
+                f"CPU {self.cpu:6.2f} s (user {self.user:.2f}, sys {self.sys:.2f})  "
+                f"peak RSS {self.rss_mb:6.1f} MB  walsender CPU ~{self.walsender_cpu:.2f} s"
+                f"{extra}")
+
+
+def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=None):
+    """Runs argv to completion under the launcher and returns its Measurement.  The launcher
+    SIGKILLs it after timeout seconds; if this process is interrupted, the launcher gets
+    SIGTERM (by its handle) and passes it on."""
+    sampler = Sampler(postmaster_pid)
+    broker_before = proc_cpu_s(broker_pid) if broker_pid else None
+    busy_before = machine_busy_s()
+    result_path = log_path + ".rusage.json"
+    with open(log_path, "wb") as err:
+        sampler.start()
+        launcher = subprocess.Popen(
+            [sys.executable, "-S", "-I", "-c", LAUNCHER, result_path, str(timeout), *argv],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            rc = launcher.wait()
+        except BaseException:
+            launcher.terminate()
+            launcher.wait()
+            raise
+        finally:
+            walsender_cpu = sampler.stop()
+    busy = machine_busy_s() - busy_before
+    broker_cpu = None
+    if broker_pid:
+        after = proc_cpu_s(broker_pid)
+        if after is not None and broker_before is not None:
+            broker_cpu = after - broker_before
+    try:
+        with open(result_path) as f:
+            r = json.load(f)
+    except (OSError, ValueError):
+        raise BenchError(f"the launcher of {name} failed ({rc}) without a result; stderr:\n"
+                         f"{tail(log_path)}")
+    m = Measurement(name, rows, r, walsender_cpu, broker_cpu, log_path)
+    m.others_cpu = max(0.0, busy - m.cpu - walsender_cpu - (broker_cpu or 0.0))
+    if m.timed_out:
+        raise BenchError(f"{name} killed after the {timeout:.0f} s timeout\n"
+                         f"its stderr (tail):\n{tail(log_path)}")
+    return m
+
+
+def tail(path, n=40):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# -- database side ---------------------------------------------------------------------------
+
+def connect(dsn):
+    return psycopg.connect(dsn, autocommit=True)
+
+
+def scalar(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def create_slots(conn, *names):
+    for name in names:
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (name,))
+
+
+def drop_slots(conn, *names):
+    for name in names:
+        deadline = time.monotonic() + 30
+        while scalar(conn, "SELECT count(*) FROM pg_replication_slots"
+                           " WHERE slot_name = %s AND active", (name,)):
+            if time.monotonic() > deadline:
+                raise BenchError(f"slot {name} still active 30 s after its consumer exited")
+            time.sleep(0.05)
+        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                     " WHERE slot_name = %s", (name,))
+
+
+def pg_args(cluster):
+    return ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser]
+
+
+def run_tool(argv, what, timeout):
+    r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise BenchError(f"{what} failed ({r.returncode}): {shlex.join(argv)}\n{r.stdout[-3000:]}")
+    return r.stdout
+
+
