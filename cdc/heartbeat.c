@@ -49,10 +49,10 @@ static void on_written(void *arg, struct pgf_pgconn *pc, PGresult *res, const ch
     }
     char msg[1200];
     int alive = PQstatus(pgf_pgconn_pq(pc)) == CONNECTION_OK && res != NULL;
-    snprintf(msg, sizeof msg, "%s%s%s", err,
+    snprintf(msg, sizeof msg, "%s%s%s%s", err,
              alive ? " (the role needs: GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
                    : "",
-             alive ? PQuser(pgf_pgconn_pq(pc)) : "");
+             alive ? PQuser(pgf_pgconn_pq(pc)) : "", alive ? ";)" : "");
     warn_throttled(hb, msg);
     if (!alive)
         drop(hb);

@@ -80,8 +80,9 @@ const struct pgf_setting pgf_settings[] = {
             .choices = "text, logfmt, json"),
     SETTING("max_inflight_bytes", "max-inflight-bytes", PGF_T_BYTES, "16M", max_inflight_bytes, "N",
             "stop reading the slot while this many bytes are unacknowledged\n(suffixes k, M, G)"),
-    SETTING("shutdown_timeout", "shutdown-timeout", PGF_T_SECONDS, "30", shutdown_timeout_ms, "S",
-            "seconds to wait for acknowledgements when stopping"),
+    SETTING("shutdown_timeout", "shutdown-timeout", PGF_T_SECONDS, "20", shutdown_timeout_ms, "S",
+            "seconds to wait for acknowledgements when stopping; below Kubernetes' default\n"
+            "30 s grace period, so the pod is not killed mid-drain"),
     SETTING("redis.host", NULL, PGF_T_STR, "127.0.0.1", redis.host, "HOST",
             "Redis server for --sink redis; a path starting with / is a unix socket"),
     SETTING("redis.port", NULL, PGF_T_PORT, "6379", redis.port, "PORT", "the Redis server's port"),

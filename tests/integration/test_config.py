@@ -251,7 +251,7 @@ DEFAULTS = {
     "log.level": "info",
     "log.format": "text",
     "max_inflight_bytes": 16 * 1024 * 1024,
-    "shutdown_timeout": 30,
+    "shutdown_timeout": 20,
 }
 
 # The redis section's scalars, in the order --check-config prints them, each with a
@@ -321,7 +321,7 @@ PRECEDENCE = [
     ("kafka.tombstones", "no", "true", ["--no-tombstones"], (True, False, True, False)),
     ("source.status_interval", "2.5", "7", ["--status-interval", "0.25"], (10, 2.5, 7, 0.25)),
     ("source.heartbeat_interval", "3", "4.5", ["--heartbeat-interval", "60"], (None, 3, 4.5, 60)),
-    ("shutdown_timeout", "45", "1.5", ["--shutdown-timeout", "86400"], (30, 45, 1.5, 86400)),
+    ("shutdown_timeout", "45", "1.5", ["--shutdown-timeout", "86400"], (20, 45, 1.5, 86400)),
     ("max_inflight_bytes", "4k", "2M", ["--max-inflight-bytes", "1G"],
      (parse_bytes("16M"), parse_bytes("4k"), parse_bytes("2M"), parse_bytes("1G"))),
     ("sinks", "[redis]", "stdout,redis", ["--sink", "stdout"],
