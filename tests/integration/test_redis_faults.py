@@ -712,6 +712,36 @@ def test_sigterm_while_redis_down_exits_zero_and_keeps_the_slot(pgfanout, cluste
         drop_ref(db, "st")
 
 
+def test_default_shutdown_timeout_ends_before_kubernetes_kills(pgfanout, cluster, db, rs, tmp_path):
+    """No --shutdown-timeout: with Redis killed and transactions unacknowledged, SIGTERM ends
+    pgfanout with exit 0 after the default 20 s of waiting, safely before Kubernetes' default
+    30 s grace period would SIGKILL it, and the slot keeps the undelivered transactions."""
+    items = Items("dt", rows=100)
+    items.create(db)
+    setup_slots(db, "dt", items.tables)
+    fill_items(rs, items)
+    cfg = config(tmp_path / "dt.yaml", [items.rule()])
+    wl = Workload(cluster.dsn(), items, seed=9)
+    try:
+        with runner.Worker(worker_args(cluster, rs, "dt", cfg), stderr_path=str(tmp_path / "dt.err")) as w:
+            wl.run_txns(3)
+            wait_confirmed(db, "dt_slot", ref_transactions(db, "dt", [items.name])[-1][2], timeout=30, worker=w)
+            kill_lsn, _ = crash_redis(rs, db)
+            wl.run_txns(5)
+            assert wait_received(db, "dt_slot", lsn_to_int(runner.current_lsn(db))), tail(w.stderr_text())
+            t0 = time.monotonic()
+            rc = w.terminate(timeout=40)
+            took = time.monotonic() - t0
+        conf = lsn_to_int(runner.wait_slot_inactive(db, "dt_slot")["confirmed_flush_lsn"])
+        limit = first_commit_at_or_after(ref_transactions(db, "dt", [items.name]), kill_lsn)
+        print(f"\nSIGTERM with Redis down and the default timeout: exit {rc} after {took:.1f} s")
+        assert rc == 0, tail(w.stderr_text())
+        assert 19 <= took < 26, f"took {took:.1f} s to stop; the default shutdown timeout is 20 s"
+        assert conf <= limit, f"confirmed {int_to_lsn(conf)} past the undelivered commit {int_to_lsn(limit)}"
+    finally:
+        drop_ref(db, "dt")
+
+
 # --- 5b: a spilled transaction across an outage; SIGTERM while paused ---------------------
 
 SPILL_ROWS = 40_000  # about 8.5 MB of keys in one transaction: past the 4 MB spill threshold
