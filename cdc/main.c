@@ -191,19 +191,16 @@ static const struct pgf_origin *kafka_culprit(const struct pgf_options *opts, co
     return NULL;
 }
 
-/* Opens the sinks the options name; returns how many, or 0 with err set.  Takes ownership
- * of rules, whatever happens. */
+/* Opens the sinks the options name, after out (the stdout sink, opened before anything was
+ * created on the server, or NULL); returns how many, or 0 with err set.  Takes ownership of
+ * rules and out, whatever happens. */
 static size_t open_sinks(const struct pgf_options *opts, const char *database, const struct pgf_redis_cfg *redis,
-                         struct pgf_redis_rules *rules, struct event_base *base, struct sink **sinks, char *err,
-                         size_t errlen)
+                         struct pgf_redis_rules *rules, struct sink *out, struct event_base *base, struct sink **sinks,
+                         char *err, size_t errlen)
 {
     size_t n = 0;
-    if ((opts->sinks & PGF_SINK_STDOUT) && (sinks[n] = stdout_sink_open(opts->output, err, errlen)) != NULL) {
-        n++;
-    } else if (opts->sinks & PGF_SINK_STDOUT) {
-        pgf_redis_rules_free(rules);
-        return 0;
-    }
+    if (out)
+        sinks[n++] = out;
     if (opts->sinks & PGF_SINK_KAFKA) {
         struct kafka_sink_config kc = kafka_settings(opts, database);
         if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
@@ -221,6 +218,11 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
         run_until(base, &checked);
         if (!checked)
             pgf_catalog_check_cancel(check);
+        if (pgf_redis_rules_count(rules) == 0 && redis->cachalot == NULL)
+            pgf_warn("redis: no rules (redis.rules is empty and the cachalot preset is off), so no row change "
+                     "invalidates anything; only pg_logical_emit_message(true, '%s', 'key ...') messages will. "
+                     "Add rules to the redis section of the config file (see pgfanout.example.yaml)",
+                     redis->message_prefix ? redis->message_prefix : "pgfanout.invalidate");
         struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base};
         if ((sinks[n] = redis_sink_open(&rc, err, errlen)) == NULL) {
             while (n > 0)
@@ -316,6 +318,16 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 1;
     }
+    /* A bad output path is found before a slot is created that would then pin WAL. */
+    struct sink *out = NULL;
+    if ((opts.sinks & PGF_SINK_STDOUT) && (out = stdout_sink_open(opts.output, err, sizeof err)) == NULL) {
+        pgf_error("%s", err);
+        pgf_http_stop(http);
+        free_loop(base);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 1;
+    }
     /* The first connection must work: a wrong DSN or setup is reported, not retried.  A slot
      * held by another walsender is the standby case: wait for it, as /readyz says. */
     int started;
@@ -337,6 +349,7 @@ int main(int argc, char **argv)
             pgf_info("stopped before streaming from slot \"%s\"", opts.slot);
         else
             pgf_error("%s", err);
+        sink_close(out);
         pgf_http_stop(http);
         free_loop(base);
         pgf_redis_rules_free(rules);
@@ -344,7 +357,7 @@ int main(int argc, char **argv)
         return stop_signal ? 0 : 1;
     }
     struct sink *sinks[3];
-    size_t nsinks = open_sinks(&opts, info.database, redis, rules, base, sinks, err, sizeof err);
+    size_t nsinks = open_sinks(&opts, info.database, redis, rules, out, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
         PQfinish(conn);

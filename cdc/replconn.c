@@ -10,6 +10,56 @@
 #include "common/lsn.h"
 #include "cdc/pgconn.h"
 
+/* True when keyword (len bytes) is one of libpq's connection parameters. */
+static int known_keyword(const char *keyword, size_t len)
+{
+    PQconninfoOption *defs = PQconndefaults();
+    int known = 0;
+    for (PQconninfoOption *o = defs; o && o->keyword && !known; o++)
+        known = strlen(o->keyword) == len && strncmp(o->keyword, keyword, len) == 0;
+    PQconninfoFree(defs);
+    return known;
+}
+
+/* Finds the first keyword of dsn that libpq does not know: a key of a key=value string, or a
+ * query parameter of a postgresql:// URI.  Copies it into out and returns 1, else 0.  Values
+ * are skipped as libpq reads them (single quotes, backslash escapes), so none is ever copied. */
+static int unknown_keyword(const char *dsn, char *out, size_t outlen)
+{
+    int uri = strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0;
+    const char *p = uri ? strchr(dsn, '?') : dsn;
+    if (p == NULL)
+        return 0;
+    if (uri)
+        p++;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || (uri && *p == '&'))
+            p++;
+        const char *key = p;
+        while (*p && *p != '=' && *p != ' ' && *p != '\t' && *p != '\n' && *p != '&')
+            p++;
+        if (*p != '=')
+            return 0; /* a word without '=': perhaps part of a value, so never named */
+        size_t len = (size_t)(p - key);
+        if (len > 0 && !known_keyword(key, len)) {
+            snprintf(out, outlen, "%.*s", (int)len, key);
+            return 1;
+        }
+        p++; /* the value */
+        if (!uri && *p == '\'') {
+            for (p++; *p && *p != '\''; p++)
+                if (*p == '\\' && p[1])
+                    p++;
+            if (*p)
+                p++;
+        } else {
+            while (*p && *p != ' ' && *p != '\t' && *p != '\n' && (!uri || *p != '&'))
+                p += !uri && *p == '\\' && p[1] ? 2 : 1;
+        }
+    }
+    return 0;
+}
+
 /* Checks that dsn parses; see replconn.h. */
 int pgf_dsn_check(const char *dsn, char *err, size_t errlen)
 {
@@ -45,11 +95,18 @@ int pgf_dsn_check(const char *dsn, char *err, size_t errlen)
         snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) has a bad %s", bad);
         return -1;
     }
-    /* libpq's reason quotes the string, which may hold a password: say what to check instead. */
+    /* libpq's reason quotes the string, which may hold a password: name only a keyword it
+     * does not know, which is never a value, and otherwise say what to check. */
     PQfreemem(why);
-    snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) is not valid: write key=value pairs "
-                          "such as \"host=127.0.0.1 dbname=app user=cdc\", or a postgresql:// URI (its text is "
-                          "not shown here because it may hold a password)");
+    char keyword[64];
+    if (unknown_keyword(dsn, keyword, sizeof keyword))
+        snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) has an unknown keyword '%s'; see "
+                              "libpq's connection parameters (host, port, dbname, user, sslmode, ...)", keyword);
+    else
+        snprintf(err, errlen, "the PostgreSQL connection string (source.dsn) is not valid: write key=value pairs "
+                              "such as \"host=127.0.0.1 dbname=app user=cdc\" (quote a value with spaces in single "
+                              "quotes), or a postgresql:// URI (its text is not shown here because it may hold a "
+                              "password)");
     return -1;
 }
 
