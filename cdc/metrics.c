@@ -12,7 +12,7 @@
 struct pgf_metrics pgf_metrics;
 
 /* Returns the counters of a relation, creating them on first use; NULL when out of memory. */
-static struct pgf_table_count *table_for(const struct pgo_relation *rel)
+static struct pgf_table_count *table_for(const struct pgf_relation *rel)
 {
     struct pgf_metrics *m = &pgf_metrics;
     if (m->last < m->ntables && m->tables[m->last].oid == rel->oid)

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "decoders/pgoutput.h"
+
 /* Maps a message type to its op. */
 enum pgf_op pgf_op_of(const struct pgo_msg *msg)
 {
@@ -24,18 +26,18 @@ const char *pgf_op_name(enum pgf_op op)
 }
 
 /* Returns the key value of column att, or NULL; see event.h. */
-const struct pgo_value *pgf_change_key_value(const struct pgo_msg *msg, uint16_t att)
+const struct pgf_value *pgf_change_key_value(const struct pgo_msg *msg, uint16_t att)
 {
     const struct pgo_change *c = &msg->u.change;
     if (att >= c->rel->natts || !c->rel->attrs[att].is_key)
         return NULL;
     if (msg->type == PGO_MSG_DELETE)
         return &c->old_tuple.values[att];
-    const struct pgo_value *v = &c->new_tuple.values[att];
+    const struct pgf_value *v = &c->new_tuple.values[att];
     /* A key column kept out of line and not changed is sent as 'u' in the new row;
      * the old image, when there is one, still has its value. */
-    if (v->kind == PGO_COL_UNCHANGED_TOAST && c->old_kind != 0 &&
-        c->old_tuple.values[att].kind != PGO_COL_UNCHANGED_TOAST)
+    if (v->kind == PGF_VALUE_UNCHANGED_TOAST && c->old_kind != 0 &&
+        c->old_tuple.values[att].kind != PGF_VALUE_UNCHANGED_TOAST)
         return &c->old_tuple.values[att];
     return v;
 }

@@ -248,21 +248,21 @@ static int parse_double(const char *s, size_t n, double *d)
 }
 
 /* Converts one value; see value.h. */
-void pgf_value_convert(enum pgo_col_kind col_kind, const char *data, size_t len, uint32_t type_oid,
+void pgf_value_convert(enum pgf_value_kind col_kind, const char *data, size_t len, uint32_t type_oid,
                        uint8_t *scratch, struct pgf_typed *out)
 {
     memset(out, 0, sizeof *out);
     out->str = data;
     out->len = len;
-    if (col_kind == PGO_COL_NULL) {
+    if (col_kind == PGF_VALUE_NULL) {
         out->kind = PGF_VK_NULL;
         return;
     }
-    if (col_kind == PGO_COL_UNCHANGED_TOAST) {
+    if (col_kind == PGF_VALUE_UNCHANGED_TOAST) {
         out->kind = PGF_VK_UNCHANGED_TOAST;
         return;
     }
-    if (col_kind == PGO_COL_BINARY) {
+    if (col_kind == PGF_VALUE_BINARY) {
         /* Binary mode is not requested yet; keep the bytes rather than guess a layout. */
         out->kind = PGF_VK_BYTES;
         return;

@@ -75,7 +75,7 @@ size_t pgf_bytea_decoded_max(size_t len);
  * as its type expects (infinity dates, BC years, an escape-format bytea) becomes PGF_VK_PGTEXT,
  * so nothing is ever lost.  scratch must hold pgf_bytea_decoded_max(v->len) bytes for bytea
  * (may be NULL otherwise).  Never fails. */
-void pgf_value_convert(enum pgo_col_kind col_kind, const char *data, size_t len, uint32_t type_oid,
+void pgf_value_convert(enum pgf_value_kind col_kind, const char *data, size_t len, uint32_t type_oid,
                        uint8_t *scratch, struct pgf_typed *out);
 
 /* Parses "YYYY-MM-DD" into days since 1970-01-01; returns 0, or -1 if s is not that form. */

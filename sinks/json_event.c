@@ -54,14 +54,14 @@ static json_t *number_value(const char *text, enum pgf_vclass cls)
 }
 
 /* Returns a JSON value for one column; see json_event.h. */
-json_t *pgf_json_value(const struct pgo_value *v, uint32_t type_oid)
+json_t *pgf_json_value(const struct pgf_value *v, uint32_t type_oid)
 {
     switch (v->kind) {
-    case PGO_COL_NULL:
+    case PGF_VALUE_NULL:
         return json_null();
-    case PGO_COL_BINARY:
+    case PGF_VALUE_BINARY:
         return hex_string(v->data, v->len);
-    case PGO_COL_TEXT:
+    case PGF_VALUE_TEXT:
         break;
     default:
         return NULL; /* unchanged TOAST has no value; callers leave it out */
@@ -90,7 +90,7 @@ static int put_header(json_t *obj, const struct pgf_event *ev, enum pgf_op op)
     char lsn[PGF_LSN_BUFSZ], ts[PGF_TS_BUFSZ];
     int rc = put(obj, "op", json_string(pgf_op_name(op)));
     if (op != PGF_OP_MESSAGE && op != PGF_OP_TRUNCATE) {
-        const struct pgo_relation *rel = ev->msg->u.change.rel;
+        const struct pgf_relation *rel = ev->msg->u.change.rel;
         rc |= put(obj, "schema", json_string(rel->nspname));
         rc |= put(obj, "table", json_string(rel->relname));
     }
@@ -108,14 +108,14 @@ static int put_header(json_t *obj, const struct pgf_event *ev, enum pgf_op op)
 }
 
 /* Returns an object of the tuple's columns, skipping unchanged TOAST, and key-only when asked. */
-static json_t *tuple_object(const struct pgo_relation *rel, const struct pgo_tuple *tup, int only_keys)
+static json_t *tuple_object(const struct pgf_relation *rel, const struct pgo_tuple *tup, int only_keys)
 {
     json_t *obj = json_object();
     if (obj == NULL)
         return NULL;
     for (uint16_t i = 0; i < tup->natts; i++) {
-        const struct pgo_value *v = &tup->values[i];
-        if (v->kind == PGO_COL_UNCHANGED_TOAST || (only_keys && !rel->attrs[i].is_key))
+        const struct pgf_value *v = &tup->values[i];
+        if (v->kind == PGF_VALUE_UNCHANGED_TOAST || (only_keys && !rel->attrs[i].is_key))
             continue;
         if (put(obj, rel->attrs[i].name, pgf_json_value(v, rel->attrs[i].type_oid))) {
             json_decref(obj);
@@ -128,14 +128,14 @@ static json_t *tuple_object(const struct pgo_relation *rel, const struct pgo_tup
 /* Adds key, before, after and unchanged_toast for an insert, update or delete. */
 static int put_row(json_t *obj, const struct pgo_msg *msg)
 {
-    const struct pgo_relation *rel = msg->u.change.rel;
+    const struct pgf_relation *rel = msg->u.change.rel;
     json_t *key = json_object();
     if (key == NULL)
         return -1;
     int rc = put(obj, "key", key);
     for (uint16_t i = 0; rc == 0 && i < rel->natts; i++) {
-        const struct pgo_value *v = pgf_change_key_value(msg, i);
-        if (v && v->kind != PGO_COL_UNCHANGED_TOAST)
+        const struct pgf_value *v = pgf_change_key_value(msg, i);
+        if (v && v->kind != PGF_VALUE_UNCHANGED_TOAST)
             rc = put(key, rel->attrs[i].name, pgf_json_value(v, rel->attrs[i].type_oid));
     }
     int only_keys;
@@ -146,7 +146,7 @@ static int put_row(json_t *obj, const struct pgo_msg *msg)
     json_t *toast = json_array();
     rc |= put(obj, "unchanged_toast", toast);
     for (uint16_t i = 0; rc == 0 && after && i < after->natts; i++)
-        if (after->values[i].kind == PGO_COL_UNCHANGED_TOAST)
+        if (after->values[i].kind == PGF_VALUE_UNCHANGED_TOAST)
             rc = json_array_append_new(toast, json_string(rel->attrs[i].name));
     return rc;
 }

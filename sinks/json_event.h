@@ -11,7 +11,7 @@
 /* Returns a new JSON value for one column value of the given type: null, true/false, an
  * integer, a real, "NaN"/"Infinity"/"-Infinity", or PostgreSQL's text form as a string.
  * Returns NULL if the text is not valid UTF-8 (or memory runs out).  Caller owns the result. */
-json_t *pgf_json_value(const struct pgo_value *v, uint32_t type_oid);
+json_t *pgf_json_value(const struct pgf_value *v, uint32_t type_oid);
 
 /* Returns a new JSON object for one event (see README "JSON format"), or NULL with a reason
  * in errbuf.  Caller owns the result. */

@@ -651,7 +651,7 @@ static int expand_topic(const struct kafka_sink_config *cfg, const char *tmpl, c
 }
 
 /* Returns the cached topic of a relation, creating it on first use; NULL with errstr set. */
-static struct ktopic *topic_for(struct kafka_sink *k, const struct pgo_relation *rel)
+static struct ktopic *topic_for(struct kafka_sink *k, const struct pgf_relation *rel)
 {
     for (size_t i = 0; i < k->ntopics; i++) {
         struct ktopic *t = &k->topics[i];
@@ -708,7 +708,7 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     } else if (ev->msg->type == PGO_MSG_TRUNCATE) {
         size_t n = 0;
         for (uint32_t i = 0; i < ev->msg->u.truncate.nrelids && n < sizeof table; i++) {
-            const struct pgo_relation *r = ev->msg->u.truncate.rels[i];
+            const struct pgf_relation *r = ev->msg->u.truncate.rels[i];
             n += (size_t)snprintf(table + n, sizeof table - n, "%s%s.%s", i ? "," : "", r->nspname, r->relname);
         }
     }

@@ -84,7 +84,7 @@ static char *arena_str(struct pgf_proto *p, const char *s, size_t len)
 }
 
 /* Fills one protobuf Value from a pgoutput value of type_oid. */
-static void fill_value(struct pgf_proto *p, const struct pgo_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
+static void fill_value(struct pgf_proto *p, const struct pgf_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
 {
     pgfanout__v1__value__init(out);
     struct pgf_typed t;
@@ -168,7 +168,7 @@ static size_t tuple_arena_need(const struct pgo_tuple *tup)
 }
 
 /* Converts every value of tup into vals. */
-static void fill_tuple(struct pgf_proto *p, const struct pgo_relation *rel, const struct pgo_tuple *tup,
+static void fill_tuple(struct pgf_proto *p, const struct pgf_relation *rel, const struct pgo_tuple *tup,
                        Pgfanout__V1__Value *vals)
 {
     for (uint16_t i = 0; tup && i < tup->natts; i++)
@@ -176,7 +176,7 @@ static void fill_tuple(struct pgf_proto *p, const struct pgo_relation *rel, cons
 }
 
 /* Points column c at attribute att of rel with value v, and appends it to the row. */
-static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgo_relation *rel,
+static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgf_relation *rel,
                        uint16_t att, Pgfanout__V1__Value *v)
 {
     pgfanout__v1__column__init(c);
@@ -202,14 +202,14 @@ static void fill_rows(struct pgf_proto *p, const struct pgo_msg *msg, Pgfanout__
                       Pgfanout__V1__Row *before, Pgfanout__V1__Row *after, int *has_before, int *has_after)
 {
     const struct pgo_change *c = &msg->u.change;
-    const struct pgo_relation *rel = c->rel;
+    const struct pgf_relation *rel = c->rel;
     size_t n = rel->natts;
     Pgfanout__V1__Value *newv = p->vals, *oldv = p->vals + n;
     key->columns = p->ptrs;
     before->columns = p->ptrs + n;
     after->columns = p->ptrs + 2 * n;
     for (uint16_t i = 0; i < rel->natts; i++) {
-        const struct pgo_value *kv = pgf_change_key_value(msg, i);
+        const struct pgf_value *kv = pgf_change_key_value(msg, i);
         if (kv == NULL)
             continue;
         /* The key value is one of the two converted images; find which. */

@@ -18,7 +18,7 @@
 /* Renders a text value of a type and returns the compact JSON, malloc'd. */
 static char *render(const char *text, uint32_t oid)
 {
-    struct pgo_value v = {.kind = PGO_COL_TEXT, .len = (uint32_t)strlen(text), .data = text};
+    struct pgf_value v = {.kind = PGF_VALUE_TEXT, .len = (uint32_t)strlen(text), .data = text};
     json_t *j = pgf_json_value(&v, oid);
     assert_non_null(j);
     char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -71,15 +71,15 @@ static void test_float_roundtrip(void **state)
 static void test_special_kinds(void **state)
 {
     (void)state;
-    struct pgo_value null = {.kind = PGO_COL_NULL};
+    struct pgf_value null = {.kind = PGF_VALUE_NULL};
     json_t *j = pgf_json_value(&null, 23);
     assert_true(json_is_null(j));
     json_decref(j);
-    struct pgo_value toast = {.kind = PGO_COL_UNCHANGED_TOAST};
+    struct pgf_value toast = {.kind = PGF_VALUE_UNCHANGED_TOAST};
     assert_null(pgf_json_value(&toast, 25));
-    struct pgo_value bad = {.kind = PGO_COL_TEXT, .len = 2, .data = "\xff\xfe"};
+    struct pgf_value bad = {.kind = PGF_VALUE_TEXT, .len = 2, .data = "\xff\xfe"};
     assert_null(pgf_json_value(&bad, 25));
-    struct pgo_value bin = {.kind = PGO_COL_BINARY, .len = 2, .data = "\x01\xab"};
+    struct pgf_value bin = {.kind = PGF_VALUE_BINARY, .len = 2, .data = "\x01\xab"};
     j = pgf_json_value(&bin, 17);
     assert_string_equal(json_string_value(j), "\\x01ab");
     json_decref(j);
@@ -138,7 +138,7 @@ static void test_checkpoint(void **state)
 static struct pgf_typed conv(const char *text, uint32_t oid, uint8_t *scratch)
 {
     struct pgf_typed t;
-    pgf_value_convert(PGO_COL_TEXT, text, strlen(text), oid, scratch, &t);
+    pgf_value_convert(PGF_VALUE_TEXT, text, strlen(text), oid, scratch, &t);
     return t;
 }
 
@@ -203,9 +203,9 @@ static void test_typed_other(void **state)
     assert_int_equal(conv("{1,2}", 1007, NULL).kind, PGF_VK_PGTEXT);
     assert_int_equal(conv("x", PGF_OID_JSONB, NULL).kind, PGF_VK_TEXT);
     struct pgf_typed n;
-    pgf_value_convert(PGO_COL_NULL, NULL, 0, PGF_OID_INT4, NULL, &n);
+    pgf_value_convert(PGF_VALUE_NULL, NULL, 0, PGF_OID_INT4, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_NULL);
-    pgf_value_convert(PGO_COL_UNCHANGED_TOAST, NULL, 0, PGF_OID_TEXT, NULL, &n);
+    pgf_value_convert(PGF_VALUE_UNCHANGED_TOAST, NULL, 0, PGF_OID_TEXT, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_UNCHANGED_TOAST);
 }
 
