@@ -91,8 +91,8 @@ struct pgo_change {
     struct pgo_tuple new_tuple; /* valid for insert and update */
 };
 
-#define PGO_TRUNCATE_CASCADE 1
-#define PGO_TRUNCATE_RESTART_IDENTITY 2
+#define PGO_TRUNCATE_CASCADE PGF_TRUNCATE_CASCADE
+#define PGO_TRUNCATE_RESTART_IDENTITY PGF_TRUNCATE_RESTART_IDENTITY
 
 struct pgo_truncate {
     uint8_t options;

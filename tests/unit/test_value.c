@@ -138,7 +138,8 @@ static void test_checkpoint(void **state)
 static struct pgf_typed conv(const char *text, uint32_t oid, uint8_t *scratch)
 {
     struct pgf_typed t;
-    pgf_value_convert(PGF_VALUE_TEXT, text, strlen(text), oid, scratch, &t);
+    struct pgf_value v = pgf_value_text(text, (uint32_t)strlen(text));
+    pgf_value_convert(&v, oid, scratch, &t);
     return t;
 }
 
@@ -203,9 +204,9 @@ static void test_typed_other(void **state)
     assert_int_equal(conv("{1,2}", 1007, NULL).kind, PGF_VK_PGTEXT);
     assert_int_equal(conv("x", PGF_OID_JSONB, NULL).kind, PGF_VK_TEXT);
     struct pgf_typed n;
-    pgf_value_convert(PGF_VALUE_NULL, NULL, 0, PGF_OID_INT4, NULL, &n);
+    pgf_value_convert(&(struct pgf_value){.kind = PGF_VALUE_NULL}, PGF_OID_INT4, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_NULL);
-    pgf_value_convert(PGF_VALUE_UNCHANGED_TOAST, NULL, 0, PGF_OID_TEXT, NULL, &n);
+    pgf_value_convert(&(struct pgf_value){.kind = PGF_VALUE_UNCHANGED_TOAST}, PGF_OID_TEXT, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_UNCHANGED_TOAST);
 }
 
