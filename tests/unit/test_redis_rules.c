@@ -12,12 +12,14 @@
 
 #include "cdc/config.h"
 #include "cdc/histogram.h"
+#include "decoders/txn.h"
 #include "sinks/redis_rules.h"
 
 /* What the rules reported, one "kind key" line per call. */
 struct capture {
     char lines[64][256];
     int n;
+    struct pgf_redis_rules *rules;
 };
 
 /* Records a key. */
@@ -93,14 +95,36 @@ static struct pgf_redis_rules *compile(const char *const *keys, unsigned nkeys, 
     return pgf_redis_rules_new(&cfg, NULL, err, 512);
 }
 
-/* Runs one change through the rules into a fresh capture. */
+/* Hands the rules one event, as the Redis sink does. */
+static int apply_event(void *ctx, const struct pgf_event *ev)
+{
+    struct capture *c = ctx;
+    struct pgf_inval_out out = {.key = cap_key, .generation = cap_gen, .publish = cap_pub, .ctx = c};
+    assert_int_equal(pgf_redis_rules_apply(c->rules, ev, &out), 0);
+    return 0;
+}
+
+/* Ignores a commit. */
+static int ignore_commit(void *ctx, const struct pgf_txn *txn)
+{
+    (void)ctx;
+    (void)txn;
+    return 0;
+}
+
+/* Runs one decoded change, inside a transaction, through transaction assembly (which builds
+ * its event) and the rules into a fresh capture. */
 static void run(struct pgf_redis_rules *r, const struct pgo_msg *msg, struct capture *c)
 {
     memset(c, 0, sizeof *c);
-    struct pgf_txn txn = {.xid = 7, .commit_lsn = 100};
-    struct pgf_event ev = {.lsn = 99, .txn = &txn, .msg = msg};
-    struct pgf_inval_out out = {.key = cap_key, .generation = cap_gen, .publish = cap_pub, .ctx = c};
-    assert_int_equal(pgf_redis_rules_apply(r, &ev, &out), 0);
+    c->rules = r;
+    struct pgf_txn_asm *a = pgf_txn_asm_new(0, 0);
+    assert_non_null(a);
+    struct pgf_txn_consumer to_rules = {.event = apply_event, .commit = ignore_commit, .ctx = c};
+    struct pgo_msg begin = {.type = PGO_MSG_BEGIN, .u.begin = {.final_lsn = 100, .xid = 7}};
+    assert_int_equal(pgf_txn_asm_feed(a, 98, &begin, &to_rules), PGF_TXN_OK);
+    assert_int_equal(pgf_txn_asm_feed(a, 99, msg, &to_rules), PGF_TXN_OK);
+    pgf_txn_asm_free(a);
 }
 
 /* Insert: new row only; filters; a NULL column drops that key. */
