@@ -98,14 +98,7 @@ struct pgf_event {
         uint32_t content_len;
         const char *content;
     } message;
-    const struct pgo_msg *msg; /* transitional: the decoded message, until every sink reads the fields above */
 };
-
-struct pgo_msg;
-struct pgo_tuple;
-
-/* Returns the op a message carries, or PGF_OP_NONE for begin/commit/relation/type/origin. */
-enum pgf_op pgf_op_of(const struct pgo_msg *msg);
 
 /* Returns "insert", "update", "delete", "truncate", "message", "read" or "none". */
 const char *pgf_op_name(enum pgf_op op);
@@ -123,18 +116,5 @@ static inline struct pgf_value pgf_value_text(const char *data, uint32_t len)
  * txn: they must outlive its use. */
 void pgf_event_read(struct pgf_event *ev, const struct pgf_relation *rel, const struct pgf_value *row,
                     struct pgf_value *key_out, const struct pgf_txn *txn, uint64_t lsn);
-
-/* Returns the key value of column att for a row change, or NULL when att is not a
- * replica-identity column.  Insert and update take it from the new row, falling back to the
- * old image for a column sent as unchanged TOAST; delete takes it from the old key or row. */
-const struct pgf_value *pgf_change_key_value(const struct pgo_msg *msg, uint16_t att);
-
-/* Returns the old image of an update or delete, or NULL when there is none worth sending:
- * pgoutput sent no old tuple, or it is a delete's old key, which is the key itself.
- * *only_keys is set for an update's old key ('K'): then only key columns carry meaning. */
-const struct pgo_tuple *pgf_change_before(const struct pgo_msg *msg, int *only_keys);
-
-/* Returns the new image of an insert or update, or NULL for delete. */
-const struct pgo_tuple *pgf_change_after(const struct pgo_msg *msg);
 
 #endif

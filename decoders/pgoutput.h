@@ -39,15 +39,6 @@ enum pgo_err {
     PGO_ERR_OOM = 5,
 };
 
-/* Transitional names for the Redis rules, until they read the event (see event.h). */
-#define pgo_value pgf_value
-#define pgo_relation pgf_relation
-#define pgo_attr pgf_column
-#define PGO_COL_NULL PGF_VALUE_NULL
-#define PGO_COL_UNCHANGED_TOAST PGF_VALUE_UNCHANGED_TOAST
-#define PGO_COL_TEXT PGF_VALUE_TEXT
-#define PGO_COL_BINARY PGF_VALUE_BINARY
-
 /* A TupleData: natts values (struct pgf_value, kind never ABSENT; data points into the
  * message buffer), in the relation's column order. */
 struct pgo_tuple {

@@ -116,7 +116,7 @@ static enum pgf_txn_result hand_on(const struct pgf_event *ev, const struct pgf_
 static enum pgf_txn_result change(struct pgf_txn_asm *a, uint64_t lsn, const struct pgo_msg *msg,
                                   const struct pgf_txn_consumer *c)
 {
-    struct pgf_event ev = {.lsn = lsn, .txn = &a->txn, .msg = msg};
+    struct pgf_event ev = {.lsn = lsn, .txn = &a->txn};
     switch (msg->type) {
     case PGO_MSG_INSERT: ev.op = PGF_OP_INSERT; break;
     case PGO_MSG_UPDATE: ev.op = PGF_OP_UPDATE; break;

@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #include "decoders/event.h"
-#include "decoders/pgoutput.h" /* transitional: the Redis rules still read ev->msg */
 
 struct pgf_hist;
 
