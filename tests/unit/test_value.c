@@ -287,6 +287,62 @@ static void test_key_text(void **state)
 }
 
 /* Runs the value tests. */
+/* A row read by a SELECT is an event of its own (op read, values from text, no pgoutput):
+ * the JSON and protobuf renderers render it like an insert. */
+static void test_read_event(void **state)
+{
+    (void)state;
+    static char id[] = "id", name[] = "name", raw[] = "raw", nsp[] = "public", tbl[] = "items";
+    struct pgf_column cols[] = {{.name = id, .type_oid = PGF_OID_INT8, .is_key = 1},
+                                {.name = name, .type_oid = PGF_OID_TEXT},
+                                {.name = raw, .type_oid = PGF_OID_BYTEA}};
+    struct pgf_relation rel = {.oid = 16400, .nspname = nsp, .relname = tbl, .replident = 'd', .natts = 3,
+                               .attrs = cols};
+    /* What PQgetvalue gives for SELECT id, name, raw FROM public.items. */
+    struct pgf_value row[] = {pgf_value_text("42", 2), pgf_value_text("caf\xc3\xa9", 5),
+                              pgf_value_text("\\x00ff", 6)};
+    struct pgf_value key[3];
+    struct pgf_txn txn = {.xid = 0, .commit_lsn = 0x16B3748};
+    struct pgf_event ev;
+    pgf_event_read(&ev, &rel, row, key, &txn, 0x16B3748);
+    assert_int_equal(ev.op, PGF_OP_READ);
+    assert_int_equal(key[0].kind, PGF_VALUE_TEXT);
+    assert_int_equal(key[1].kind, PGF_VALUE_ABSENT);
+
+    char err[256];
+    json_t *j = pgf_json_event(&ev, err, sizeof err);
+    assert_non_null(j);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_string_equal(s, "{\"op\":\"read\",\"schema\":\"public\",\"table\":\"items\",\"lsn\":\"0/16B3748\","
+                           "\"commit_lsn\":\"0/16B3748\",\"xid\":0,\"commit_time\":\"2000-01-01T00:00:00.000000Z\","
+                           "\"key\":{\"id\":42},\"before\":null,\"after\":{\"id\":42,\"name\":\"caf\xc3\xa9\","
+                           "\"raw\":\"\\\\x00ff\"},\"unchanged_toast\":[]}");
+    free(s);
+
+    struct pgf_proto *p = pgf_proto_new("shop");
+    const uint8_t *value, *k;
+    size_t value_len, key_len;
+    assert_int_equal(pgf_proto_encode(p, &ev, 0, &value, &value_len, &k, &key_len), 0);
+    Pgfanout__V1__Event *e = pgfanout__v1__event__unpack(NULL, value_len, value);
+    assert_non_null(e);
+    assert_int_equal(e->op, PGFANOUT__V1__OP__OP_READ);
+    assert_string_equal(e->source->table, "items");
+    assert_int_equal(e->source->relation_oid, 16400);
+    assert_int_equal(e->key->n_columns, 1);
+    assert_int_equal(e->key->columns[0]->value->int_value, 42);
+    assert_null(e->before);
+    assert_int_equal(e->after->n_columns, 3);
+    assert_string_equal(e->after->columns[1]->value->text, "caf\xc3\xa9");
+    assert_int_equal(e->after->columns[2]->value->bytes_value.len, 2);
+    assert_memory_equal(e->after->columns[2]->value->bytes_value.data, "\x00\xff", 2);
+    pgfanout__v1__event__free_unpacked(e, NULL);
+    char text[64];
+    pgf_proto_key_text(k, key_len, 1, text, sizeof text);
+    assert_string_equal(text, "id=42");
+    pgf_proto_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,7 +350,7 @@ int main(void)
         cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_lsn),
         cmocka_unit_test(test_time),         cmocka_unit_test(test_checkpoint),
         cmocka_unit_test(test_typed_time),   cmocka_unit_test(test_typed_other),
-        cmocka_unit_test(test_key_text),
+        cmocka_unit_test(test_key_text),     cmocka_unit_test(test_read_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
