@@ -80,7 +80,7 @@ struct pgf_event {
     const struct pgf_relation *rel;
     const struct pgf_value *key;    /* replica-identity columns, ABSENT elsewhere (all ABSENT
                                      * under REPLICA IDENTITY NOTHING); a key column sent as
-                                     * unchanged TOAST already has the old image's value */
+                                     * unchanged TOAST has the old image's value when there is one */
     const struct pgf_value *before; /* the old row, or NULL when none adds anything (a
                                      * delete's old key is the key); only the key columns
                                      * (others ABSENT) when an update changed the key */
