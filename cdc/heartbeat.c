@@ -10,6 +10,7 @@
 #include "common/lsn.h"
 #include "cdc/metrics.h"
 #include "cdc/pgconn.h"
+#include "decoders/txn.h"
 
 struct pgf_heartbeat {
     struct event_base *base;

@@ -13,7 +13,7 @@
 struct pgf_metrics pgf_metrics;
 
 /* Returns the counters of a relation, creating them on first use; NULL when out of memory. */
-static struct pgf_table_count *table_for(const struct pgo_relation *rel)
+static struct pgf_table_count *table_for(const struct pgf_relation *rel)
 {
     struct pgf_metrics *m = &pgf_metrics;
     if (m->last < m->ntables && m->tables[m->last].oid == rel->oid)
@@ -42,19 +42,18 @@ static struct pgf_table_count *table_for(const struct pgo_relation *rel)
     return t;
 }
 
-/* Counts one change. */
-void pgf_metrics_count(const struct pgo_msg *msg)
+/* Counts one event. */
+void pgf_metrics_count(const struct pgf_event *ev)
 {
-    enum pgf_op op = pgf_op_of(msg);
     struct pgf_table_count *t;
-    if (op == PGF_OP_MESSAGE) {
+    if (ev->op == PGF_OP_MESSAGE) {
         pgf_metrics.messages++;
-    } else if (op == PGF_OP_TRUNCATE) {
-        for (uint32_t i = 0; i < msg->u.truncate.nrelids; i++)
-            if ((t = table_for(msg->u.truncate.rels[i])) != NULL)
-                t->ops[op]++;
-    } else if (op != PGF_OP_NONE && (t = table_for(msg->u.change.rel)) != NULL) {
-        t->ops[op]++;
+    } else if (ev->op == PGF_OP_TRUNCATE) {
+        for (uint32_t i = 0; i < ev->truncate.nrels; i++)
+            if ((t = table_for(ev->truncate.rels[i])) != NULL)
+                t->ops[ev->op]++;
+    } else if (ev->rel != NULL && (t = table_for(ev->rel)) != NULL) {
+        t->ops[ev->op]++;
     }
 }
 

@@ -8,11 +8,7 @@
 #include <stdint.h>
 
 #include "decoders/event.h"
-#include "decoders/pgoutput.h"
 #include "sinks/sink.h"
-
-/* The prefix of pgfanout's heartbeat messages, which only move the slot. */
-#define PGF_HEARTBEAT_PREFIX "pgfanout.heartbeat"
 
 /* Events of one table, by op. */
 struct pgf_table_count {
@@ -44,8 +40,8 @@ struct pgf_metrics {
 /* The process's metrics. */
 extern struct pgf_metrics pgf_metrics;
 
-/* Counts one change (insert, update, delete, truncate per table, or message). */
-void pgf_metrics_count(const struct pgo_msg *msg);
+/* Counts one event (insert, update, delete, truncate and read per table, or message). */
+void pgf_metrics_count(const struct pgf_event *ev);
 
 /* Appends the Prometheus text exposition of everything to *out (malloc'd, *len bytes).
  * now_us is the current time since PostgreSQL's epoch.  Returns 0, or -1 when out of memory. */

@@ -13,6 +13,7 @@
 #include "cdc/metrics.h"
 #include "common/lsn.h"
 #include "decoders/pgoutput.h"
+#include "decoders/txn.h"
 
 struct stream {
     PGconn *conn;
@@ -20,11 +21,8 @@ struct stream {
     struct sink *const *sinks;
     size_t nsinks;
     struct pgo_decoder *dec;
+    struct pgf_txn_asm *txns; /* Begin..Commit, --endpos and heartbeats: pgoutput messages to events */
     struct event_base *base;
-
-    struct pgf_txn txn;
-    int in_txn;
-    char origin[128];
 
     uint64_t received; /* highest WAL position the server told us about */
     struct pgf_checkpoint cp;
@@ -94,13 +92,11 @@ static void sink_failed(struct stream *st, struct sink *sink)
     stop_loop(st);
 }
 
-/* Hands one change to every sink; returns 0, or -1 after a sink failed. */
-static int emit_all(struct stream *st, const struct pgf_event *ev)
+/* Hands one event to every sink; returns 0, or -1 after a sink failed (the loop is stopped). */
+static int emit_all(void *ctx, const struct pgf_event *ev)
 {
-    /* Our own heartbeat only moves the slot; the sinks never see it. */
-    if (ev->msg->type == PGO_MSG_MESSAGE && strcmp(ev->msg->u.message.prefix, PGF_HEARTBEAT_PREFIX) == 0)
-        return 0;
-    pgf_metrics_count(ev->msg);
+    struct stream *st = ctx;
+    pgf_metrics_count(ev);
     for (size_t i = 0; i < st->nsinks; i++)
         if (sink_emit(st->sinks[i], ev) != 0) {
             sink_failed(st, st->sinks[i]);
@@ -110,8 +106,9 @@ static int emit_all(struct stream *st, const struct pgf_event *ev)
 }
 
 /* Ends a transaction (or a non-transactional message) in every sink and notes it written. */
-static int commit_all(struct stream *st, const struct pgf_txn *txn)
+static int commit_all(void *ctx, const struct pgf_txn *txn)
 {
+    struct stream *st = ctx;
     for (size_t i = 0; i < st->nsinks; i++)
         if (sink_commit(st->sinks[i], txn) != 0 || sink_poll(st->sinks[i]) != 0) {
             sink_failed(st, st->sinks[i]);
@@ -125,80 +122,45 @@ static int commit_all(struct stream *st, const struct pgf_txn *txn)
     return 0;
 }
 
-/* True when --endpos is set and lsn lies beyond it. */
-static int past_endpos(const struct stream *st, uint64_t lsn)
+/* Closes an abandoned transaction in every sink: it acks nothing, and errors do not matter
+ * any more (the slot sends it again). */
+static int abandon_all(void *ctx, const struct pgf_txn *txn)
 {
-    return st->opts->has_endpos && lsn > st->opts->endpos;
+    struct stream *st = ctx;
+    for (size_t i = 0; i < st->nsinks; i++)
+        sink_commit(st->sinks[i], txn);
+    return 0;
 }
 
-/* Acts on one decoded pgoutput message at WAL position lsn. */
+/* Passes one decoded pgoutput message at WAL position lsn through transaction assembly. */
 static void handle_message(struct stream *st, uint64_t lsn, const struct pgo_msg *msg)
 {
-    switch (msg->type) {
-    case PGO_MSG_BEGIN:
-        /* A transaction that commits after --endpos is not ours to write. */
-        if (past_endpos(st, msg->u.begin.final_lsn)) {
-            stop_loop(st);
-            return;
-        }
-        memset(&st->txn, 0, sizeof st->txn);
-        st->txn.xid = msg->u.begin.xid;
-        st->txn.commit_lsn = msg->u.begin.final_lsn;
-        st->txn.commit_time = msg->u.begin.commit_time;
-        st->in_txn = 1;
-        return;
-    case PGO_MSG_COMMIT:
-        st->txn.end_lsn = msg->u.commit.end_lsn;
-        st->txn.commit_time = msg->u.commit.commit_time;
-        st->in_txn = 0;
-        if (commit_all(st, &st->txn) != 0)
-            return;
-        if (st->stop_requested || (st->opts->has_endpos && msg->u.commit.end_lsn >= st->opts->endpos))
-            stop_loop(st);
-        return;
-    case PGO_MSG_ORIGIN:
-        snprintf(st->origin, sizeof st->origin, "%s", msg->u.origin.name);
-        st->txn.origin = st->origin;
-        return;
-    case PGO_MSG_RELATION:
+    if (msg->type == PGO_MSG_RELATION)
         pgf_debug("relation %u is %s.%s with %u columns", msg->u.relation->oid, msg->u.relation->nspname,
                   msg->u.relation->relname, msg->u.relation->natts);
-        return;
-    case PGO_MSG_TYPE:
-        return;
-    case PGO_MSG_MESSAGE:
-        if (!msg->u.message.transactional) {
-            /* Decoded on its own, outside any transaction: deliver and confirm it as one. */
-            if (past_endpos(st, msg->u.message.lsn)) {
-                stop_loop(st);
-                return;
-            }
-            struct pgf_event ev = {.lsn = msg->u.message.lsn, .txn = NULL, .msg = msg};
-            struct pgf_txn alone = {.end_lsn = msg->u.message.lsn + 1};
-            if (emit_all(st, &ev) == 0 && commit_all(st, &alone) == 0 && st->stop_requested)
-                stop_loop(st);
-            return;
-        }
-        /* A transactional message is a change like any other. */
-        __attribute__((fallthrough));
-    case PGO_MSG_INSERT:
-    case PGO_MSG_UPDATE:
-    case PGO_MSG_DELETE:
-    case PGO_MSG_TRUNCATE: {
-        if (!st->in_txn) {
-            pgf_error("%s message at %X/%X outside a transaction; the stream is out of step",
-                      pgo_msg_type_name(msg->type), (unsigned)(lsn >> 32), (unsigned)lsn);
-            st->failed = 1;
+    const struct pgf_txn_consumer to_sinks = {.event = emit_all, .commit = commit_all, .ctx = st};
+    switch (pgf_txn_asm_feed(st->txns, lsn, msg, &to_sinks)) {
+    case PGF_TXN_OK:
+        /* A signal asks to stop at the next transaction boundary: this may be one. */
+        if (st->stop_requested && !pgf_txn_asm_in_txn(st->txns))
             stop_loop(st);
-            return;
-        }
-        /* A message carries its own record's position; XLogData's may be the commit's. */
-        uint64_t at = msg->type == PGO_MSG_MESSAGE ? msg->u.message.lsn : lsn;
-        struct pgf_event ev = {.lsn = at, .txn = &st->txn, .msg = msg};
-        emit_all(st, &ev);
         return;
+    case PGF_TXN_ENDPOS:
+        stop_loop(st);
+        return;
+    case PGF_TXN_STOPPED:
+        return; /* a sink failed: already logged, and the loop stopped */
+    case PGF_TXN_OUT_OF_STEP:
+        pgf_error("%s message at %X/%X outside a transaction; the stream is out of step",
+                  pgo_msg_type_name(msg->type), (unsigned)(lsn >> 32), (unsigned)lsn);
+        break;
+    case PGF_TXN_OOM:
+        pgf_error("out of memory building the event of a %s message at %X/%X", pgo_msg_type_name(msg->type),
+                  (unsigned)(lsn >> 32), (unsigned)lsn);
+        break;
     }
-    }
+    st->failed = 1;
+    stop_loop(st);
 }
 
 /* Handles one CopyData message from the walsender: XLogData or a keepalive. */
@@ -228,7 +190,8 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         pgf_debug("keepalive: server WAL end %s%s", pgf_lsn_format(wal_end, at), reply ? ", reply requested" : "");
         if (wal_end > st->received)
             st->received = pgf_metrics.server_lsn = wal_end;
-        if (!st->in_txn) {
+        int in_txn = pgf_txn_asm_in_txn(st->txns);
+        if (!in_txn) {
             pgf_checkpoint_idle(&st->cp, wal_end);
             /* The server had nothing more for us up to wal_end: WAL beyond our last commit is
              * other databases' or unpublished tables', so there is no lag to report. */
@@ -239,7 +202,7 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
             stop_loop(st);
             return;
         }
-        if (!st->in_txn && (st->stop_requested || (st->opts->has_endpos && wal_end >= st->opts->endpos)))
+        if (!in_txn && (st->stop_requested || (st->opts->has_endpos && wal_end >= st->opts->endpos)))
             stop_loop(st);
     } else if (len > 0 && (buf[0] == 'w' || buf[0] == 'k')) {
         /* A known message cut short: say so, rather than calling it an unknown type. */
@@ -393,7 +356,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     *st->stop_signal = (sig_atomic_t)sig;
     /* While paused the transaction cannot finish until the sinks catch up, which may be never
      * (broker down): stop now, the unfinished transaction stays unconfirmed. */
-    if (!st->in_txn || st->paused)
+    if (!pgf_txn_asm_in_txn(st->txns) || st->paused)
         stop_loop(st);
 }
 
@@ -424,8 +387,11 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     /* Start from the slot's position, so no feedback can ever move it backwards. */
     st.cp.written = st.cp.idle = st.cp.confirmed = confirmed;
     st.dec = pgo_decoder_new();
-    if (st.dec == NULL) {
+    st.txns = pgf_txn_asm_new(opts->has_endpos, opts->endpos);
+    if (st.dec == NULL || st.txns == NULL) {
         pgf_error("out of memory starting the stream");
+        pgo_decoder_free(st.dec);
+        pgf_txn_asm_free(st.txns);
         return PGF_STREAM_FAILED;
     }
     struct event *events[8];
@@ -457,13 +423,10 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     for (size_t i = 0; i < nevents; i++)
         event_del(events[i]);
 
-    if (st.in_txn) {
-        /* Cut off mid-transaction: the slot will send it again, so close its entry in every
-         * sink without acking anything. */
-        struct pgf_txn abandoned = {.end_lsn = 0};
-        for (size_t i = 0; i < nsinks; i++)
-            sink_commit(sinks[i], &abandoned);
-    }
+    /* Cut off mid-transaction: the slot will send it again, so close its entry in every sink
+     * without acking anything. */
+    const struct pgf_txn_consumer abandon = {.commit = abandon_all, .ctx = &st};
+    pgf_txn_asm_abandon(st.txns, &abandon);
     if (!st.lost) {
         /* Drain what the sinks still owe, then confirm exactly what they acked. */
         for (size_t i = 0; i < nsinks; i++) {
@@ -486,6 +449,7 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
 
     for (size_t i = 0; i < nevents; i++)
         event_free(events[i]);
+    pgf_txn_asm_free(st.txns);
     pgo_decoder_free(st.dec);
     if (st.failed)
         return PGF_STREAM_FAILED;

@@ -1,29 +1,120 @@
-/* event.h - what a decoded row change means: its op, its key, its before and after images.
- * Every sink renders the same event, so these rules live here once. Pure, no I/O. */
+/* event.h - the event: one change, or one row read by a snapshot, as every sink sees it.
+ * It carries the relation, the key, before and after images, the positions and the
+ * transaction; nothing in it is pgoutput's own message, so a snapshot row is an event too.
+ * The rules for key, before and after are applied once, where the event is built
+ * (decoders/txn.c for the stream, pgf_event_read for a snapshot row).  Pure, no I/O. */
 #ifndef PGFANOUT_EVENT_H
 #define PGFANOUT_EVENT_H
 
-#include "decoders/pgoutput.h"
+#include <stddef.h>
+#include <stdint.h>
 
-enum pgf_op { PGF_OP_INSERT, PGF_OP_UPDATE, PGF_OP_DELETE, PGF_OP_TRUNCATE, PGF_OP_MESSAGE, PGF_OP_NONE };
+/* What an event is.  The order up to READ is pgfanout.v1.Op's, from 1. */
+enum pgf_op {
+    PGF_OP_INSERT,
+    PGF_OP_UPDATE,
+    PGF_OP_DELETE,
+    PGF_OP_TRUNCATE,
+    PGF_OP_MESSAGE,
+    PGF_OP_READ, /* a row read by a snapshot's SELECT */
+    PGF_OP_NONE,
+};
 
-/* Returns the op a message carries, or PGF_OP_NONE for begin/commit/relation/type/origin. */
-enum pgf_op pgf_op_of(const struct pgo_msg *msg);
+/* The state of one column in a row image.  The pgoutput wire byte is the enum value where
+ * there is one; ABSENT marks a column the image does not carry (a key's non-key columns). */
+enum pgf_value_kind {
+    PGF_VALUE_ABSENT = 0,
+    PGF_VALUE_NULL = 'n',
+    PGF_VALUE_UNCHANGED_TOAST = 'u', /* a large out-of-line value the change did not touch: not sent */
+    PGF_VALUE_TEXT = 't',            /* PostgreSQL's text output */
+    PGF_VALUE_BINARY = 'b',          /* the type's binary send format */
+};
 
-/* Returns "insert", "update", "delete", "truncate", "message" or "none". */
+/* One column value; data/len are borrowed (not NUL-terminated) and stay the producer's. */
+struct pgf_value {
+    enum pgf_value_kind kind;
+    uint32_t len;
+    const char *data;
+};
+
+/* One column of a relation. */
+struct pgf_column {
+    char *name;
+    uint32_t type_oid;
+    int32_t type_mod;
+    int is_key; /* part of the replica identity (all columns under REPLICA IDENTITY FULL) */
+};
+
+/* A table as a change describes it; the pgoutput decoder's relation cache holds these. */
+struct pgf_relation {
+    uint32_t oid;
+    char *nspname; /* schema; "" means pg_catalog on the pgoutput wire, kept as sent */
+    char *relname;
+    char replident; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
+    uint16_t natts;
+    struct pgf_column *attrs;
+};
+
+/* The transaction an event belongs to. */
+struct pgf_txn {
+    uint32_t xid;
+    uint64_t commit_lsn;  /* the commit record's LSN (Begin's final LSN) */
+    uint64_t end_lsn;     /* just past the commit record; 0 until the Commit arrives, and 0 in
+                           * a commit that abandons a transaction cut off by a reconnect */
+    int64_t commit_time;  /* microseconds since 2000-01-01 UTC */
+    const char *origin;   /* replication origin name, or NULL */
+};
+
+#define PGF_TRUNCATE_CASCADE 1
+#define PGF_TRUNCATE_RESTART_IDENTITY 2
+
+/* One event.  Everything it points to is borrowed from whoever built it and is valid only
+ * during the call it is handed to (a sink's emit): a sink copies what it keeps.  Row images
+ * are arrays of rel->natts values in the relation's column order. */
+struct pgf_event {
+    enum pgf_op op;
+    uint64_t lsn;              /* the change's own WAL position (a message: its record's) */
+    const struct pgf_txn *txn; /* xid, commit LSN, end LSN, commit time, origin; NULL for a
+                                * non-transactional message */
+    /* insert, update, delete, read: */
+    const struct pgf_relation *rel;
+    const struct pgf_value *key;    /* replica-identity columns, ABSENT elsewhere (all ABSENT
+                                     * under REPLICA IDENTITY NOTHING); a key column sent as
+                                     * unchanged TOAST has the old image's value when there is one */
+    const struct pgf_value *before; /* the old row, or NULL when none adds anything (a
+                                     * delete's old key is the key); only the key columns
+                                     * (others ABSENT) when an update changed the key */
+    const struct pgf_value *after;  /* the new row (unchanged TOAST columns as such); NULL for delete */
+    /* truncate: */
+    struct pgf_event_truncate {
+        uint32_t nrels;
+        const struct pgf_relation *const *rels;
+        int options; /* PGF_TRUNCATE_CASCADE | PGF_TRUNCATE_RESTART_IDENTITY */
+    } truncate;
+    /* message (pg_logical_emit_message): */
+    struct pgf_event_message {
+        int transactional;
+        const char *prefix; /* NUL-terminated */
+        uint32_t content_len;
+        const char *content;
+    } message;
+};
+
+/* Returns "insert", "update", "delete", "truncate", "message", "read" or "none". */
 const char *pgf_op_name(enum pgf_op op);
 
-/* Returns the key value of column att for a row change, or NULL when att is not a
- * replica-identity column.  Insert and update take it from the new row, falling back to the
- * old image for a column sent as unchanged TOAST; delete takes it from the old key or row. */
-const struct pgo_value *pgf_change_key_value(const struct pgo_msg *msg, uint16_t att);
+/* Returns a text value of len bytes at data (borrowed), as a SELECT returns it. */
+static inline struct pgf_value pgf_value_text(const char *data, uint32_t len)
+{
+    return (struct pgf_value){.kind = PGF_VALUE_TEXT, .len = len, .data = data};
+}
 
-/* Returns the old image of an update or delete, or NULL when there is none worth sending:
- * pgoutput sent no old tuple, or it is a delete's old key, which is the key itself.
- * *only_keys is set for an update's old key ('K'): then only key columns carry meaning. */
-const struct pgo_tuple *pgf_change_before(const struct pgo_msg *msg, int *only_keys);
-
-/* Returns the new image of an insert or update, or NULL for delete. */
-const struct pgo_tuple *pgf_change_after(const struct pgo_msg *msg);
+/* Fills *ev as a row read by a snapshot: op read, after = row (rel->natts values, text or
+ * NULL, as a SELECT of the table's columns in order returns them), key = the replica-identity
+ * columns of row, written into key_out (rel->natts values, the caller's).  txn may be NULL
+ * (then the event has no transaction fields) and lsn 0.  ev borrows rel, row, key_out and
+ * txn: they must outlive its use. */
+void pgf_event_read(struct pgf_event *ev, const struct pgf_relation *rel, const struct pgf_value *row,
+                    struct pgf_value *key_out, const struct pgf_txn *txn, uint64_t lsn);
 
 #endif

@@ -9,15 +9,15 @@
 struct pgo_decoder {
     /* Relation cache: open addressing on OID, linear probing; entries are never removed,
      * only replaced, because pgoutput never announces a dropped relation. */
-    struct pgo_relation **rels;
+    struct pgf_relation **rels;
     size_t rel_cap; /* power of two */
     size_t rel_count;
 
     /* Scratch for the message being decoded; reused so steady-state decoding allocates nothing. */
-    struct pgo_value *old_vals;
-    struct pgo_value *new_vals;
+    struct pgf_value *old_vals;
+    struct pgf_value *new_vals;
     size_t vals_cap;
-    const struct pgo_relation **trunc_rels;
+    const struct pgf_relation **trunc_rels;
     size_t trunc_cap;
 
     char errstr[256];
@@ -142,11 +142,11 @@ static int reserve_vals(struct pgo_decoder *dec, size_t n)
     size_t cap = dec->vals_cap ? dec->vals_cap : 16;
     while (cap < n)
         cap *= 2;
-    struct pgo_value *o = realloc(dec->old_vals, cap * sizeof *o);
+    struct pgf_value *o = realloc(dec->old_vals, cap * sizeof *o);
     if (o == NULL)
         return PGO_ERR_OOM;
     dec->old_vals = o;
-    struct pgo_value *nv = realloc(dec->new_vals, cap * sizeof *nv);
+    struct pgf_value *nv = realloc(dec->new_vals, cap * sizeof *nv);
     if (nv == NULL)
         return PGO_ERR_OOM;
     dec->new_vals = nv;
@@ -155,7 +155,7 @@ static int reserve_vals(struct pgo_decoder *dec, size_t n)
 }
 
 /* Reads a TupleData into vals (capacity checked against rel) and fills *tup. */
-static int rd_tuple(struct reader *r, const struct pgo_relation *rel, struct pgo_value *vals,
+static int rd_tuple(struct reader *r, const struct pgf_relation *rel, struct pgf_value *vals,
                     struct pgo_tuple *tup)
 {
     uint16_t natts;
@@ -169,15 +169,15 @@ static int rd_tuple(struct reader *r, const struct pgo_relation *rel, struct pgo
         uint8_t kind;
         if ((rc = rd_u8(r, &kind, "column kind")))
             return rc;
-        vals[i].kind = (enum pgo_col_kind)kind;
+        vals[i].kind = (enum pgf_value_kind)kind;
         vals[i].len = 0;
         vals[i].data = NULL;
         switch (kind) {
-        case PGO_COL_NULL:
-        case PGO_COL_UNCHANGED_TOAST:
+        case PGF_VALUE_NULL:
+        case PGF_VALUE_UNCHANGED_TOAST:
             break;
-        case PGO_COL_TEXT:
-        case PGO_COL_BINARY: {
+        case PGF_VALUE_TEXT:
+        case PGF_VALUE_BINARY: {
             uint32_t len;
             if ((rc = rd_u32(r, &len, "column length")))
                 return rc;
@@ -199,7 +199,7 @@ static int rd_tuple(struct reader *r, const struct pgo_relation *rel, struct pgo
 }
 
 /* Returns the cache slot for oid: the entry's slot, or the empty slot where it belongs. */
-static struct pgo_relation **rel_slot(const struct pgo_decoder *dec, uint32_t oid)
+static struct pgf_relation **rel_slot(const struct pgo_decoder *dec, uint32_t oid)
 {
     size_t mask = dec->rel_cap - 1;
     size_t i = (oid * 2654435761u) & mask;
@@ -209,13 +209,13 @@ static struct pgo_relation **rel_slot(const struct pgo_decoder *dec, uint32_t oi
 }
 
 /* Returns the cached relation for oid, or NULL. */
-const struct pgo_relation *pgo_decoder_relation(const struct pgo_decoder *dec, uint32_t oid)
+const struct pgf_relation *pgo_decoder_relation(const struct pgo_decoder *dec, uint32_t oid)
 {
     return dec->rel_cap ? *rel_slot(dec, oid) : NULL;
 }
 
 /* Frees one relation entry and everything it owns. */
-static void rel_free(struct pgo_relation *rel)
+static void rel_free(struct pgf_relation *rel)
 {
     if (rel == NULL)
         return;
@@ -233,7 +233,7 @@ static int rel_grow(struct pgo_decoder *dec)
     if (dec->rel_cap && dec->rel_count * 2 < dec->rel_cap)
         return PGO_OK;
     size_t cap = dec->rel_cap ? dec->rel_cap * 2 : 64;
-    struct pgo_relation **old = dec->rels;
+    struct pgf_relation **old = dec->rels;
     size_t old_cap = dec->rel_cap;
     dec->rels = calloc(cap, sizeof *dec->rels);
     if (dec->rels == NULL) {
@@ -249,7 +249,7 @@ static int rel_grow(struct pgo_decoder *dec)
 }
 
 /* Looks up the relation a row message names; fails with RELATION if it was never described. */
-static int rd_relid(struct reader *r, const struct pgo_relation **rel)
+static int rd_relid(struct reader *r, const struct pgf_relation **rel)
 {
     uint32_t oid;
     int rc = rd_u32(r, &oid, "relation OID");
@@ -308,7 +308,7 @@ static char *dup_str(const char *s)
 }
 
 /* Reads one column description; a->name points into the message until copied. */
-static int rd_attr(struct reader *r, struct pgo_attr *a)
+static int rd_attr(struct reader *r, struct pgf_column *a)
 {
     uint8_t flags = 0;
     const char *name = NULL;
@@ -326,7 +326,7 @@ static int rd_attr(struct reader *r, struct pgo_attr *a)
 
 /* Relation: parses into a new cache entry and replaces any entry for the same OID,
  * so rows after a mid-stream ALTER TABLE decode with the new columns. */
-static int read_relation(struct reader *r, const struct pgo_relation **out)
+static int read_relation(struct reader *r, const struct pgf_relation **out)
 {
     uint32_t oid;
     const char *nsp = NULL, *name = NULL; /* set on every success path; GCC 12 -O3 cannot tell */
@@ -343,14 +343,14 @@ static int read_relation(struct reader *r, const struct pgo_relation **out)
     /* Validate every column before allocating, so a bad message leaves the cache untouched. */
     size_t cols_at = r->pos;
     for (uint16_t i = 0; i < natts; i++) {
-        struct pgo_attr a;
+        struct pgf_column a;
         if ((rc = rd_attr(r, &a)))
             return rc;
     }
     if (r->pos != r->len) /* checked here so a bad message never enters the cache */
         return fail(r, PGO_ERR_BAD, "%zu trailing bytes", r->len - r->pos);
 
-    struct pgo_relation *rel = calloc(1, sizeof *rel);
+    struct pgf_relation *rel = calloc(1, sizeof *rel);
     if (rel == NULL)
         return PGO_ERR_OOM;
     rel->oid = oid;
@@ -364,7 +364,7 @@ static int read_relation(struct reader *r, const struct pgo_relation **out)
     }
     r->pos = cols_at;
     for (uint16_t i = 0; i < natts; i++) {
-        struct pgo_attr a;
+        struct pgf_column a;
         rc = rd_attr(r, &a); /* validated above, so this cannot fail */
         rel->attrs[i] = a;
         rel->attrs[i].name = rc ? NULL : dup_str(a.name);
@@ -378,7 +378,7 @@ static int read_relation(struct reader *r, const struct pgo_relation **out)
         rel_free(rel);
         return rc;
     }
-    struct pgo_relation **slot = rel_slot(r->dec, oid);
+    struct pgf_relation **slot = rel_slot(r->dec, oid);
     if (*slot)
         rel_free(*slot);
     else
@@ -471,7 +471,7 @@ static int read_truncate(struct reader *r, struct pgo_truncate *t)
         return fail(r, PGO_ERR_TRUNCATED, "truncated: %u relation OIDs need %zu bytes, %zu left", n,
                     (size_t)n * 4, r->len - r->pos);
     if (n > r->dec->trunc_cap) {
-        const struct pgo_relation **a = realloc(r->dec->trunc_rels, n * sizeof *a);
+        const struct pgf_relation **a = realloc(r->dec->trunc_rels, n * sizeof *a);
         if (a == NULL)
             return PGO_ERR_OOM;
         r->dec->trunc_rels = a;

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "decoders/event.h"
+
 /* The wire byte is the enum value, as in PostgreSQL's proto.c. */
 enum pgo_msg_type {
     PGO_MSG_BEGIN = 'B',
@@ -37,43 +39,11 @@ enum pgo_err {
     PGO_ERR_OOM = 5,
 };
 
-/* Column kinds in a TupleData, the wire byte again. */
-enum pgo_col_kind {
-    PGO_COL_NULL = 'n',
-    PGO_COL_UNCHANGED_TOAST = 'u',
-    PGO_COL_TEXT = 't',
-    PGO_COL_BINARY = 'b',
-};
-
-/* One column value; data/len point into the message buffer (not NUL-terminated). */
-struct pgo_value {
-    enum pgo_col_kind kind;
-    uint32_t len;
-    const char *data;
-};
-
-/* A TupleData: natts values, in the relation's column order. */
+/* A TupleData: natts values (struct pgf_value, kind never ABSENT; data points into the
+ * message buffer), in the relation's column order. */
 struct pgo_tuple {
     uint16_t natts;
-    const struct pgo_value *values;
-};
-
-/* One column of a relation, as the Relation message described it. */
-struct pgo_attr {
-    char *name;
-    uint32_t type_oid;
-    int32_t type_mod;
-    int is_key; /* part of the replica identity (all columns under REPLICA IDENTITY FULL) */
-};
-
-/* A cached relation; owned by the decoder. */
-struct pgo_relation {
-    uint32_t oid;
-    char *nspname; /* "" means pg_catalog on the wire; kept as sent */
-    char *relname;
-    char replident; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
-    uint16_t natts;
-    struct pgo_attr *attrs;
+    const struct pgf_value *values;
 };
 
 /* Begin: final_lsn is the commit record's LSN. */
@@ -106,19 +76,19 @@ struct pgo_type {
 /* Insert, Update and Delete share one shape.
  * old_kind is 'K' (old key columns), 'O' (whole old row, REPLICA IDENTITY FULL) or 0 (none). */
 struct pgo_change {
-    const struct pgo_relation *rel;
+    const struct pgf_relation *rel;
     char old_kind;
     struct pgo_tuple old_tuple; /* valid when old_kind != 0 */
     struct pgo_tuple new_tuple; /* valid for insert and update */
 };
 
-#define PGO_TRUNCATE_CASCADE 1
-#define PGO_TRUNCATE_RESTART_IDENTITY 2
+#define PGO_TRUNCATE_CASCADE PGF_TRUNCATE_CASCADE
+#define PGO_TRUNCATE_RESTART_IDENTITY PGF_TRUNCATE_RESTART_IDENTITY
 
 struct pgo_truncate {
     uint8_t options;
     uint32_t nrelids;
-    const struct pgo_relation *const *rels; /* nrelids entries, owned by the decoder */
+    const struct pgf_relation *const *rels; /* nrelids entries, owned by the decoder */
 };
 
 /* A logical decoding message (pg_logical_emit_message). */
@@ -137,7 +107,7 @@ struct pgo_msg {
         struct pgo_begin begin;
         struct pgo_commit commit;
         struct pgo_origin origin;
-        const struct pgo_relation *relation; /* the cache entry it created or replaced */
+        const struct pgf_relation *relation; /* the cache entry it created or replaced */
         struct pgo_type typ;
         struct pgo_change change;  /* insert, update, delete */
         struct pgo_truncate truncate;
@@ -164,7 +134,7 @@ int pgo_decode(struct pgo_decoder *dec, const uint8_t *buf, size_t len, struct p
 const char *pgo_decoder_errstr(const struct pgo_decoder *dec);
 
 /* Returns the cached relation for oid, or NULL. */
-const struct pgo_relation *pgo_decoder_relation(const struct pgo_decoder *dec, uint32_t oid);
+const struct pgf_relation *pgo_decoder_relation(const struct pgo_decoder *dec, uint32_t oid);
 
 /* Returns a static name for a message type ("begin", "insert", ...) or "unknown". */
 const char *pgo_msg_type_name(int type);

@@ -1,28 +1,8 @@
-/* value.c - type OIDs to value classes, and text values to typed event values. Pure. */
+/* value.c - column values to their typed form. Pure. */
 #include "decoders/value.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* Returns the value class for a type OID; domains over int stay TEXT on purpose,
- * because pgoutput sends the domain's OID and we do not look through it. */
-enum pgf_vclass pgf_value_class(uint32_t type_oid)
-{
-    switch (type_oid) {
-    case PGF_OID_BOOL:
-        return PGF_VCLASS_BOOL;
-    case PGF_OID_INT2:
-    case PGF_OID_INT4:
-    case PGF_OID_INT8:
-    case PGF_OID_OID:
-        return PGF_VCLASS_INT;
-    case PGF_OID_FLOAT4:
-    case PGF_OID_FLOAT8:
-        return PGF_VCLASS_FLOAT;
-    default:
-        return PGF_VCLASS_TEXT;
-    }
-}
 
 /* Reads exactly `digits` decimal digits at s[*pos] (or at least that many when at_least),
  * into *v; returns 0 or -1. */
@@ -247,22 +227,30 @@ static int parse_double(const char *s, size_t n, double *d)
     return *end == '\0' ? 0 : -1;
 }
 
-/* Converts one value; see value.h. */
-void pgf_value_convert(enum pgo_col_kind col_kind, const char *data, size_t len, uint32_t type_oid,
-                       uint8_t *scratch, struct pgf_typed *out)
+/* Scratch a conversion needs; see value.h. */
+size_t pgf_value_scratch_size(uint32_t type_oid, size_t len)
 {
+    return type_oid == PGF_OID_BYTEA ? pgf_bytea_decoded_max(len) : 0;
+}
+
+/* Converts one value; see value.h. */
+void pgf_value_convert(const struct pgf_value *v, uint32_t type_oid, uint8_t *scratch, struct pgf_typed *out)
+{
+    enum pgf_value_kind col_kind = v->kind;
+    const char *data = v->data;
+    size_t len = v->len;
     memset(out, 0, sizeof *out);
     out->str = data;
     out->len = len;
-    if (col_kind == PGO_COL_NULL) {
+    if (col_kind == PGF_VALUE_NULL || col_kind == PGF_VALUE_ABSENT) {
         out->kind = PGF_VK_NULL;
         return;
     }
-    if (col_kind == PGO_COL_UNCHANGED_TOAST) {
+    if (col_kind == PGF_VALUE_UNCHANGED_TOAST) {
         out->kind = PGF_VK_UNCHANGED_TOAST;
         return;
     }
-    if (col_kind == PGO_COL_BINARY) {
+    if (col_kind == PGF_VALUE_BINARY) {
         /* Binary mode is not requested yet; keep the bytes rather than guess a layout. */
         out->kind = PGF_VK_BYTES;
         return;

@@ -1,11 +1,13 @@
-/* value.h - how a column's PostgreSQL type maps onto event value classes. Pure, no I/O. */
+/* value.h - what a column value means: its PostgreSQL type and text decide its typed form
+ * (number, string, NaN/Infinity, bool, bytes, uuid, date/time, or PostgreSQL's text), here
+ * and nowhere else; every renderer (JSON, protobuf) renders that typed form. Pure, no I/O. */
 #ifndef PGFANOUT_VALUE_H
 #define PGFANOUT_VALUE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "decoders/pgoutput.h"
+#include "decoders/event.h"
 
 /* Built-in type OIDs that get a non-text rendering (from pg_type.dat). */
 #define PGF_OID_BOOL 16
@@ -29,16 +31,6 @@
 #define PGF_OID_UUID 2950
 #define PGF_OID_JSONB 3802
 
-enum pgf_vclass {
-    PGF_VCLASS_TEXT = 0, /* rendered as PostgreSQL's own text output */
-    PGF_VCLASS_BOOL,
-    PGF_VCLASS_INT,
-    PGF_VCLASS_FLOAT,
-};
-
-/* Returns the value class for a type OID; unknown OIDs (domains, enums, ...) are TEXT. */
-enum pgf_vclass pgf_value_class(uint32_t type_oid);
-
 /* The typed form of a value in an event; mirrors pgfanout.v1.Value. */
 enum pgf_vkind {
     PGF_VK_NULL,
@@ -57,8 +49,9 @@ enum pgf_vkind {
     PGF_VK_PGTEXT,
 };
 
-/* A converted value.  str/len point into the source text (NUMERIC, TEXT, PGTEXT), or
- * bytes/len into the caller's scratch buffer (BYTES). */
+/* A converted value.  str/len are the source value's bytes (its text, for every kind but
+ * BYTES), or for BYTES the decoded bytes in the caller's scratch (a bytea's text) or the
+ * source's own bytes (a binary-format value). */
 struct pgf_typed {
     enum pgf_vkind kind;
     int64_t i;      /* BOOL (0/1), INT, DATE (days), TIME, TIMESTAMP, TIMESTAMPTZ (microseconds) */
@@ -71,12 +64,16 @@ struct pgf_typed {
 /* Returns the bytes a text-format bytea of len characters needs once decoded (a bound). */
 size_t pgf_bytea_decoded_max(size_t len);
 
+/* Returns the scratch bytes pgf_value_convert needs for a value of len bytes of type_oid
+ * (0 for every type but bytea). */
+size_t pgf_value_scratch_size(uint32_t type_oid, size_t len);
+
 /* Converts one column value of type_oid to its typed form.  A text value that does not parse
  * as its type expects (infinity dates, BC years, an escape-format bytea) becomes PGF_VK_PGTEXT,
- * so nothing is ever lost.  scratch must hold pgf_bytea_decoded_max(v->len) bytes for bytea
- * (may be NULL otherwise).  Never fails. */
-void pgf_value_convert(enum pgo_col_kind col_kind, const char *data, size_t len, uint32_t type_oid,
-                       uint8_t *scratch, struct pgf_typed *out);
+ * so nothing is ever lost.  An ABSENT value converts as NULL (renderers leave it out first).
+ * scratch must hold pgf_value_scratch_size(type_oid, v->len) bytes (may be NULL when that is
+ * 0).  Never fails. */
+void pgf_value_convert(const struct pgf_value *v, uint32_t type_oid, uint8_t *scratch, struct pgf_typed *out);
 
 /* Parses "YYYY-MM-DD" into days since 1970-01-01; returns 0, or -1 if s is not that form. */
 int pgf_parse_date(const char *s, size_t n, int32_t *days);

@@ -1,7 +1,6 @@
 /* json_event.c - render events as JSON objects with jansson. */
 #include "sinks/json_event.h"
 
-#include <errno.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -13,7 +12,7 @@
 #include "decoders/value.h"
 
 /* Returns a JSON string of len bytes as "\x" followed by lower-case hex, for binary values. */
-static json_t *hex_string(const char *data, uint32_t len)
+static json_t *hex_string(const char *data, size_t len)
 {
     static const char digits[] = "0123456789abcdef";
     size_t n = 2 + (size_t)len * 2;
@@ -22,7 +21,7 @@ static json_t *hex_string(const char *data, uint32_t len)
         return NULL;
     buf[0] = '\\';
     buf[1] = 'x';
-    for (uint32_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len; i++) {
         buf[2 + 2 * i] = digits[(unsigned char)data[i] >> 4];
         buf[3 + 2 * i] = digits[(unsigned char)data[i] & 15];
     }
@@ -31,51 +30,43 @@ static json_t *hex_string(const char *data, uint32_t len)
     return s;
 }
 
-/* Renders a text-format number; falls back to a string if PostgreSQL sent something that
- * strtoll/strtod does not fully consume, so no value is ever silently changed. */
-static json_t *number_value(const char *text, enum pgf_vclass cls)
+/* Returns a JSON value for a typed value: null, true/false, an integer, a real,
+ * "NaN"/"Infinity"/"-Infinity" (a float's text), "\x" hex for bytes, or the value's text as
+ * a string; NULL for unchanged TOAST, invalid UTF-8 or out of memory. */
+static json_t *typed_value(const struct pgf_typed *t)
 {
-    char *end;
-    errno = 0;
-    if (cls == PGF_VCLASS_INT) {
-        long long i = strtoll(text, &end, 10);
-        if (*end == '\0' && errno == 0)
-            return json_integer(i);
-    } else {
-        if (strcmp(text, "NaN") == 0 || strcmp(text, "Infinity") == 0 || strcmp(text, "-Infinity") == 0)
-            return json_string(text);
-        /* No errno check: glibc sets ERANGE for subnormals, which still convert exactly,
-         * and text PostgreSQL printed for a finite float always parses to a finite double. */
-        double d = strtod(text, &end);
-        if (*end == '\0' && isfinite(d))
-            return json_real(d);
+    switch (t->kind) {
+    case PGF_VK_NULL:
+        return json_null();
+    case PGF_VK_UNCHANGED_TOAST:
+        return NULL; /* no value; callers leave it out */
+    case PGF_VK_BOOL:
+        return json_boolean(t->i);
+    case PGF_VK_INT:
+        return json_integer(t->i);
+    case PGF_VK_DOUBLE:
+        /* JSON has no NaN or Infinity: those keep PostgreSQL's spelling, as strings. */
+        return isfinite(t->d) ? json_real(t->d) : json_stringn(t->str, t->len);
+    case PGF_VK_BYTES:
+        return hex_string(t->str, t->len);
+    default:
+        return json_stringn(t->str, t->len); /* the value's own text */
     }
-    return json_string(text);
 }
 
 /* Returns a JSON value for one column; see json_event.h. */
-json_t *pgf_json_value(const struct pgo_value *v, uint32_t type_oid)
+json_t *pgf_json_value(const struct pgf_value *v, uint32_t type_oid)
 {
-    switch (v->kind) {
-    case PGO_COL_NULL:
-        return json_null();
-    case PGO_COL_BINARY:
-        return hex_string(v->data, v->len);
-    case PGO_COL_TEXT:
-        break;
-    default:
-        return NULL; /* unchanged TOAST has no value; callers leave it out */
-    }
-    enum pgf_vclass cls = pgf_value_class(type_oid);
-    if (cls == PGF_VCLASS_BOOL && v->len == 1)
-        return json_boolean(v->data[0] == 't');
-    if ((cls == PGF_VCLASS_INT || cls == PGF_VCLASS_FLOAT) && v->len < 64) {
-        char text[64];
-        memcpy(text, v->data, v->len);
-        text[v->len] = '\0';
-        return number_value(text, cls);
-    }
-    return json_stringn(v->data, v->len);
+    uint8_t small[256], *scratch = small;
+    size_t need = pgf_value_scratch_size(type_oid, v->len);
+    if (need > sizeof small && (scratch = malloc(need)) == NULL)
+        return NULL;
+    struct pgf_typed t;
+    pgf_value_convert(v, type_oid, scratch, &t);
+    json_t *j = typed_value(&t);
+    if (scratch != small)
+        free(scratch);
+    return j;
 }
 
 /* Adds key value pairs; jansson steals the reference, a NULL value is an error. */
@@ -89,10 +80,9 @@ static int put_header(json_t *obj, const struct pgf_event *ev, enum pgf_op op)
 {
     char lsn[PGF_LSN_BUFSZ], ts[PGF_TS_BUFSZ];
     int rc = put(obj, "op", json_string(pgf_op_name(op)));
-    if (op != PGF_OP_MESSAGE && op != PGF_OP_TRUNCATE) {
-        const struct pgo_relation *rel = ev->msg->u.change.rel;
-        rc |= put(obj, "schema", json_string(rel->nspname));
-        rc |= put(obj, "table", json_string(rel->relname));
+    if (ev->rel) {
+        rc |= put(obj, "schema", json_string(ev->rel->nspname));
+        rc |= put(obj, "table", json_string(ev->rel->relname));
     }
     rc |= put(obj, "lsn", json_string(pgf_lsn_format(ev->lsn, lsn)));
     if (ev->txn) {
@@ -107,15 +97,16 @@ static int put_header(json_t *obj, const struct pgf_event *ev, enum pgf_op op)
     return rc;
 }
 
-/* Returns an object of the tuple's columns, skipping unchanged TOAST, and key-only when asked. */
-static json_t *tuple_object(const struct pgo_relation *rel, const struct pgo_tuple *tup, int only_keys)
+/* Returns an object of an image's columns, leaving out those it does not carry and
+ * unchanged TOAST. */
+static json_t *row_object(const struct pgf_relation *rel, const struct pgf_value *row)
 {
     json_t *obj = json_object();
     if (obj == NULL)
         return NULL;
-    for (uint16_t i = 0; i < tup->natts; i++) {
-        const struct pgo_value *v = &tup->values[i];
-        if (v->kind == PGO_COL_UNCHANGED_TOAST || (only_keys && !rel->attrs[i].is_key))
+    for (uint16_t i = 0; i < rel->natts; i++) {
+        const struct pgf_value *v = &row[i];
+        if (v->kind == PGF_VALUE_ABSENT || v->kind == PGF_VALUE_UNCHANGED_TOAST)
             continue;
         if (put(obj, rel->attrs[i].name, pgf_json_value(v, rel->attrs[i].type_oid))) {
             json_decref(obj);
@@ -125,52 +116,42 @@ static json_t *tuple_object(const struct pgo_relation *rel, const struct pgo_tup
     return obj;
 }
 
-/* Adds key, before, after and unchanged_toast for an insert, update or delete. */
-static int put_row(json_t *obj, const struct pgo_msg *msg)
+/* Adds key, before, after and unchanged_toast of a row event. */
+static int put_row(json_t *obj, const struct pgf_event *ev)
 {
-    const struct pgo_relation *rel = msg->u.change.rel;
-    json_t *key = json_object();
-    if (key == NULL)
-        return -1;
-    int rc = put(obj, "key", key);
-    for (uint16_t i = 0; rc == 0 && i < rel->natts; i++) {
-        const struct pgo_value *v = pgf_change_key_value(msg, i);
-        if (v && v->kind != PGO_COL_UNCHANGED_TOAST)
-            rc = put(key, rel->attrs[i].name, pgf_json_value(v, rel->attrs[i].type_oid));
-    }
-    int only_keys;
-    const struct pgo_tuple *before = pgf_change_before(msg, &only_keys);
-    rc |= put(obj, "before", before ? tuple_object(rel, before, only_keys) : json_null());
-    const struct pgo_tuple *after = pgf_change_after(msg);
-    rc |= put(obj, "after", after ? tuple_object(rel, after, 0) : json_null());
+    const struct pgf_relation *rel = ev->rel;
+    int rc = put(obj, "key", row_object(rel, ev->key));
+    rc |= put(obj, "before", ev->before ? row_object(rel, ev->before) : json_null());
+    rc |= put(obj, "after", ev->after ? row_object(rel, ev->after) : json_null());
     json_t *toast = json_array();
     rc |= put(obj, "unchanged_toast", toast);
-    for (uint16_t i = 0; rc == 0 && after && i < after->natts; i++)
-        if (after->values[i].kind == PGO_COL_UNCHANGED_TOAST)
+    for (uint16_t i = 0; rc == 0 && ev->after && i < rel->natts; i++)
+        if (ev->after[i].kind == PGF_VALUE_UNCHANGED_TOAST)
             rc = json_array_append_new(toast, json_string(rel->attrs[i].name));
     return rc;
 }
 
 /* Adds the relations and flags of a truncate. */
-static int put_truncate(json_t *obj, const struct pgo_truncate *t)
+static int put_truncate(json_t *obj, const struct pgf_event *ev)
 {
     json_t *tables = json_array();
     int rc = put(obj, "tables", tables);
-    for (uint32_t i = 0; rc == 0 && i < t->nrelids; i++) {
+    for (uint32_t i = 0; rc == 0 && i < ev->truncate.nrels; i++) {
+        const struct pgf_relation *rel = ev->truncate.rels[i];
         json_t *one = json_object();
-        rc = put(one, "schema", json_string(t->rels[i]->nspname)) |
-             put(one, "table", json_string(t->rels[i]->relname));
+        rc = put(one, "schema", json_string(rel->nspname)) | put(one, "table", json_string(rel->relname));
         if (one)
             rc |= json_array_append_new(tables, one);
     }
-    rc |= put(obj, "cascade", json_boolean(t->options & PGO_TRUNCATE_CASCADE));
-    rc |= put(obj, "restart_identity", json_boolean(t->options & PGO_TRUNCATE_RESTART_IDENTITY));
+    rc |= put(obj, "cascade", json_boolean(ev->truncate.options & PGF_TRUNCATE_CASCADE));
+    rc |= put(obj, "restart_identity", json_boolean(ev->truncate.options & PGF_TRUNCATE_RESTART_IDENTITY));
     return rc;
 }
 
 /* Adds prefix, transactional and content of a logical decoding message. */
-static int put_message(json_t *obj, const struct pgo_message *m)
+static int put_message(json_t *obj, const struct pgf_event *ev)
 {
+    const struct pgf_event_message *m = &ev->message;
     /* EVP_EncodeBlock writes 4 bytes per 3 input bytes, plus a NUL. */
     size_t cap = ((size_t)m->content_len + 2) / 3 * 4 + 1;
     unsigned char *b64 = malloc(cap);
@@ -187,7 +168,7 @@ static int put_message(json_t *obj, const struct pgo_message *m)
 /* Returns the JSON object of one event; see json_event.h. */
 json_t *pgf_json_event(const struct pgf_event *ev, char *errbuf, size_t errlen)
 {
-    enum pgf_op op = pgf_op_of(ev->msg);
+    enum pgf_op op = ev->op;
     json_t *obj = json_object();
     if (obj == NULL) {
         snprintf(errbuf, errlen, "out of memory");
@@ -196,11 +177,11 @@ json_t *pgf_json_event(const struct pgf_event *ev, char *errbuf, size_t errlen)
     int rc = put_header(obj, ev, op);
     if (rc == 0) {
         if (op == PGF_OP_TRUNCATE)
-            rc = put_truncate(obj, &ev->msg->u.truncate);
+            rc = put_truncate(obj, ev);
         else if (op == PGF_OP_MESSAGE)
-            rc = put_message(obj, &ev->msg->u.message);
+            rc = put_message(obj, ev);
         else
-            rc = put_row(obj, ev->msg);
+            rc = put_row(obj, ev);
     }
     if (rc != 0) {
         json_decref(obj);

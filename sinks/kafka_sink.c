@@ -653,7 +653,7 @@ static int expand_topic(const struct kafka_sink_config *cfg, const char *tmpl, c
 }
 
 /* Returns the cached topic of a relation, creating it on first use; NULL with errstr set. */
-static struct ktopic *topic_for(struct kafka_sink *k, const struct pgo_relation *rel)
+static struct ktopic *topic_for(struct kafka_sink *k, const struct pgf_relation *rel)
 {
     for (size_t i = 0; i < k->ntopics; i++) {
         struct ktopic *t = &k->topics[i];
@@ -699,18 +699,18 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
                    size_t value_len, const void *key, size_t key_len, const struct pgf_event *ev)
 {
     char lsn[PGF_LSN_BUFSZ], xid[16], table[256];
-    const char *op = pgf_op_name(pgf_op_of(ev->msg));
+    const char *op = pgf_op_name(ev->op);
     if (value == NULL)
         op = "tombstone";
     pgf_lsn_format(ev->lsn, lsn);
     snprintf(xid, sizeof xid, "%" PRIu32, ev->txn ? ev->txn->xid : 0);
     table[0] = '\0';
-    if (ev->msg->type == PGO_MSG_INSERT || ev->msg->type == PGO_MSG_UPDATE || ev->msg->type == PGO_MSG_DELETE) {
-        snprintf(table, sizeof table, "%s.%s", ev->msg->u.change.rel->nspname, ev->msg->u.change.rel->relname);
-    } else if (ev->msg->type == PGO_MSG_TRUNCATE) {
+    if (ev->rel) {
+        snprintf(table, sizeof table, "%s.%s", ev->rel->nspname, ev->rel->relname);
+    } else if (ev->op == PGF_OP_TRUNCATE) {
         size_t n = 0;
-        for (uint32_t i = 0; i < ev->msg->u.truncate.nrelids && n < sizeof table; i++) {
-            const struct pgo_relation *r = ev->msg->u.truncate.rels[i];
+        for (uint32_t i = 0; i < ev->truncate.nrels && n < sizeof table; i++) {
+            const struct pgf_relation *r = ev->truncate.rels[i];
             n += (size_t)snprintf(table + n, sizeof table - n, "%s%s.%s", i ? "," : "", r->nspname, r->relname);
         }
     }
@@ -782,15 +782,15 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
     size_t value_len, key_len;
     if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
         return sink_fail(sink, "out of memory encoding an event");
-    enum pgf_op op = pgf_op_of(ev->msg);
+    enum pgf_op op = ev->op;
     if (op == PGF_OP_MESSAGE)
-        return produce(k, k->msg_rkt, RD_KAFKA_PARTITION_UA, value, value_len, ev->msg->u.message.prefix,
-                       strlen(ev->msg->u.message.prefix), ev);
+        return produce(k, k->msg_rkt, RD_KAFKA_PARTITION_UA, value, value_len, ev->message.prefix,
+                       strlen(ev->message.prefix), ev);
     if (op == PGF_OP_TRUNCATE) {
         /* To every partition of every truncated table's topic, so each partition's consumers
          * see it in order with that partition's rows. */
-        const struct pgo_truncate *t = &ev->msg->u.truncate;
-        for (uint32_t i = 0; i < t->nrelids; i++) {
+        const struct pgf_event_truncate *t = &ev->truncate;
+        for (uint32_t i = 0; i < t->nrels; i++) {
             struct ktopic *kt = topic_for(k, t->rels[i]);
             if (kt == NULL)
                 return -1;
@@ -811,7 +811,7 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
         }
         return 0;
     }
-    struct ktopic *kt = topic_for(k, ev->msg->u.change.rel);
+    struct ktopic *kt = topic_for(k, ev->rel);
     if (kt == NULL)
         return -1;
     /* The key buffer is reused by the next encode; produce copies it (RD_KAFKA_MSG_F_COPY). */

@@ -16,7 +16,7 @@
 struct pgf_proto {
     char *database;
     /* Per-event scratch, grown to the widest relation seen; reused for every event. */
-    Pgfanout__V1__Value *vals;   /* [0, natts) new image, [natts, 2*natts) old image */
+    Pgfanout__V1__Value *vals;   /* key, before, after: 3*natts */
     Pgfanout__V1__Column *cols;  /* key, before, after: 3*natts */
     Pgfanout__V1__Column **ptrs; /* 3*natts */
     size_t cap;                  /* natts the arrays hold */
@@ -66,7 +66,7 @@ static int reserve_cols(struct pgf_proto *p, size_t natts)
     free(p->vals);
     free(p->cols);
     free(p->ptrs);
-    p->vals = calloc(2 * n, sizeof *p->vals);
+    p->vals = calloc(3 * n, sizeof *p->vals);
     p->cols = calloc(3 * n, sizeof *p->cols);
     p->ptrs = calloc(3 * n, sizeof *p->ptrs);
     p->cap = p->vals && p->cols && p->ptrs ? n : 0;
@@ -83,13 +83,13 @@ static char *arena_str(struct pgf_proto *p, const char *s, size_t len)
     return d;
 }
 
-/* Fills one protobuf Value from a pgoutput value of type_oid. */
-static void fill_value(struct pgf_proto *p, const struct pgo_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
+/* Fills one protobuf Value from a column value of type_oid. */
+static void fill_value(struct pgf_proto *p, const struct pgf_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
 {
     pgfanout__v1__value__init(out);
     struct pgf_typed t;
     uint8_t *scratch = p->arena + p->arena_used;
-    pgf_value_convert(v->kind, v->data, v->len, type_oid, scratch, &t);
+    pgf_value_convert(v, type_oid, scratch, &t);
     switch (t.kind) {
     case PGF_VK_NULL:
         out->kind_case = PGFANOUT__V1__VALUE__KIND_IS_NULL;
@@ -157,26 +157,18 @@ static void fill_value(struct pgf_proto *p, const struct pgo_value *v, uint32_t 
     }
 }
 
-/* Returns the arena bytes a tuple's values can need: each value's text plus a NUL, or 16 for
- * a uuid; decoded bytea is always shorter than its text. */
-static size_t tuple_arena_need(const struct pgo_tuple *tup)
+/* Returns the arena bytes an image's values can need: each value's text plus a NUL, or 16
+ * for a uuid; decoded bytea is always shorter than its text. */
+static size_t row_arena_need(const struct pgf_relation *rel, const struct pgf_value *row)
 {
     size_t n = 0;
-    for (uint16_t i = 0; tup && i < tup->natts; i++)
-        n += tup->values[i].len + 17;
+    for (uint16_t i = 0; row && i < rel->natts; i++)
+        n += row[i].len + 17;
     return n;
 }
 
-/* Converts every value of tup into vals. */
-static void fill_tuple(struct pgf_proto *p, const struct pgo_relation *rel, const struct pgo_tuple *tup,
-                       Pgfanout__V1__Value *vals)
-{
-    for (uint16_t i = 0; tup && i < tup->natts; i++)
-        fill_value(p, &tup->values[i], rel->attrs[i].type_oid, &vals[i]);
-}
-
 /* Points column c at attribute att of rel with value v, and appends it to the row. */
-static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgo_relation *rel,
+static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgf_relation *rel,
                        uint16_t att, Pgfanout__V1__Value *v)
 {
     pgfanout__v1__column__init(c);
@@ -197,43 +189,26 @@ static size_t pack(const ProtobufCMessage *m, uint8_t **buf, size_t *cap, int *o
     return protobuf_c_message_pack(m, *buf);
 }
 
-/* Fills key, before and after rows of a row event from the converted images. */
-static void fill_rows(struct pgf_proto *p, const struct pgo_msg *msg, Pgfanout__V1__Row *key,
-                      Pgfanout__V1__Row *before, Pgfanout__V1__Row *after, int *has_before, int *has_after)
+/* Converts the columns an image carries into vals and lists them in row; an image the
+ * event does not have (NULL) stays empty. */
+static void fill_row(struct pgf_proto *p, const struct pgf_relation *rel, const struct pgf_value *image,
+                     Pgfanout__V1__Value *vals, Pgfanout__V1__Column *cols, Pgfanout__V1__Column **ptrs,
+                     Pgfanout__V1__Row *row)
 {
-    const struct pgo_change *c = &msg->u.change;
-    const struct pgo_relation *rel = c->rel;
-    size_t n = rel->natts;
-    Pgfanout__V1__Value *newv = p->vals, *oldv = p->vals + n;
-    key->columns = p->ptrs;
-    before->columns = p->ptrs + n;
-    after->columns = p->ptrs + 2 * n;
-    for (uint16_t i = 0; i < rel->natts; i++) {
-        const struct pgo_value *kv = pgf_change_key_value(msg, i);
-        if (kv == NULL)
+    row->columns = ptrs;
+    for (uint16_t i = 0; image && i < rel->natts; i++) {
+        if (image[i].kind == PGF_VALUE_ABSENT)
             continue;
-        /* The key value is one of the two converted images; find which. */
-        Pgfanout__V1__Value *v = (c->old_kind && kv == &c->old_tuple.values[i]) ? &oldv[i] : &newv[i];
-        add_column(key, &p->cols[i], rel, i, v);
+        fill_value(p, &image[i], rel->attrs[i].type_oid, &vals[i]);
+        add_column(row, &cols[i], rel, i, &vals[i]);
     }
-    int only_keys;
-    const struct pgo_tuple *old = pgf_change_before(msg, &only_keys);
-    *has_before = old != NULL;
-    for (uint16_t i = 0; old && i < rel->natts; i++)
-        if (!only_keys || rel->attrs[i].is_key)
-            add_column(before, &p->cols[n + i], rel, i, &oldv[i]);
-    const struct pgo_tuple *neu = pgf_change_after(msg);
-    *has_after = neu != NULL;
-    for (uint16_t i = 0; neu && i < rel->natts; i++)
-        add_column(after, &p->cols[2 * n + i], rel, i, &newv[i]);
 }
 
 /* Encodes one event and its key; see proto_event.h. */
 int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t txn_index,
                      const uint8_t **value, size_t *value_len, const uint8_t **key, size_t *key_len)
 {
-    const struct pgo_msg *msg = ev->msg;
-    enum pgf_op op = pgf_op_of(msg);
+    enum pgf_op op = ev->op;
     Pgfanout__V1__Event e = PGFANOUT__V1__EVENT__INIT;
     Pgfanout__V1__Source src = PGFANOUT__V1__SOURCE__INIT;
     Pgfanout__V1__Row rkey = PGFANOUT__V1__ROW__INIT, rbefore = PGFANOUT__V1__ROW__INIT,
@@ -260,25 +235,22 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     int ok = 1;
     p->arena_used = 0;
 
-    if (op == PGF_OP_INSERT || op == PGF_OP_UPDATE || op == PGF_OP_DELETE) {
-        const struct pgo_change *c = &msg->u.change;
-        if (reserve_cols(p, c->rel->natts) ||
+    if (ev->rel) {
+        const struct pgf_relation *rel = ev->rel;
+        size_t n = rel->natts;
+        if (reserve_cols(p, n) ||
             sink_grow((void **)&p->arena, &p->arena_cap,
-                    tuple_arena_need(op != PGF_OP_DELETE ? &c->new_tuple : NULL) +
-                        tuple_arena_need(c->old_kind ? &c->old_tuple : NULL)))
+                      row_arena_need(rel, ev->key) + row_arena_need(rel, ev->before) + row_arena_need(rel, ev->after)))
             return -1;
-        src.schema = c->rel->nspname;
-        src.table = c->rel->relname;
-        src.relation_oid = c->rel->oid;
-        if (op != PGF_OP_DELETE)
-            fill_tuple(p, c->rel, &c->new_tuple, p->vals);
-        if (c->old_kind)
-            fill_tuple(p, c->rel, &c->old_tuple, p->vals + c->rel->natts);
-        int has_before, has_after;
-        fill_rows(p, msg, &rkey, &rbefore, &rafter, &has_before, &has_after);
+        src.schema = rel->nspname;
+        src.table = rel->relname;
+        src.relation_oid = rel->oid;
+        fill_row(p, rel, ev->key, p->vals, p->cols, p->ptrs, &rkey);
+        fill_row(p, rel, ev->before, p->vals + n, p->cols + n, p->ptrs + n, &rbefore);
+        fill_row(p, rel, ev->after, p->vals + 2 * n, p->cols + 2 * n, p->ptrs + 2 * n, &rafter);
         e.key = &rkey;
-        e.before = has_before ? &rbefore : NULL;
-        e.after = has_after ? &rafter : NULL;
+        e.before = ev->before ? &rbefore : NULL;
+        e.after = ev->after ? &rafter : NULL;
         if (rkey.n_columns > 0) {
             k.schema = src.schema;
             k.table = src.table;
@@ -287,33 +259,33 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
             *key_len = pack(&k.base, &p->key_buf, &p->key_cap, &ok);
         }
     } else if (op == PGF_OP_TRUNCATE) {
-        const struct pgo_truncate *t = &msg->u.truncate;
-        if (t->nrelids > p->tcap) {
+        const struct pgf_event_truncate *t = &ev->truncate;
+        if (t->nrels > p->tcap) {
             free(p->ttables);
             free(p->tptrs);
-            p->ttables = calloc(t->nrelids, sizeof *p->ttables);
-            p->tptrs = calloc(t->nrelids, sizeof *p->tptrs);
-            p->tcap = p->ttables && p->tptrs ? t->nrelids : 0;
+            p->ttables = calloc(t->nrels, sizeof *p->ttables);
+            p->tptrs = calloc(t->nrels, sizeof *p->tptrs);
+            p->tcap = p->ttables && p->tptrs ? t->nrels : 0;
             if (p->tcap == 0)
                 return -1;
         }
-        for (uint32_t i = 0; i < t->nrelids; i++) {
+        for (uint32_t i = 0; i < t->nrels; i++) {
             pgfanout__v1__truncate__table__init(&p->ttables[i]);
             p->ttables[i].schema = t->rels[i]->nspname;
             p->ttables[i].table = t->rels[i]->relname;
             p->ttables[i].relation_oid = t->rels[i]->oid;
             p->tptrs[i] = &p->ttables[i];
         }
-        trunc.n_tables = t->nrelids;
+        trunc.n_tables = t->nrels;
         trunc.tables = p->tptrs;
-        trunc.cascade = (t->options & PGO_TRUNCATE_CASCADE) != 0;
-        trunc.restart_identity = (t->options & PGO_TRUNCATE_RESTART_IDENTITY) != 0;
+        trunc.cascade = (t->options & PGF_TRUNCATE_CASCADE) != 0;
+        trunc.restart_identity = (t->options & PGF_TRUNCATE_RESTART_IDENTITY) != 0;
         e.truncate = &trunc;
     } else if (op == PGF_OP_MESSAGE) {
-        lm.transactional = msg->u.message.transactional;
-        lm.prefix = (char *)msg->u.message.prefix;
-        lm.content.data = (uint8_t *)msg->u.message.content;
-        lm.content.len = msg->u.message.content_len;
+        lm.transactional = ev->message.transactional;
+        lm.prefix = (char *)ev->message.prefix;
+        lm.content.data = (uint8_t *)ev->message.content;
+        lm.content.len = ev->message.content_len;
         e.message = &lm;
     }
     *value_len = pack(&e.base, &p->value_buf, &p->value_cap, &ok);

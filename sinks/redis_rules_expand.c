@@ -19,33 +19,30 @@
 /* Which row image a template is expanded for. */
 enum image { OLD_ROW, NEW_ROW };
 
-/* Looks up column name's value in one image of a change.  Returns 1 with *v set, 0 for SQL
+/* Looks up column name's value in one image of a row event.  Returns 1 with *v set, 0 for SQL
  * NULL, or -1 when the image does not carry the column (not sent by the replica identity). */
-static int column_value(const struct pgo_msg *msg, enum image img, const char *name, const struct pgo_value **v)
+static int column_value(const struct pgf_event *ev, enum image img, const char *name, const struct pgf_value **v)
 {
-    const struct pgo_change *c = &msg->u.change;
-    const struct pgo_relation *rel = c->rel;
+    const struct pgf_relation *rel = ev->rel;
     uint16_t att = 0;
     while (att < rel->natts && strcmp(rel->attrs[att].name, name) != 0)
         att++;
     if (att == rel->natts)
         return -1;
-    const struct pgo_value *val = NULL;
+    const struct pgf_value *val = NULL;
     if (img == NEW_ROW) {
-        val = att < c->new_tuple.natts ? &c->new_tuple.values[att] : NULL;
-        if (val && val->kind == PGO_COL_UNCHANGED_TOAST) /* unchanged TOAST: the old full row has it */
-            val = c->old_kind == 'O' && att < c->old_tuple.natts ? &c->old_tuple.values[att] : NULL;
-    } else if (c->old_kind == 'O') {
-        val = att < c->old_tuple.natts ? &c->old_tuple.values[att] : NULL;
-    } else if (c->old_kind == 'K') {
-        val = rel->attrs[att].is_key && att < c->old_tuple.natts ? &c->old_tuple.values[att] : NULL;
-    } else if (msg->type == PGO_MSG_UPDATE && rel->attrs[att].is_key) {
-        /* No old tuple: the key did not change, so the new row's key is the old one's. */
-        val = att < c->new_tuple.natts ? &c->new_tuple.values[att] : NULL;
+        val = ev->after ? &ev->after[att] : NULL;
+        if (val && val->kind == PGF_VALUE_UNCHANGED_TOAST) /* unchanged TOAST: the old image has it */
+            val = ev->before ? &ev->before[att] : NULL;
+    } else if (ev->before) {
+        val = &ev->before[att]; /* an old key image does not carry the other columns (ABSENT) */
+    } else {
+        /* No old image: an update's key did not change, or a delete's old key is the key. */
+        val = &ev->key[att];
     }
-    if (val == NULL || val->kind == PGO_COL_UNCHANGED_TOAST)
+    if (val == NULL || val->kind == PGF_VALUE_ABSENT || val->kind == PGF_VALUE_UNCHANGED_TOAST)
         return -1;
-    if (val->kind == PGO_COL_NULL)
+    if (val->kind == PGF_VALUE_NULL)
         return 0;
     *v = val;
     return 1;
@@ -122,7 +119,7 @@ static void notice(const struct pgf_inval_out *out, const char *msg)
 /* Expands a template for one image into r->buf.  Returns 1 with *len set, 0 when the key
  * does not exist (a NULL column) or cannot be built (a column not sent), -1 when out of
  * memory. */
-static int expand(struct pgf_redis_rules *r, struct tmpl *t, const struct pgo_msg *msg, enum image img,
+static int expand(struct pgf_redis_rules *r, struct tmpl *t, const struct pgf_event *ev, enum image img,
                   const struct pgf_inval_out *out, size_t *len)
 {
     size_t at;
@@ -135,8 +132,8 @@ static int expand(struct pgf_redis_rules *r, struct tmpl *t, const struct pgo_ms
                 return -1;
             continue;
         }
-        const struct pgo_value *v = NULL;
-        int rc = column_value(msg, img, pt->text, &v);
+        const struct pgf_value *v = NULL;
+        int rc = column_value(ev, img, pt->text, &v);
         if (rc < 0) {
             r->unexpanded++;
             if (!t->noticed) {
@@ -144,8 +141,8 @@ static int expand(struct pgf_redis_rules *r, struct tmpl *t, const struct pgo_ms
                 t->noticed = 1;
                 snprintf(text, sizeof text, "redis: cannot build key '%s' for the %s row of a %s on %s.%s: column "
                          "%s was not sent (see the replica identity warning at startup); counting such keys as "
-                         "unexpanded", t->source, img == OLD_ROW ? "old" : "new", pgf_op_name(pgf_op_of(msg)),
-                         msg->u.change.rel->nspname, msg->u.change.rel->relname, pt->text);
+                         "unexpanded", t->source, img == OLD_ROW ? "old" : "new", pgf_op_name(ev->op),
+                         ev->rel->nspname, ev->rel->relname, pt->text);
                 notice(out, text);
             }
         }
@@ -186,20 +183,17 @@ static int cachalot_key(struct pgf_redis_rules *r, const char *table, const stru
 static int publish_change(const struct rule *ru, const struct pgf_event *ev, json_t *keys,
                           const struct pgf_inval_out *out)
 {
-    const struct pgo_msg *msg = ev->msg;
     char lsn[PGF_LSN_BUFSZ], table[512];
     snprintf(table, sizeof table, "%s.%s", ru->schema, ru->table);
     json_t *o = json_object();
     json_object_set_new(o, "table", json_string(table));
-    json_object_set_new(o, "op", json_string(pgf_op_name(pgf_op_of(msg))));
+    json_object_set_new(o, "op", json_string(pgf_op_name(ev->op)));
     json_t *key = json_object();
-    if (msg->type != PGO_MSG_TRUNCATE) {
-        const struct pgo_relation *rel = msg->u.change.rel;
-        for (uint16_t a = 0; a < rel->natts; a++) {
-            const struct pgo_value *v = rel->attrs[a].is_key ? pgf_change_key_value(msg, a) : NULL;
-            if (v)
-                json_object_set_new(key, rel->attrs[a].name, pgf_json_value(v, rel->attrs[a].type_oid));
-        }
+    if (ev->rel) {
+        const struct pgf_relation *rel = ev->rel;
+        for (uint16_t a = 0; a < rel->natts; a++)
+            if (ev->key[a].kind != PGF_VALUE_ABSENT)
+                json_object_set_new(key, rel->attrs[a].name, pgf_json_value(&ev->key[a], rel->attrs[a].type_oid));
     }
     json_object_set_new(o, "key", key);
     json_object_set(o, "keys", keys);
@@ -232,10 +226,9 @@ static int emit_key(const struct rule *ru, const char *key, size_t len, json_t *
 static int apply_rule(struct pgf_redis_rules *r, struct rule *ru, const struct pgf_event *ev,
                       const struct pgf_inval_out *out)
 {
-    const struct pgo_msg *msg = ev->msg;
     json_t *keys = ru->publish ? json_array() : NULL;
     int rc = 0;
-    if (msg->type == PGO_MSG_TRUNCATE && ru->nkeys > 0 && ru->generation == PGF_GEN_NONE && !ru->noticed_truncate) {
+    if (ev->op == PGF_OP_TRUNCATE && ru->nkeys > 0 && ru->generation == PGF_GEN_NONE && !ru->noticed_truncate) {
         char text[1024];
         ru->noticed_truncate = 1;
         snprintf(text, sizeof text, "redis: TRUNCATE of %s.%s cannot name its rows' keys; their cached values stay "
@@ -243,19 +236,19 @@ static int apply_rule(struct pgf_redis_rules *r, struct rule *ru, const struct p
                  ru->schema, ru->table);
         notice(out, text);
     }
-    if (msg->type != PGO_MSG_TRUNCATE) {
+    if (ev->op != PGF_OP_TRUNCATE) {
         for (size_t k = 0; k < ru->nkeys && rc == 0; k++) {
             size_t len;
             int e;
             /* Old and new row: a changed slug invalidates both product:slug:old and :new. */
-            if (msg->type != PGO_MSG_INSERT) {
-                if ((e = expand(r, &ru->keys[k], msg, OLD_ROW, out, &len)) < 0)
+            if (ev->op != PGF_OP_INSERT) {
+                if ((e = expand(r, &ru->keys[k], ev, OLD_ROW, out, &len)) < 0)
                     rc = -1;
                 else if (e > 0)
                     rc = emit_key(ru, r->buf, len, keys, out);
             }
-            if (rc == 0 && msg->type != PGO_MSG_DELETE) {
-                if ((e = expand(r, &ru->keys[k], msg, NEW_ROW, out, &len)) < 0)
+            if (rc == 0 && ev->op != PGF_OP_DELETE) {
+                if ((e = expand(r, &ru->keys[k], ev, NEW_ROW, out, &len)) < 0)
                     rc = -1;
                 else if (e > 0)
                     rc = emit_key(ru, r->buf, len, keys, out);
@@ -283,7 +276,7 @@ static int apply_rule(struct pgf_redis_rules *r, struct rule *ru, const struct p
 }
 
 /* Applies every rule of one relation (and the cachalot key) to a change. */
-static int apply_relation(struct pgf_redis_rules *r, const struct pgo_relation *rel, const struct pgf_event *ev,
+static int apply_relation(struct pgf_redis_rules *r, const struct pgf_relation *rel, const struct pgf_event *ev,
                           const struct pgf_inval_out *out)
 {
     for (size_t i = 0; i < r->nrules; i++) {
@@ -299,7 +292,8 @@ static int apply_relation(struct pgf_redis_rules *r, const struct pgo_relation *
 }
 
 /* Splits an application's message into keys on whitespace. */
-static int apply_message(struct pgf_redis_rules *r, const struct pgo_message *m, const struct pgf_inval_out *out)
+static int apply_message(struct pgf_redis_rules *r, const struct pgf_event_message *m,
+                         const struct pgf_inval_out *out)
 {
     if (strcmp(m->prefix, r->message_prefix) != 0)
         return 0;
@@ -323,21 +317,20 @@ static int apply_message(struct pgf_redis_rules *r, const struct pgo_message *m,
 /* Dispatches one change; see redis_rules.h. */
 int pgf_redis_rules_apply(struct pgf_redis_rules *r, const struct pgf_event *ev, const struct pgf_inval_out *out)
 {
-    const struct pgo_msg *msg = ev->msg;
-    switch (msg->type) {
-    case PGO_MSG_INSERT:
-    case PGO_MSG_UPDATE:
-    case PGO_MSG_DELETE:
-        return apply_relation(r, msg->u.change.rel, ev, out);
-    case PGO_MSG_TRUNCATE:
-        for (uint32_t i = 0; i < msg->u.truncate.nrelids; i++)
-            if (apply_relation(r, msg->u.truncate.rels[i], ev, out) != 0)
+    switch (ev->op) {
+    case PGF_OP_INSERT:
+    case PGF_OP_UPDATE:
+    case PGF_OP_DELETE:
+        return apply_relation(r, ev->rel, ev, out);
+    case PGF_OP_TRUNCATE:
+        for (uint32_t i = 0; i < ev->truncate.nrels; i++)
+            if (apply_relation(r, ev->truncate.rels[i], ev, out) != 0)
                 return -1;
         return 0;
-    case PGO_MSG_MESSAGE:
-        return apply_message(r, &msg->u.message, out);
+    case PGF_OP_MESSAGE:
+        return apply_message(r, &ev->message, out);
     default:
-        return 0;
+        return 0; /* a snapshot's read changes nothing */
     }
 }
 

@@ -9,27 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "decoders/pgoutput.h"
+#include "decoders/event.h"
 
 struct pgf_hist;
-
-/* The transaction a change belongs to; valid from its Begin until its Commit is emitted. */
-struct pgf_txn {
-    uint32_t xid;
-    uint64_t commit_lsn;  /* the commit record's LSN (Begin's final LSN) */
-    uint64_t end_lsn;     /* just past the commit record; 0 until the Commit arrives */
-    int64_t commit_time;  /* microseconds since 2000-01-01 UTC */
-    const char *origin;   /* replication origin name, or NULL */
-};
-
-/* One change handed to the sinks.  msg points at the decoded message (insert, update, delete,
- * truncate or message); txn is NULL for a non-transactional logical message.  Both, and
- * everything they point to, are valid only during the emit call. */
-struct pgf_event {
-    uint64_t lsn; /* the change's own WAL position */
-    const struct pgf_txn *txn;
-    const struct pgo_msg *msg;
-};
 
 struct sink;
 

@@ -267,8 +267,8 @@ static const char COL_TOAST[] = "<unchanged toast>";
 static void assert_text(const struct pgo_tuple *t, unsigned i, const char *want)
 {
     assert_true(i < t->natts);
-    const struct pgo_value *v = &t->values[i];
-    if (v->kind != PGO_COL_TEXT)
+    const struct pgf_value *v = &t->values[i];
+    if (v->kind != PGF_VALUE_TEXT)
         fail_msg("column %u: kind '%c', want 't' \"%s\"", i, (char)v->kind, want);
     size_t n = strlen(want);
     if (v->len != n || memcmp(v->data, want, n) != 0)
@@ -276,7 +276,7 @@ static void assert_text(const struct pgo_tuple *t, unsigned i, const char *want)
 }
 
 /* Asserts column i has the given kind and no data (NULL or unchanged TOAST). */
-static void assert_empty_kind(const struct pgo_tuple *t, unsigned i, enum pgo_col_kind kind)
+static void assert_empty_kind(const struct pgo_tuple *t, unsigned i, enum pgf_value_kind kind)
 {
     assert_true(i < t->natts);
     if (t->values[i].kind != kind)
@@ -294,9 +294,9 @@ static void assert_tuple(const struct pgo_tuple *t, unsigned natts, ...)
     for (unsigned i = 0; i < natts; i++) {
         const char *want = va_arg(ap, const char *);
         if (want == COL_NULL)
-            assert_empty_kind(t, i, PGO_COL_NULL);
+            assert_empty_kind(t, i, PGF_VALUE_NULL);
         else if (want == COL_TOAST)
-            assert_empty_kind(t, i, PGO_COL_UNCHANGED_TOAST);
+            assert_empty_kind(t, i, PGF_VALUE_UNCHANGED_TOAST);
         else
             assert_text(t, i, want);
     }
@@ -307,8 +307,8 @@ static void assert_tuple(const struct pgo_tuple *t, unsigned natts, ...)
 static void assert_bin(const struct pgo_tuple *t, unsigned i, const void *want, size_t len)
 {
     assert_true(i < t->natts);
-    const struct pgo_value *v = &t->values[i];
-    if (v->kind != PGO_COL_BINARY)
+    const struct pgf_value *v = &t->values[i];
+    if (v->kind != PGF_VALUE_BINARY)
         fail_msg("column %u: kind '%c', want 'b'", i, (char)v->kind);
     assert_int_equal(v->len, len);
     if (len)
@@ -337,8 +337,8 @@ static uint32_t crc32_of(const char *p, size_t n)
 }
 
 /* Asserts a relation's identity and shape, and that it is what the cache now holds. */
-static const struct pgo_relation *assert_relation(const struct pgo_decoder *dec,
-                                                  const struct pgo_relation *rel, const char *nsp,
+static const struct pgf_relation *assert_relation(const struct pgo_decoder *dec,
+                                                  const struct pgf_relation *rel, const char *nsp,
                                                   const char *name, char replident, unsigned natts)
 {
     assert_non_null(rel);
@@ -352,11 +352,11 @@ static const struct pgo_relation *assert_relation(const struct pgo_decoder *dec,
 }
 
 /* Asserts column i of a relation. */
-static void assert_attr(const struct pgo_relation *rel, unsigned i, const char *name, uint32_t type_oid,
+static void assert_attr(const struct pgf_relation *rel, unsigned i, const char *name, uint32_t type_oid,
                         int32_t typmod, int is_key)
 {
     assert_true(i < rel->natts);
-    const struct pgo_attr *a = &rel->attrs[i];
+    const struct pgf_column *a = &rel->attrs[i];
     assert_string_equal(a->name, name);
     assert_int_equal(a->type_oid, type_oid);
     assert_int_equal(a->type_mod, typmod);
@@ -429,7 +429,7 @@ static void expect_commit(struct walk *w, int64_t commit_time)
 }
 
 /* Decodes a Relation message and returns the relation it installed. */
-static const struct pgo_relation *expect_relation(struct walk *w, const char *nsp, const char *name,
+static const struct pgf_relation *expect_relation(struct walk *w, const char *nsp, const char *name,
                                                   char replident, unsigned natts)
 {
     const struct pgo_msg *m = next_msg(w, PGO_MSG_RELATION);
@@ -515,7 +515,7 @@ static void test_text_fixture(void **state)
     walk_start(&w, &text_fx);
     const struct pgo_msg *m;
     const struct pgo_change *c;
-    const struct pgo_relation *rel;
+    const struct pgf_relation *rel;
 
     /* INSERT INTO users VALUES (1,'héllo','happy',12.50), (2,NULL,NULL,NULL), (3,'日本語 😀','sad',-0.01) */
     expect_begin(&w);
@@ -603,8 +603,8 @@ static void test_text_fixture(void **state)
     assert_int_equal(c->new_tuple.natts, 3);
     assert_text(&c->new_tuple, 0, "1");
     assert_text(&c->new_tuple, 1, "title");
-    const struct pgo_value *body = &c->new_tuple.values[2];
-    assert_int_equal(body->kind, PGO_COL_TEXT);
+    const struct pgf_value *body = &c->new_tuple.values[2];
+    assert_int_equal(body->kind, PGF_VALUE_TEXT);
     assert_int_equal(body->len, BODY_LEN);
     assert_memory_equal(body->data, BODY_HEAD, strlen(BODY_HEAD));
     assert_memory_equal(body->data + BODY_LEN - strlen(BODY_TAIL), BODY_TAIL, strlen(BODY_TAIL));
@@ -742,7 +742,7 @@ static void test_binary_fixture(void **state)
     assert_true(color_oid >= FIRST_NORMAL_OID);
     assert_string_equal(m->u.typ.nspname, "public");
     assert_string_equal(m->u.typ.typname, "color");
-    const struct pgo_relation *rel = expect_relation(&w, "public", "bin", 'd', 9);
+    const struct pgf_relation *rel = expect_relation(&w, "public", "bin", 'd', 9);
     assert_attr(rel, 0, "id", OID_INT4, -1, 1);
     assert_attr(rel, 1, "big", OID_INT8, -1, 0);
     assert_attr(rel, 2, "small", OID_INT2, -1, 0);
@@ -769,7 +769,7 @@ static void test_binary_fixture(void **state)
     assert_bin(t, 5, "\x3f\xf8\x00\x00\x00\x00\x00\x00", 8);
     assert_true(d == 1.5);
     assert_bin(t, 6, "\xde\xad\xbe\xef", 4);
-    assert_empty_kind(t, 7, PGO_COL_NULL);
+    assert_empty_kind(t, 7, PGF_VALUE_NULL);
     assert_bin(t, 8, "green", 5); /* an enum's binary form is its label */
 
     /* (2, -1, 0, false, '', -0.25, '\x', 7, 'red'): empty values are 'b' of length 0, not NULL */
@@ -797,7 +797,7 @@ static void test_binary_fixture(void **state)
     assert_bin(t, 4, "x", 1);
     assert_bin(t, 5, "\x3f\xf8\x00\x00\x00\x00\x00\x00", 8);
     assert_bin(t, 6, "\xde\xad\xbe\xef", 4);
-    assert_empty_kind(t, 7, PGO_COL_NULL);
+    assert_empty_kind(t, 7, PGF_VALUE_NULL);
     assert_bin(t, 8, "green", 5);
     expect_commit(&w, 0);
 
@@ -808,7 +808,7 @@ static void test_binary_fixture(void **state)
     assert_int_equal(t->natts, 9);
     assert_bin(t, 0, "\x00\x00\x00\x02", 4);
     for (unsigned i = 1; i < 9; i++)
-        assert_empty_kind(t, i, PGO_COL_NULL);
+        assert_empty_kind(t, i, PGF_VALUE_NULL);
     expect_commit(&w, 0);
 
     assert_int_equal(w.next, bin_fx.n);
@@ -844,7 +844,7 @@ static void check_prefixes(const struct fixture *fx)
     for (size_t i = 0; i < fx->n; i++) {
         struct pgo_decoder *dec = replayed(fx, i);
         const struct record *r = &fx->recs[i];
-        const struct pgo_relation *cached = NULL;
+        const struct pgf_relation *cached = NULL;
         uint32_t oid = 0;
         if (r->len >= 5 && r->p[0] == PGO_MSG_RELATION) {
             oid = (uint32_t)be((const char *)r->p + 1, 4);
@@ -1008,7 +1008,7 @@ static void check_trailing(const struct fixture *fx)
     for (size_t i = 0; i < fx->n; i++) {
         const struct record *r = &fx->recs[i];
         uint32_t oid = r->p[0] == PGO_MSG_RELATION ? (uint32_t)be((const char *)r->p + 1, 4) : 0;
-        const struct pgo_relation *cached = oid ? pgo_decoder_relation(dec, oid) : NULL;
+        const struct pgf_relation *cached = oid ? pgo_decoder_relation(dec, oid) : NULL;
         memcpy(buf, r->p, r->len);
         for (size_t k = 0; k < sizeof tails / sizeof tails[0]; k++) {
             for (size_t extra = 1; extra <= 3; extra++) {
@@ -1074,20 +1074,20 @@ static unsigned touch(const char *p, size_t n)
 }
 
 /* Asserts a tuple is well formed for rel and points only into the input. */
-static unsigned check_tuple(const struct pgo_tuple *t, const struct pgo_relation *rel, const uint8_t *buf,
+static unsigned check_tuple(const struct pgo_tuple *t, const struct pgf_relation *rel, const uint8_t *buf,
                             size_t len)
 {
     unsigned s = 0;
     assert_int_equal(t->natts, rel->natts);
     for (unsigned i = 0; i < t->natts; i++) {
-        const struct pgo_value *v = &t->values[i];
+        const struct pgf_value *v = &t->values[i];
         switch (v->kind) {
-        case PGO_COL_NULL:
-        case PGO_COL_UNCHANGED_TOAST:
+        case PGF_VALUE_NULL:
+        case PGF_VALUE_UNCHANGED_TOAST:
             assert_int_equal(v->len, 0);
             break;
-        case PGO_COL_TEXT:
-        case PGO_COL_BINARY:
+        case PGF_VALUE_TEXT:
+        case PGF_VALUE_BINARY:
             assert_true(inside(v->data, v->len, buf, len));
             s += touch(v->data, v->len);
             break;
@@ -1117,7 +1117,7 @@ static unsigned check_ok(const struct pgo_decoder *dec, const struct pgo_msg *m,
         assert_true(inside(m->u.typ.typname, strlen(m->u.typ.typname) + 1, buf, len));
         break;
     case PGO_MSG_RELATION: {
-        const struct pgo_relation *rel = m->u.relation;
+        const struct pgf_relation *rel = m->u.relation;
         assert_ptr_equal(pgo_decoder_relation(dec, rel->oid), rel);
         s += (unsigned)strlen(rel->nspname) + (unsigned)strlen(rel->relname);
         for (unsigned i = 0; i < rel->natts; i++)
@@ -1144,7 +1144,7 @@ static unsigned check_ok(const struct pgo_decoder *dec, const struct pgo_msg *m,
     }
     case PGO_MSG_TRUNCATE:
         for (uint32_t i = 0; i < m->u.truncate.nrelids; i++) {
-            const struct pgo_relation *rel = m->u.truncate.rels[i];
+            const struct pgf_relation *rel = m->u.truncate.rels[i];
             assert_non_null(rel);
             assert_ptr_equal(pgo_decoder_relation(dec, rel->oid), rel);
         }
@@ -1238,7 +1238,7 @@ static void build_structured(struct rbuf *r, struct pgo_decoder *dec, uint8_t ty
     r->n = 0;
     put8(r, type);
     uint32_t oid = pick_oid(oids, noids);
-    const struct pgo_relation *rel = pgo_decoder_relation(dec, oid);
+    const struct pgf_relation *rel = pgo_decoder_relation(dec, oid);
     unsigned natts = rel ? rel->natts : (unsigned)rnd_below(4);
     switch (type) {
     case PGO_MSG_BEGIN:

@@ -11,12 +11,14 @@
 #include <cmocka.h>
 
 #include "cdc/config.h"
+#include "decoders/txn.h"
 #include "sinks/redis_rules.h"
 
 /* What the rules reported, one "kind key" line per call. */
 struct capture {
     char lines[64][256];
     int n;
+    struct pgf_redis_rules *rules;
 };
 
 /* Records a key. */
@@ -56,22 +58,22 @@ static int has_once(const struct capture *c, const char *line)
 #define MUT(s) ((char *)(uintptr_t)(s))
 
 /* A users(id key, email, slug) relation. */
-static struct pgo_attr attrs[] = {
+static struct pgf_column attrs[] = {
     {.name = MUT("id"), .type_oid = 23, .is_key = 1},
     {.name = MUT("email"), .type_oid = 25},
     {.name = MUT("slug"), .type_oid = 25},
 };
-static struct pgo_relation users = {.oid = 1, .nspname = MUT("public"), .relname = MUT("users"), .replident = 'd',
+static struct pgf_relation users = {.oid = 1, .nspname = MUT("public"), .relname = MUT("users"), .replident = 'd',
                                     .natts = 3, .attrs = attrs};
 
 /* Makes a text value, or NULL/unchanged-TOAST for the special strings. */
-static struct pgo_value val(const char *s)
+static struct pgf_value val(const char *s)
 {
     if (s == NULL)
-        return (struct pgo_value){.kind = PGO_COL_NULL};
+        return (struct pgf_value){.kind = PGF_VALUE_NULL};
     if (strcmp(s, "<toast>") == 0)
-        return (struct pgo_value){.kind = PGO_COL_UNCHANGED_TOAST};
-    return (struct pgo_value){.kind = PGO_COL_TEXT, .len = (uint32_t)strlen(s), .data = s};
+        return (struct pgf_value){.kind = PGF_VALUE_UNCHANGED_TOAST};
+    return (struct pgf_value){.kind = PGF_VALUE_TEXT, .len = (uint32_t)strlen(s), .data = s};
 }
 
 /* Compiles rules from a config with one users rule and the given templates. */
@@ -92,14 +94,36 @@ static struct pgf_redis_rules *compile(const char *const *keys, unsigned nkeys, 
     return pgf_redis_rules_new(&cfg, NULL, err, 512);
 }
 
-/* Runs one change through the rules into a fresh capture. */
+/* Hands the rules one event, as the Redis sink does. */
+static int apply_event(void *ctx, const struct pgf_event *ev)
+{
+    struct capture *c = ctx;
+    struct pgf_inval_out out = {.key = cap_key, .generation = cap_gen, .publish = cap_pub, .ctx = c};
+    assert_int_equal(pgf_redis_rules_apply(c->rules, ev, &out), 0);
+    return 0;
+}
+
+/* Ignores a commit. */
+static int ignore_commit(void *ctx, const struct pgf_txn *txn)
+{
+    (void)ctx;
+    (void)txn;
+    return 0;
+}
+
+/* Runs one decoded change, inside a transaction, through transaction assembly (which builds
+ * its event) and the rules into a fresh capture. */
 static void run(struct pgf_redis_rules *r, const struct pgo_msg *msg, struct capture *c)
 {
     memset(c, 0, sizeof *c);
-    struct pgf_txn txn = {.xid = 7, .commit_lsn = 100};
-    struct pgf_event ev = {.lsn = 99, .txn = &txn, .msg = msg};
-    struct pgf_inval_out out = {.key = cap_key, .generation = cap_gen, .publish = cap_pub, .ctx = c};
-    assert_int_equal(pgf_redis_rules_apply(r, &ev, &out), 0);
+    c->rules = r;
+    struct pgf_txn_asm *a = pgf_txn_asm_new(0, 0);
+    assert_non_null(a);
+    struct pgf_txn_consumer to_rules = {.event = apply_event, .commit = ignore_commit, .ctx = c};
+    struct pgo_msg begin = {.type = PGO_MSG_BEGIN, .u.begin = {.final_lsn = 100, .xid = 7}};
+    assert_int_equal(pgf_txn_asm_feed(a, 98, &begin, &to_rules), PGF_TXN_OK);
+    assert_int_equal(pgf_txn_asm_feed(a, 99, msg, &to_rules), PGF_TXN_OK);
+    pgf_txn_asm_free(a);
 }
 
 /* Insert: new row only; filters; a NULL column drops that key. */
@@ -110,7 +134,7 @@ static void test_insert_filters_and_null(void **state)
     const char *keys[] = {"user:{id}", "e:{email|lower}", "h:{id|sha1}", "m:{id|md5}", "s:{slug}", "{{x}}{id|upper}"};
     struct pgf_redis_rules *r = compile(keys, 6, 0, 0, PGF_GEN_NONE, err);
     assert_non_null(r);
-    struct pgo_value row[] = {val("5"), val("A@X.com"), val(NULL)};
+    struct pgf_value row[] = {val("5"), val("A@X.com"), val(NULL)};
     struct pgo_msg m = {.type = PGO_MSG_INSERT, .u.change = {.rel = &users, .new_tuple = {3, row}}};
     struct capture c;
     run(r, &m, &c);
@@ -130,7 +154,7 @@ static void test_update_old_and_new(void **state)
     char err[512];
     const char *keys[] = {"p:{slug}", "u:{id}"};
     struct pgf_redis_rules *r = compile(keys, 2, 0, 0, PGF_GEN_NONE, err);
-    struct pgo_value oldr[] = {val("5"), val("a"), val("old")}, newr[] = {val("5"), val("<toast>"), val("new")};
+    struct pgf_value oldr[] = {val("5"), val("a"), val("old")}, newr[] = {val("5"), val("<toast>"), val("new")};
     struct pgo_msg m = {.type = PGO_MSG_UPDATE,
                         .u.change = {.rel = &users, .old_kind = 'O', .old_tuple = {3, oldr}, .new_tuple = {3, newr}}};
     struct capture c;
@@ -150,7 +174,7 @@ static void test_update_default_identity(void **state)
     char err[512];
     const char *keys[] = {"p:{slug}", "u:{id}"};
     struct pgf_redis_rules *r = compile(keys, 2, 0, 0, PGF_GEN_NONE, err);
-    struct pgo_value newr[] = {val("5"), val("a"), val("new")};
+    struct pgf_value newr[] = {val("5"), val("a"), val("new")};
     struct pgo_msg m = {.type = PGO_MSG_UPDATE, .u.change = {.rel = &users, .new_tuple = {3, newr}}};
     struct capture c;
     run(r, &m, &c);
@@ -158,7 +182,7 @@ static void test_update_default_identity(void **state)
     assert_true(has_once(&c, "del p:new"));
     assert_int_equal(pgf_redis_rules_unexpanded(r), 1);
     /* Delete with the old key only ('K'): non-key columns are not sent. */
-    struct pgo_value key[] = {val("9"), val(NULL), val(NULL)};
+    struct pgf_value key[] = {val("9"), val(NULL), val(NULL)};
     struct pgo_msg d = {.type = PGO_MSG_DELETE, .u.change = {.rel = &users, .old_kind = 'K', .old_tuple = {3, key}}};
     run(r, &d, &c);
     assert_int_equal(c.n, 1);
@@ -175,14 +199,14 @@ static void test_presets_and_truncate(void **state)
     const char *keys[] = {"u:{id}"};
     struct pgf_redis_rules *r = compile(keys, 1, 1, 1, PGF_GEN_LSN, err);
     assert_non_null(r);
-    struct pgo_value row[] = {val("5"), val("a"), val("s")};
+    struct pgf_value row[] = {val("5"), val("a"), val("s")};
     struct pgo_msg m = {.type = PGO_MSG_INSERT, .u.change = {.rel = &users, .new_tuple = {3, row}}};
     struct capture c;
     run(r, &m, &c);
     assert_true(has_once(&c, "del app:3:u:5"));
     assert_true(has_once(&c, "setlsn app:3:pgfanout:gen:public.users"));
     assert_true(has_once(&c, "del app:3:2c1bb8508cbb582cf39001c391f8c31d7fef502e")); /* sha1("default:users") */
-    const struct pgo_relation *rels[] = {&users};
+    const struct pgf_relation *rels[] = {&users};
     struct pgo_msg t = {.type = PGO_MSG_TRUNCATE, .u.truncate = {.nrelids = 1, .rels = rels}};
     run(r, &t, &c);
     assert_int_equal(c.n, 2);

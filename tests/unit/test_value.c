@@ -16,7 +16,7 @@
 /* Renders a text value of a type and returns the compact JSON, malloc'd. */
 static char *render(const char *text, uint32_t oid)
 {
-    struct pgo_value v = {.kind = PGO_COL_TEXT, .len = (uint32_t)strlen(text), .data = text};
+    struct pgf_value v = {.kind = PGF_VALUE_TEXT, .len = (uint32_t)strlen(text), .data = text};
     json_t *j = pgf_json_value(&v, oid);
     assert_non_null(j);
     char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -69,15 +69,15 @@ static void test_float_roundtrip(void **state)
 static void test_special_kinds(void **state)
 {
     (void)state;
-    struct pgo_value null = {.kind = PGO_COL_NULL};
+    struct pgf_value null = {.kind = PGF_VALUE_NULL};
     json_t *j = pgf_json_value(&null, 23);
     assert_true(json_is_null(j));
     json_decref(j);
-    struct pgo_value toast = {.kind = PGO_COL_UNCHANGED_TOAST};
+    struct pgf_value toast = {.kind = PGF_VALUE_UNCHANGED_TOAST};
     assert_null(pgf_json_value(&toast, 25));
-    struct pgo_value bad = {.kind = PGO_COL_TEXT, .len = 2, .data = "\xff\xfe"};
+    struct pgf_value bad = {.kind = PGF_VALUE_TEXT, .len = 2, .data = "\xff\xfe"};
     assert_null(pgf_json_value(&bad, 25));
-    struct pgo_value bin = {.kind = PGO_COL_BINARY, .len = 2, .data = "\x01\xab"};
+    struct pgf_value bin = {.kind = PGF_VALUE_BINARY, .len = 2, .data = "\x01\xab"};
     j = pgf_json_value(&bin, 17);
     assert_string_equal(json_string_value(j), "\\x01ab");
     json_decref(j);
@@ -87,7 +87,8 @@ static void test_special_kinds(void **state)
 static struct pgf_typed conv(const char *text, uint32_t oid, uint8_t *scratch)
 {
     struct pgf_typed t;
-    pgf_value_convert(PGO_COL_TEXT, text, strlen(text), oid, scratch, &t);
+    struct pgf_value v = pgf_value_text(text, (uint32_t)strlen(text));
+    pgf_value_convert(&v, oid, scratch, &t);
     return t;
 }
 
@@ -152,9 +153,9 @@ static void test_typed_other(void **state)
     assert_int_equal(conv("{1,2}", 1007, NULL).kind, PGF_VK_PGTEXT);
     assert_int_equal(conv("x", PGF_OID_JSONB, NULL).kind, PGF_VK_TEXT);
     struct pgf_typed n;
-    pgf_value_convert(PGO_COL_NULL, NULL, 0, PGF_OID_INT4, NULL, &n);
+    pgf_value_convert(&(struct pgf_value){.kind = PGF_VALUE_NULL}, PGF_OID_INT4, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_NULL);
-    pgf_value_convert(PGO_COL_UNCHANGED_TOAST, NULL, 0, PGF_OID_TEXT, NULL, &n);
+    pgf_value_convert(&(struct pgf_value){.kind = PGF_VALUE_UNCHANGED_TOAST}, PGF_OID_TEXT, NULL, &n);
     assert_int_equal(n.kind, PGF_VK_UNCHANGED_TOAST);
 }
 
@@ -235,13 +236,69 @@ static void test_key_text(void **state)
 }
 
 /* Runs the value tests. */
+/* A row read by a SELECT is an event of its own (op read, values from text, no pgoutput):
+ * the JSON and protobuf renderers render it like an insert. */
+static void test_read_event(void **state)
+{
+    (void)state;
+    static char id[] = "id", name[] = "name", raw[] = "raw", nsp[] = "public", tbl[] = "items";
+    struct pgf_column cols[] = {{.name = id, .type_oid = PGF_OID_INT8, .is_key = 1},
+                                {.name = name, .type_oid = PGF_OID_TEXT},
+                                {.name = raw, .type_oid = PGF_OID_BYTEA}};
+    struct pgf_relation rel = {.oid = 16400, .nspname = nsp, .relname = tbl, .replident = 'd', .natts = 3,
+                               .attrs = cols};
+    /* What PQgetvalue gives for SELECT id, name, raw FROM public.items. */
+    struct pgf_value row[] = {pgf_value_text("42", 2), pgf_value_text("caf\xc3\xa9", 5),
+                              pgf_value_text("\\x00ff", 6)};
+    struct pgf_value key[3];
+    struct pgf_txn txn = {.xid = 0, .commit_lsn = 0x16B3748};
+    struct pgf_event ev;
+    pgf_event_read(&ev, &rel, row, key, &txn, 0x16B3748);
+    assert_int_equal(ev.op, PGF_OP_READ);
+    assert_int_equal(key[0].kind, PGF_VALUE_TEXT);
+    assert_int_equal(key[1].kind, PGF_VALUE_ABSENT);
+
+    char err[256];
+    json_t *j = pgf_json_event(&ev, err, sizeof err);
+    assert_non_null(j);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_string_equal(s, "{\"op\":\"read\",\"schema\":\"public\",\"table\":\"items\",\"lsn\":\"0/16B3748\","
+                           "\"commit_lsn\":\"0/16B3748\",\"xid\":0,\"commit_time\":\"2000-01-01T00:00:00.000000Z\","
+                           "\"key\":{\"id\":42},\"before\":null,\"after\":{\"id\":42,\"name\":\"caf\xc3\xa9\","
+                           "\"raw\":\"\\\\x00ff\"},\"unchanged_toast\":[]}");
+    free(s);
+
+    struct pgf_proto *p = pgf_proto_new("shop");
+    const uint8_t *value, *k;
+    size_t value_len, key_len;
+    assert_int_equal(pgf_proto_encode(p, &ev, 0, &value, &value_len, &k, &key_len), 0);
+    Pgfanout__V1__Event *e = pgfanout__v1__event__unpack(NULL, value_len, value);
+    assert_non_null(e);
+    assert_int_equal(e->op, PGFANOUT__V1__OP__OP_READ);
+    assert_string_equal(e->source->table, "items");
+    assert_int_equal(e->source->relation_oid, 16400);
+    assert_int_equal(e->key->n_columns, 1);
+    assert_int_equal(e->key->columns[0]->value->int_value, 42);
+    assert_null(e->before);
+    assert_int_equal(e->after->n_columns, 3);
+    assert_string_equal(e->after->columns[1]->value->text, "caf\xc3\xa9");
+    assert_int_equal(e->after->columns[2]->value->bytes_value.len, 2);
+    assert_memory_equal(e->after->columns[2]->value->bytes_value.data, "\x00\xff", 2);
+    pgfanout__v1__event__free_unpacked(e, NULL);
+    char text[64];
+    pgf_proto_key_text(k, key_len, 1, text, sizeof text);
+    assert_string_equal(text, "id=42");
+    pgf_proto_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_rules), cmocka_unit_test(test_float_roundtrip),
         cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_typed_time),
-        cmocka_unit_test(test_typed_other),
-        cmocka_unit_test(test_key_text),
+        cmocka_unit_test(test_typed_other),   cmocka_unit_test(test_key_text),
+        cmocka_unit_test(test_read_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
