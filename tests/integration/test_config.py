@@ -748,7 +748,7 @@ def test_malformed_uri_password_not_in_error(pgfanout, tmp_path):
         assert PW not in res.stdout + res.stderr and "[::1" not in res.stderr, res.stderr
 
 
-INVALID_DSNS = ["host=127.0.0.1 junk", "postgresql://a@[::1", "host=x bogus_option=1",
+INVALID_DSNS = ["host=127.0.0.1 junk", "postgresql://a@[::1",
                 f"host=127.0.0.1 password='{PW}", f"host=127.0.0.1 password={PW} junk",
                 f"postgresql://alice:{PW}@[::1/app"]
 
@@ -761,6 +761,17 @@ def test_check_config_rejects_an_invalid_dsn(pgfanout, tmp_path, dsn):
         err = check_fails(args, env)
         assert "source.dsn" in err and "not valid" in err, (name, err)
         for part in (dsn, PW, "junk", "bogus_option", "[::1"):
+            assert part not in err, (name, part, err)
+
+
+@pytest.mark.parametrize("dsn", [f"host=x password={PW} bogus_option=1", f"host=x password='{PW} x' bogus_option=1",
+                                 f"postgresql://alice:{PW}@h/app?bogus_option=1"])
+def test_invalid_dsn_names_its_unknown_keyword_never_a_value(pgfanout, tmp_path, dsn):
+    """A keyword libpq does not know is named, so the typo can be found; no value is."""
+    for name, args, env in dsn_layers(tmp_path, dsn):
+        err = check_fails(args, env)
+        assert "source.dsn" in err and "unknown keyword 'bogus_option'" in err, (name, err)
+        for part in (dsn, PW, "=1", "host=x", "alice"):
             assert part not in err, (name, part, err)
 
 
