@@ -14,6 +14,7 @@
 #include "cdc/layers.h"
 #include "cdc/metrics.h"
 #include "common/log.h"
+#include "common/lsn.h"
 #include "cdc/options.h"
 #include "cdc/print_config.h"
 #include "cdc/replconn.h"
@@ -144,6 +145,36 @@ static PGconn *start_stream(struct event_base *base, const struct pgf_options *o
     if (w.conn && info->confirmed_flush > pgf_metrics.confirmed_lsn)
         pgf_metrics.confirmed_lsn = info->confirmed_flush;
     return w.conn;
+}
+
+/* What the slot position lookup found. */
+struct slot_position {
+    int done, found;
+    uint64_t lsn;
+};
+
+/* The slot position lookup ended. */
+static void on_slot_position(void *arg, int found, uint64_t lsn)
+{
+    struct slot_position *p = arg;
+    p->done = 1;
+    p->found = found;
+    p->lsn = lsn;
+}
+
+/* After a failure, says where the slot stands as PostgreSQL itself reports it: what was sent
+ * last may not have reached the server. */
+static void report_slot_position(struct event_base *base, const struct pgf_options *opts)
+{
+    /* Static: a stop signal may end the wait before the lookup reports, just before exit. */
+    static struct slot_position p;
+    if (pgf_replconn_slot_position(base, opts->dsn, opts->slot, on_slot_position, &p) != 0)
+        return;
+    run_until(base, &p.done);
+    char lsn[PGF_LSN_BUFSZ];
+    if (p.found)
+        pgf_info("replication slot \"%s\" is confirmed up to %s, as PostgreSQL reports it; a restart resumes "
+                 "there", opts->slot, pgf_lsn_format(p.lsn, lsn));
 }
 
 /* The Kafka sink's settings from the options. */
@@ -420,6 +451,8 @@ int main(int argc, char **argv)
         backoff_ms = 1000;
         attempt = 0;
     }
+    if (rc != 0 && !stop_signal)
+        report_slot_position(base, &opts);
     pgf_heartbeat_stop(heartbeat);
     /* Dropping the slot throws away what it still holds: only when every sink has acked all. */
     int all_acked = 1;

@@ -740,3 +740,64 @@ void pgf_replconn_cancel(struct pgf_replstart *st)
     pgf_pgconn_free(st->plain);
     free(st);
 }
+
+/* A lookup of the slot's confirmed position, on the loop. */
+struct pgf_slot_lookup {
+    struct pgf_pgconn *pc;
+    char sql[512];
+    pgf_slot_position_cb done;
+    void *arg;
+};
+
+/* Ends the lookup and reports: found is 1 with lsn set, else 0. */
+static void slot_lookup_end(struct pgf_slot_lookup *l, int found, uint64_t lsn)
+{
+    pgf_slot_position_cb done = l->done;
+    void *arg = l->arg;
+    pgf_pgconn_free(l->pc);
+    free(l);
+    done(arg, found, lsn);
+}
+
+/* The slot's row arrived, or not. */
+static void on_slot_position(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)pc;
+    struct pgf_slot_lookup *l = arg;
+    uint64_t lsn = 0;
+    int found = err == NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+                pgf_lsn_parse(PQgetvalue(res, 0, 0), &lsn) == 0;
+    slot_lookup_end(l, found, lsn);
+}
+
+/* Connected, or not: ask for the slot's row. */
+static void on_slot_lookup_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)res;
+    struct pgf_slot_lookup *l = arg;
+    if (err || pgf_pgconn_query(pc, l->sql, 10000, on_slot_position, l) != 0)
+        slot_lookup_end(l, 0, 0);
+}
+
+/* Starts looking the slot's position up; see replconn.h. */
+int pgf_replconn_slot_position(struct event_base *base, const char *dsn, const char *slot,
+                               pgf_slot_position_cb done, void *arg)
+{
+    struct pgf_slot_lookup *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return -1;
+    l->done = done;
+    l->arg = arg;
+    PGconn *conn = NULL;
+    l->pc = pgf_pgconn_connect(base, dsn, 0, 10000, on_slot_lookup_connected, l);
+    if (l->pc)
+        conn = pgf_pgconn_pq(l->pc);
+    snprintf(l->sql, sizeof l->sql, "SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots "
+                                    "WHERE slot_name = ");
+    if (conn == NULL || quote_into(conn, l->sql, sizeof l->sql, slot, 0) != 0) {
+        pgf_pgconn_free(l->pc);
+        free(l);
+        return -1;
+    }
+    return 0;
+}

@@ -62,4 +62,13 @@ void pgf_replconn_cancel(struct pgf_replstart *st);
  * in use by a walsender that is going away.  Returns 0, or -1 with the reason in err. */
 int pgf_replconn_drop_slot(const char *dsn, const char *slot, char *err, size_t errlen);
 
+/* Called once with the slot's confirmed position: found is 0 when it could not be had. */
+typedef void (*pgf_slot_position_cb)(void *arg, int found, uint64_t lsn);
+
+/* Starts asking the server, on base's loop over a plain connection, for slot's confirmed
+ * position (what it has acknowledged, as opposed to what was sent to it).  done runs once,
+ * from the loop.  Returns 0, or -1 when it cannot start (done is not called). */
+int pgf_replconn_slot_position(struct event_base *base, const char *dsn, const char *slot,
+                               pgf_slot_position_cb done, void *arg);
+
 #endif

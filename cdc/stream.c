@@ -33,6 +33,7 @@ struct stream {
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
     int failed;
     int lost; /* the connection broke; the caller reconnects */
+    int copy_ended; /* the server ended COPY: no status update can be sent any more */
     int stopped; /* stop_loop ran: the loop is shared, so its own break flag is not ours */
     struct sink *failed_sink; /* already reported; not drained again at the end */
 };
@@ -294,6 +295,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
             const char *why = res && PQresultStatus(res) != PGRES_COMMAND_OK ? PQresultErrorMessage(res)
                                                                              : PQerrorMessage(st->conn);
             pgf_error("PostgreSQL ended replication: %s", why);
+            st->copy_ended = 1;
             /* undefined_object: pgoutput could not find the publication as of the WAL it decodes. */
             const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
             if (code && strcmp(code, "42704") == 0) {
@@ -440,12 +442,18 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
                 st.failed = 1;
             }
         }
-        if (send_feedback(&st) == 0)
-            end_copy(&st);
     }
+    /* Only a status update the server took inside COPY, which end_copy then closed, is known
+     * to be its position; otherwise say what was sent, and the caller asks the server. */
+    int told = !st.lost && !st.copy_ended && send_feedback(&st) == 0;
+    if (told)
+        end_copy(&st);
     char pos[PGF_LSN_BUFSZ];
-    pgf_info("%s; confirmed position %s", st.lost ? "stream interrupted" : "stopped",
-             pgf_lsn_format(st.cp.confirmed, pos));
+    if (told)
+        pgf_info("stopped; confirmed position %s", pgf_lsn_format(st.cp.confirmed, pos));
+    else
+        pgf_info("%s; the last position sent to PostgreSQL was %s", st.lost ? "stream interrupted" : "stream ended",
+                 pgf_lsn_format(pgf_metrics.confirmed_lsn, pos));
 
     for (size_t i = 0; i < nevents; i++)
         event_free(events[i]);

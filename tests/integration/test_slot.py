@@ -259,3 +259,29 @@ def test_standby_stopped_while_waiting_exits_zero(pgfanout, cluster, admin, tmp_
         holder.close()
     runner.wait_slot_inactive(admin, "hs_slot")
     admin.execute("SELECT pg_drop_replication_slot('hs_slot')")
+
+
+def test_runtime_error_reports_what_the_server_acknowledged(pgfanout, cluster, admin, tmp_path):
+    """The publication is dropped while pgfanout streams, so PostgreSQL ends replication with
+    an error: pgfanout exits 1, sends no status update outside COPY (no "no COPY in progress"
+    line), and the position it reports as confirmed is the one PostgreSQL itself shows."""
+    admin.execute("CREATE TABLE gone_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION gone_pub FOR TABLE gone_t")
+    out = str(tmp_path / "gone.out")
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "gone_slot", "--create-slot", "--publication", "gone_pub",
+                        "-o", out, "--status-interval", "0.2"], stderr_path=str(tmp_path / "gone.err")) as w:
+        wait_for(lambda: "streaming slot" in w.stderr_text(), 30)
+        admin.execute("INSERT INTO gone_t VALUES (1)")
+        wait_ids(out, "gone_t", [1], w)
+        admin.execute("DROP PUBLICATION gone_pub")
+        admin.execute("INSERT INTO gone_t VALUES (2)")
+        rc = w.wait(30)
+        text = w.stderr_text()
+    assert rc == 1, text[-3000:]
+    assert "no COPY in progress" not in text and "cannot send status update" not in text, text[-3000:]
+    assert "confirmed position" not in text.split("ended replication")[-1], text[-3000:]
+    server = runner.wait_slot_inactive(admin, "gone_slot")["confirmed_flush_lsn"]
+    m = re.search(r'replication slot "gone_slot" is confirmed up to ([0-9A-F]+/[0-9A-F]+), as PostgreSQL '
+                  r'reports it', text)
+    assert m and m.group(1) == server, (server, text[-3000:])
+    admin.execute("SELECT pg_drop_replication_slot('gone_slot')")
