@@ -116,6 +116,56 @@ static int gather_items(size_t row, const struct pgf_cli *cli, const struct pgf_
     return 0;
 }
 
+/* Levenshtein distance of a and b, stopping at 3: only near misses matter here. */
+static int distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63 || lb > 63)
+        return 3;
+    int d[64][64];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            int sub = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            int del = d[i - 1][j] + 1, ins = d[i][j - 1] + 1;
+            d[i][j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+    return d[la][lb] < 3 ? d[la][lb] : 3;
+}
+
+/* Warns about PGFANOUT_* variables that name no setting: a typo there is otherwise silently
+ * ignored.  Suggests the nearest variable when one is close. */
+static void warn_unknown_variables(void)
+{
+    extern char **environ;
+    for (char **e = environ; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (strncmp(*e, "PGFANOUT_", 9) != 0 || eq == NULL || strncmp(*e, "PGFANOUT_KAFKA_CONF_", 20) == 0)
+            continue;
+        char name[96], env[96], best[96] = "";
+        snprintf(name, sizeof name, "%.*s", (int)(eq - *e), *e);
+        int known = strcmp(name, "PGFANOUT_CONFIG") == 0, nearest = 3;
+        for (size_t row = 0; row < pgf_nsettings && !known; row++) {
+            if (pgf_settings[row].flags & PGF_S_NOENV)
+                continue;
+            pgf_setting_env(&pgf_settings[row], env, sizeof env);
+            known = strcmp(env, name) == 0;
+            int d = distance(env, name);
+            if (d < nearest) {
+                nearest = d;
+                snprintf(best, sizeof best, "%s", env);
+            }
+        }
+        if (!known)
+            pgf_warn("unknown environment variable %s ignored%s%s%s; pgfanout's variables are PGFANOUT_ and a "
+                     "setting's config key in capitals (see pgfanout --help)",
+                     name, best[0] ? " (did you mean " : "", best, best[0] ? "?)" : "");
+    }
+}
+
 /* Checks settings against each other; returns 0, or -1 after printing what to do. */
 static int check_together(const struct pgf_options *opts)
 {
@@ -179,6 +229,7 @@ int pgf_options_parse(int argc, char **argv, struct pgf_options *opts, struct pg
     pgf_log_parse_level(opts->log_level, &level);
     pgf_log_set_level(level);
     pgf_log_set_format(opts->log_format);
+    warn_unknown_variables();
     return check_together(opts);
 }
 

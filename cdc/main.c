@@ -177,6 +177,17 @@ static void report_slot_position(struct event_base *base, const struct pgf_optio
                  "there", opts->slot, pgf_lsn_format(p.lsn, lsn));
 }
 
+/* Logs the progress line (the timer's interval is the line's period). */
+static void on_progress(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    const struct pgf_options *opts = arg;
+    char line[1024];
+    pgf_metrics_progress(line, sizeof line, opts->progress_interval_ms / 1000.0, pgf_pgtime_now());
+    pgf_info("%s", line);
+}
+
 /* The Kafka sink's settings from the options. */
 static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, const char *database)
 {
@@ -399,6 +410,12 @@ int main(int argc, char **argv)
     }
     pgf_metrics.sinks = sinks;
     pgf_metrics.nsinks = nsinks;
+    /* The periodic progress line: streaming says nothing at info level otherwise. */
+    struct event *progress = NULL;
+    if (opts.progress_interval_ms > 0 && (progress = event_new(base, -1, EV_PERSIST, on_progress, &opts)) != NULL) {
+        struct timeval tv = {opts.progress_interval_ms / 1000, (opts.progress_interval_ms % 1000) * 1000};
+        event_add(progress, &tv);
+    }
     struct pgf_heartbeat *heartbeat =
         opts.heartbeat_interval_ms ? pgf_heartbeat_start(base, opts.dsn, opts.heartbeat_interval_ms) : NULL;
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
@@ -454,6 +471,8 @@ int main(int argc, char **argv)
     if (rc != 0 && !stop_signal)
         report_slot_position(base, &opts);
     pgf_heartbeat_stop(heartbeat);
+    if (progress)
+        event_free(progress);
     /* Dropping the slot throws away what it still holds: only when every sink has acked all. */
     int all_acked = 1;
     for (size_t i = 0; i < nsinks; i++)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/histogram.h"
+#include "common/lsn.h"
 #include "sinks/kafka_sink.h"
 
 struct pgf_metrics pgf_metrics;
@@ -127,13 +128,10 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
     uint64_t lag = m->server_lsn > m->confirmed_lsn ? m->server_lsn - m->confirmed_lsn : 0;
     put(&t, "# HELP pgfanout_slot_lag_bytes The server's WAL position minus the confirmed one: WAL the slot "
             "retains for us.\n# TYPE pgfanout_slot_lag_bytes gauge\npgfanout_slot_lag_bytes %" PRIu64 "\n", lag);
-    /* Behind the server: how old the newest transaction we handed on is; caught up: 0. */
-    double rlag = !m->caught_up && m->last_commit_time > 0 && now_us > m->last_commit_time
-                      ? (double)(now_us - m->last_commit_time) / 1e6
-                      : 0.0;
-    put(&t, "# HELP pgfanout_replication_lag_seconds Age of the newest transaction handed to the sinks "
-            "while the server has more; 0 when caught up.\n# TYPE pgfanout_replication_lag_seconds gauge\n"
-            "pgfanout_replication_lag_seconds %.3f\n", rlag);
+    double rlag = pgf_metrics_lag_seconds(now_us);
+    put(&t, "# HELP pgfanout_replication_lag_seconds Age of the oldest transaction a sink has not acknowledged; "
+            "with none, of the newest one handed on while the server has more; 0 when caught up.\n"
+            "# TYPE pgfanout_replication_lag_seconds gauge\npgfanout_replication_lag_seconds %.3f\n", rlag);
     put(&t, "# HELP pgfanout_streaming 1 while streaming from the slot.\n# TYPE pgfanout_streaming gauge\n"
             "pgfanout_streaming %d\n", m->streaming);
     put(&t, "# HELP pgfanout_reconnects_total Reconnections to PostgreSQL.\n"
@@ -196,6 +194,46 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
     *out = t.p;
     *len = t.len;
     return 0;
+}
+
+/* Replication lag in seconds; see metrics.h. */
+double pgf_metrics_lag_seconds(int64_t now_us)
+{
+    const struct pgf_metrics *m = &pgf_metrics;
+    /* A sink that is down holds the oldest transaction: that is how far behind the output is. */
+    int64_t oldest = 0;
+    for (size_t i = 0; i < m->nsinks; i++)
+        if (m->sinks[i]->pending_since > 0 && (oldest == 0 || m->sinks[i]->pending_since < oldest))
+            oldest = m->sinks[i]->pending_since;
+    if (oldest > 0)
+        return now_us > oldest ? (double)(now_us - oldest) / 1e6 : 0.0;
+    /* Behind the server: how old the newest transaction we handed on is; caught up: 0. */
+    return !m->caught_up && m->last_commit_time > 0 && now_us > m->last_commit_time
+               ? (double)(now_us - m->last_commit_time) / 1e6
+               : 0.0;
+}
+
+/* The progress line; see metrics.h. */
+void pgf_metrics_progress(char *buf, size_t len, double seconds_since_last, int64_t now_us)
+{
+    static uint64_t last_changes, last_txns;
+    const struct pgf_metrics *m = &pgf_metrics;
+    uint64_t changes = m->messages;
+    for (size_t i = 0; i < m->ntables; i++)
+        for (int op = 0; op < PGF_OP_NONE; op++)
+            changes += m->tables[i].ops[op];
+    char lsn[PGF_LSN_BUFSZ];
+    uint64_t lag = m->server_lsn > m->confirmed_lsn ? m->server_lsn - m->confirmed_lsn : 0;
+    size_t n = (size_t)snprintf(buf, len,
+                                "progress: %" PRIu64 " changes in %" PRIu64 " transactions in the last %.0f s; "
+                                "confirmed %s; lag %" PRIu64 " bytes, %.1f s; in flight:",
+                                changes - last_changes, m->transactions - last_txns, seconds_since_last,
+                                pgf_lsn_format(m->confirmed_lsn, lsn), lag, pgf_metrics_lag_seconds(now_us));
+    for (size_t i = 0; i < m->nsinks && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s %s %zu (%zu bytes)", i ? "," : "", m->sinks[i]->ops->name,
+                              m->sinks[i]->inflight_msgs, m->sinks[i]->inflight_bytes);
+    last_changes = changes;
+    last_txns = m->transactions;
 }
 
 /* Readiness: see metrics.h. */

@@ -30,6 +30,7 @@ struct pgf_metrics {
     uint64_t heartbeats;      /* heartbeat messages written by us */
     uint64_t heartbeat_errors;
     uint64_t reconnects;      /* to PostgreSQL */
+    uint64_t transactions;    /* committed transactions handed to the sinks */
     int streaming;            /* in COPY BOTH with the server */
     int caught_up;            /* a keepalive came between transactions: nothing more to read now */
     char waiting[512];        /* why we are not streaming yet (a standby waiting for the slot), or "" */
@@ -46,6 +47,15 @@ void pgf_metrics_count(const struct pgf_event *ev);
 /* Appends the Prometheus text exposition of everything to *out (malloc'd, *len bytes).
  * now_us is the current time since PostgreSQL's epoch.  Returns 0, or -1 when out of memory. */
 int pgf_metrics_render(char **out, size_t *len, int64_t now_us);
+
+/* Returns the replication lag in seconds at now_us: the age of the oldest transaction some sink
+ * has not acknowledged; with none, of the newest one handed on while the server has more; 0
+ * when caught up. */
+double pgf_metrics_lag_seconds(int64_t now_us);
+
+/* Writes the periodic progress line into buf: changes and transactions since the last call
+ * (over seconds_since_last), the confirmed LSN, lag in bytes and seconds, in-flight per sink. */
+void pgf_metrics_progress(char *buf, size_t len, double seconds_since_last, int64_t now_us);
 
 /* Returns 1 when streaming with every sink connected; else 0 with the reason in why. */
 int pgf_metrics_ready(char *why, size_t whylen);

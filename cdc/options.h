@@ -57,7 +57,8 @@ struct pgf_options {
     size_t max_inflight_bytes;
     int shutdown_timeout_ms;
     const char *http_listen;  /* --http-listen HOST:PORT, or NULL: no HTTP listener */
-    int heartbeat_interval_ms;/* 0 = no heartbeat */
+    int heartbeat_interval_ms;
+    int progress_interval_ms;  /* 0 = no progress lines *//* 0 = no heartbeat */
     int drop_slot_on_exit;
     int temporary_slot;
     int allow_missing_identity; /* create a publication although some tables lack a replica identity */

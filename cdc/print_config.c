@@ -88,6 +88,9 @@ static void print_value(FILE *out, const struct pgf_setting *s, const struct pgf
     case PGF_T_ADDR:
     case PGF_T_HOSTPORT: print_str(out, str); break;
     case PGF_T_BOOL: fputs(*(const int *)field ? "true" : "false", out); break;
+    case PGF_T_SECONDS_OFF:
+        fprintf(out, "%g", *(const int *)field / 1000.0);
+        break;
     case PGF_T_SECONDS:
         if (*(const int *)field)
             fprintf(out, "%g", *(const int *)field / 1000.0);

@@ -78,6 +78,9 @@ const struct pgf_setting pgf_settings[] = {
             "debug, info, warn or error; logs go to stderr", .choices = "debug, info, warn, error"),
     SETTING("log.format", "log-format", PGF_T_CHOICE, "text", log_format, "F", "text, logfmt or json",
             .choices = "text, logfmt, json"),
+    SETTING("log.progress_interval", "progress-interval", PGF_T_SECONDS_OFF, "60", progress_interval_ms, "S",
+            "seconds between progress lines at info level (changes, transactions,\nconfirmed LSN, lag, "
+            "in-flight per sink); 0 turns them off"),
     SETTING("max_inflight_bytes", "max-inflight-bytes", PGF_T_BYTES, "16M", max_inflight_bytes, "N",
             "stop reading the slot while this many bytes are unacknowledged\n(suffixes k, M, G)"),
     SETTING("shutdown_timeout", "shutdown-timeout", PGF_T_SECONDS, "20", shutdown_timeout_ms, "S",
@@ -171,6 +174,18 @@ static int parse_interval(const char *s, void *out)
     return *ms > 0 ? 0 : -1;
 }
 
+/* Parses seconds as parse_interval does, or 0 for off; returns 0 or -1. */
+static int parse_interval_off(const char *s, void *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end != s && *end == '\0' && v == 0) {
+        *(int *)out = 0;
+        return 0;
+    }
+    return parse_interval(s, out);
+}
+
 /* Parses a byte count with an optional k/M/G suffix into a size_t; returns 0 or -1. */
 static int parse_bytes(const char *s, void *out)
 {
@@ -226,6 +241,7 @@ static const struct {
 } simple_types[] = {
     [PGF_T_BOOL] = {parse_bool, "expected true or false (also yes/no, on/off)"},
     [PGF_T_SECONDS] = {parse_interval, "expected seconds, greater than 0 and at most 86400"},
+    [PGF_T_SECONDS_OFF] = {parse_interval_off, "expected seconds, at most 86400, or 0 for off"},
     [PGF_T_BYTES] = {parse_bytes, "expected a positive size like 16M (suffixes k, M, G, either case)"},
     [PGF_T_LSN] = {parse_lsn, "expected an LSN like 0/16B3748"},
 };
@@ -315,6 +331,7 @@ int pgf_setting_parse(const struct pgf_setting *s, const char *text, struct pgf_
         break;
     case PGF_T_BOOL:
     case PGF_T_SECONDS:
+    case PGF_T_SECONDS_OFF:
     case PGF_T_BYTES:
     case PGF_T_LSN:
         if (simple_types[s->type].parse(text, field) != 0)
@@ -352,7 +369,8 @@ void pgf_setting_copy(const struct pgf_setting *s, struct pgf_options *to, const
     size_t size = sizeof(const char *);
     switch (s->type) {
     case PGF_T_BOOL:
-    case PGF_T_SECONDS: size = sizeof(int); break;
+    case PGF_T_SECONDS:
+    case PGF_T_SECONDS_OFF: size = sizeof(int); break;
     case PGF_T_BYTES: size = sizeof(size_t); break;
     case PGF_T_LSN: size = sizeof(uint64_t); break;
     case PGF_T_SINKS:

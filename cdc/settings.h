@@ -15,6 +15,7 @@ enum pgf_stype {
     PGF_T_DSN,      /* const char *, a libpq connection string: printed with its passwords hidden */
     PGF_T_BOOL,     /* int: true/false, yes/no, on/off; a flag without a value sets true */
     PGF_T_SECONDS,  /* int milliseconds, from seconds (fractions allowed), 0 < s <= 86400 */
+    PGF_T_SECONDS_OFF, /* the same, and 0 turns it off */
     PGF_T_BYTES,    /* size_t, from a count with an optional k, M or G suffix */
     PGF_T_LSN,      /* uint64_t, from "X/X" */
     PGF_T_SINKS,    /* unsigned PGF_SINK_* bits, from a list of stdout, kafka, redis */

@@ -118,8 +118,10 @@ static int commit_all(void *ctx, const struct pgf_txn *txn)
     pgf_checkpoint_written(&st->cp, txn->end_lsn);
     if (txn->end_lsn > pgf_metrics.written_lsn)
         pgf_metrics.written_lsn = txn->end_lsn;
-    if (txn->commit_time != 0)
+    if (txn->commit_time != 0) {
         pgf_metrics.last_commit_time = txn->commit_time;
+        pgf_metrics.transactions++;
+    }
     return 0;
 }
 
@@ -146,9 +148,13 @@ static void handle_message(struct stream *st, uint64_t lsn, const struct pgo_msg
         if (st->stop_requested && !pgf_txn_asm_in_txn(st->txns))
             stop_loop(st);
         return;
-    case PGF_TXN_ENDPOS:
+    case PGF_TXN_ENDPOS: {
+        char end[PGF_LSN_BUFSZ], at[PGF_LSN_BUFSZ];
+        pgf_info("reached --endpos %s: the next change is at %s; stopping", pgf_lsn_format(st->opts->endpos, end),
+                 pgf_lsn_format(lsn, at));
         stop_loop(st);
         return;
+    }
     case PGF_TXN_STOPPED:
         return; /* a sink failed: already logged, and the loop stopped */
     case PGF_TXN_OUT_OF_STEP:
@@ -203,8 +209,14 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
             stop_loop(st);
             return;
         }
-        if (!in_txn && (st->stop_requested || (st->opts->has_endpos && wal_end >= st->opts->endpos)))
+        if (!in_txn && !st->stop_requested && st->opts->has_endpos && wal_end >= st->opts->endpos) {
+            char end[PGF_LSN_BUFSZ];
+            pgf_info("reached --endpos %s: the server has sent everything before %s; stopping",
+                     pgf_lsn_format(st->opts->endpos, end), pgf_lsn_format(wal_end, at));
             stop_loop(st);
+        } else if (!in_txn && st->stop_requested) {
+            stop_loop(st);
+        }
     } else if (len > 0 && (buf[0] == 'w' || buf[0] == 'k')) {
         /* A known message cut short: say so, rather than calling it an unknown type. */
         pgf_error("short replication message: a '%c' message of %d bytes, shorter than its %d-byte header; "

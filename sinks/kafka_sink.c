@@ -119,7 +119,6 @@ struct kafka_sink {
 /* One transaction in the ring: pending counts its records in flight. */
 struct ktxn {
     struct txn_head h;
-    int64_t commit_time; /* for the commit-to-ack latency; 0 for a non-transactional message */
     uint64_t commit_lsn; /* for naming a record the broker rejects (the headers lack it) */
 };
 
@@ -144,10 +143,11 @@ static void txn_advance(struct kafka_sink *k)
 {
     struct ktxn *t;
     while ((t = txn_ring_done_head(&k->ring)) != NULL) {
-        if (t->commit_time != 0 && t->h.end_lsn != 0)
-            pgf_hist_record(&k->latency, pgf_pgtime_now() - t->commit_time);
+        if (t->h.commit_time != 0 && t->h.end_lsn != 0)
+            pgf_hist_record(&k->latency, pgf_pgtime_now() - t->h.commit_time);
         txn_ring_pop(&k->ring, &k->base.acked_lsn);
     }
+    k->base.pending_since = txn_ring_pending_since(&k->ring);
 }
 
 /* What is known of a record too large for Kafka: from the change when the producer refuses
@@ -831,7 +831,7 @@ static int kafka_commit(struct sink *sink, const struct pgf_txn *txn)
     struct ktxn *t = txn_ring_at(&k->ring, k->ring.tail - 1);
     t->h.end_lsn = txn->end_lsn;
     t->h.committed = 1;
-    t->commit_time = txn->commit_time;
+    t->h.commit_time = txn->commit_time;
     k->open = 0;
     txn_advance(k);
     return 0;

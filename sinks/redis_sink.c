@@ -35,7 +35,6 @@
 struct rtxn {
     struct txn_head h; /* pending: unanswered commands, plus 1 until every command is sent */
     uint64_t commit_lsn;
-    int64_t commit_time;
     struct redis_cmdbuf *cmds; /* NULL until the transaction has a command */
     size_t counted;            /* bytes counted in inflight_bytes */
 };
@@ -96,8 +95,8 @@ static void advance(struct redis_sink *r)
     while ((t = txn_ring_done_head(&r->ring)) != NULL) {
         if (txn_size(t) > 0 && t->h.end_lsn != 0) {
             /* A non-transactional message has no commit, so no commit time to measure from. */
-            if (t->commit_time != 0)
-                pgf_hist_record(&r->latency, pgf_pgtime_now() - t->commit_time);
+            if (t->h.commit_time != 0)
+                pgf_hist_record(&r->latency, pgf_pgtime_now() - t->h.commit_time);
             r->txns_done++;
         }
         r->base.inflight_bytes -= t->counted < r->base.inflight_bytes ? t->counted : r->base.inflight_bytes;
@@ -107,6 +106,7 @@ static void advance(struct redis_sink *r)
         t->cmds = NULL;
         txn_ring_pop(&r->ring, &r->base.acked_lsn);
     }
+    r->base.pending_since = txn_ring_pending_since(&r->ring);
     if (r->base.acked_lsn != before)
         wake(r);
 }
@@ -255,7 +255,7 @@ static int redis_commit(struct sink *sink, const struct pgf_txn *txn)
     t->h.end_lsn = txn->end_lsn;
     t->h.committed = 1;
     t->commit_lsn = txn->commit_lsn;
-    t->commit_time = txn->commit_time;
+    t->h.commit_time = txn->commit_time;
     if (txn->end_lsn == 0) {
         if (t->cmds)
             redis_cmdbuf_reset(t->cmds); /* abandoned: the slot sends it again */

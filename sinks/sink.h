@@ -48,6 +48,7 @@ struct sink {
     uint64_t retries;       /* reconnections or resends after an error */
     int connected;          /* can deliver now (for /readyz) */
     int backlogged;         /* holds records it could not hand on yet: stop reading until it drains */
+    int64_t pending_since;  /* commit time of the oldest transaction not acked yet, or 0 (for lag) */
     char errstr[SINK_ERRSTR_SIZE];
 };
 

@@ -49,6 +49,20 @@ void *txn_ring_done_head(const struct txn_ring *r)
     return h->committed && h->pending == 0 ? h : NULL;
 }
 
+/* The oldest owed commit time; see txn_ring.h.  Entries are in commit order, so the first
+ * committed, confirming one is the oldest. */
+int64_t txn_ring_pending_since(const struct txn_ring *r)
+{
+    for (uint64_t s = r->head; s < r->tail; s++) {
+        const struct txn_head *h = txn_ring_at(r, s);
+        if (h->committed && h->end_lsn != 0)
+            return h->commit_time;
+        if (!h->committed)
+            return 0; /* still being emitted: nothing after it is committed either */
+    }
+    return 0;
+}
+
 /* Pops the head; see txn_ring.h. */
 void txn_ring_pop(struct txn_ring *r, uint64_t *acked_lsn)
 {

@@ -12,6 +12,7 @@ struct txn_head {
     uint64_t end_lsn;  /* what acking this entry confirms; 0 = abandoned, confirms nothing */
     uint32_t pending;  /* replies (or other work) still owed before the entry is done */
     int committed;
+    int64_t commit_time; /* for latency and lag; 0 for a non-transactional message */
 };
 
 struct txn_ring {
@@ -37,6 +38,10 @@ void *txn_ring_push(struct txn_ring *r);
 
 /* Returns the oldest entry when it is committed and owes nothing, else NULL. */
 void *txn_ring_done_head(const struct txn_ring *r);
+
+/* Returns the commit time of the oldest committed entry still owed an ack, or 0 when there is
+ * none: the age of what the sink has not delivered yet. */
+int64_t txn_ring_pending_since(const struct txn_ring *r);
 
 /* Drops the oldest entry and raises *acked_lsn to its end_lsn. */
 void txn_ring_pop(struct txn_ring *r, uint64_t *acked_lsn);

@@ -115,14 +115,25 @@ class RunResult:
                 f"stderr (tail):\n{tail}")
 
 
+# The harness's own variables (where the binary and the test jars are): not pgfanout's settings,
+# so they are kept from it, which would warn about them as unknown PGFANOUT_* variables.
+HARNESS_VARS = ("PGFANOUT_BIN", "PGFANOUT_PYPROTO", "PGFANOUT_KAFKA_CLASSPATH")
+
+
+def pgfanout_env(env=None):
+    """The environment pgfanout runs with: ours without the harness's variables, plus env."""
+    full = {k: v for k, v in os.environ.items() if k not in HARNESS_VARS}
+    if env is not None:
+        full.update(env)
+    return full
+
+
 def run_pgfanout(args, timeout=60, env=None, stdout_path=None):
     """Runs pgfanout to completion (killing it after timeout s) and returns a RunResult.
 
     stdout goes to stdout_path when given (large outputs), else is captured as text."""
     argv = [pgfanout_bin()] + list(args)
-    full_env = dict(os.environ)
-    if env is not None:
-        full_env.update(env)
+    full_env = pgfanout_env(env)
     out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE, env=full_env,
                             stdin=subprocess.DEVNULL)
@@ -152,9 +163,7 @@ class Worker:
 
     def __init__(self, args, stdout_path=None, stderr_path=None, env=None):
         self.argv = [pgfanout_bin()] + list(args)
-        full_env = dict(os.environ)
-        if env is not None:
-            full_env.update(env)
+        full_env = pgfanout_env(env)
         self._out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
         self.stderr_path = stderr_path
         self._err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL

@@ -250,6 +250,7 @@ DEFAULTS = {
     "http.listen": None,
     "log.level": "info",
     "log.format": "text",
+    "log.progress_interval": 60,
     "max_inflight_bytes": 16 * 1024 * 1024,
     "shutdown_timeout": 20,
 }
@@ -1339,3 +1340,14 @@ def test_runtime_refuses_unknown_kafka_property_without_leaking(pgfanout):
             conn, _ = listener.accept()
             conn.close()
             pytest.fail("pgfanout connected to PostgreSQL before checking the Kafka settings")
+
+
+def test_help_lists_each_flag_once(pgfanout):
+    """--help names each flag on one line of its own, once (it used to list --config twice, once
+    with stale text)."""
+    res = run(["--help"])
+    assert res.returncode == 0, res.describe()
+    flags = re.findall(r"^\s+(?:-\w, )?(--[a-z-]+)", res.stdout, re.M)
+    assert flags and len(flags) == len(set(flags)), sorted(f for f in flags if flags.count(f) > 1)
+    for flag in ("--config", "--progress-interval", "--allow-missing-replica-identity", "--kafka-on-oversize"):
+        assert flag in flags, (flag, res.stdout)

@@ -1258,3 +1258,117 @@ def test_partitioned_root_names_events_and_rules_with_new_partitions(pgfanout, c
         assert w.terminate() == 0
     assert [(e["table"], e["after"]["id"]) for e in read_json_lines(out)] == [("pt_eu", 40)]
     assert "publish_via_partition_root = true" in w.stderr_text(), w.stderr_text()
+
+
+# === 7. What a new user hits: visibility and early errors =====================================
+
+def test_progress_lines_and_endpos_said(pgfanout, cluster, admin, tmp_path):
+    """log.progress_interval: an info line per interval with the changes and transactions since
+    the last one, the confirmed LSN, lag and in-flight per sink; 0 turns them off; reaching
+    --endpos is said."""
+    admin.execute("CREATE TABLE pg_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION pg_pub FOR TABLE pg_t")
+    admin.execute("SELECT pg_create_logical_replication_slot('pg_slot', 'pgoutput')")
+    out = str(tmp_path / "pg.out")
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "pg_slot", "--publication", "pg_pub", "-o", out,
+                        "--status-interval", "0.2", "--progress-interval", "0.5"],
+                       stderr_path=str(tmp_path / "pg.err")) as w:
+        wait_streaming(w)
+        for i in range(7):
+            admin.execute("INSERT INTO pg_t SELECT g FROM generate_series(%s::int, %s::int) g", (i * 10, i * 10 + 9))
+        lines = []
+
+        def counted():
+            lines[:] = re.findall(r"progress: (\d+) changes in (\d+) transactions in the last 0 s; confirmed "
+                                  r"([0-9A-F]+/[0-9A-F]+); lag (\d+) bytes, ([\d.]+) s; in flight: stdout (\d+)",
+                                  w.stderr_text())
+            return sum(int(x[0]) for x in lines) == 70 and sum(int(x[1]) for x in lines) == 7
+        assert wait_for(counted, 20), (lines, tail(w.stderr_text()))
+        assert " info: progress:" in w.stderr_text()
+        end = runner.current_lsn(admin)
+        assert w.terminate() == 0
+    r = runner.run_pgfanout(["--dsn", cluster.dsn(), "--slot", "pg_slot", "--publication", "pg_pub",
+                             "-o", str(tmp_path / "pg2.out"), "--endpos", end, "--progress-interval", "0"], timeout=30)
+    assert r.returncode == 0, r.describe()
+    assert f"reached --endpos {end}" in r.stderr, r.stderr
+    assert "progress:" not in r.stderr, r.stderr
+    drop_slot_if_exists(admin, "pg_slot")
+
+
+def test_slot_lag_bytes_is_right_before_the_first_status_update(pgfanout, cluster, admin, tmp_path):
+    """pgfanout_slot_lag_bytes starts from the slot's confirmed_flush_lsn, not 0: right after
+    startup, with a 10 s status interval, it is the real lag, not the server's whole LSN."""
+    admin.execute("CREATE TABLE lagb_t (id int PRIMARY KEY, pad text)")
+    admin.execute("INSERT INTO lagb_t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+    admin.execute("CREATE PUBLICATION lagb_pub FOR TABLE lagb_t")
+    admin.execute("SELECT pg_create_logical_replication_slot('lagb_slot', 'pgoutput')")
+    server = lsn_to_int(runner.current_lsn(admin))
+    assert server > 4 << 20, server
+    port = free_port()
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "lagb_slot", "--publication", "lagb_pub",
+                        "-o", str(tmp_path / "lagb.out"), "--http-listen", str(port)],
+                       stderr_path=str(tmp_path / "lagb.err")) as w:
+        wait_http(port, "/readyz", 200, worker=w)
+        m = scrape(port)
+        assert m.get("pgfanout_confirmed_lsn") >= lsn_to_int(runner.slot_info(admin, "lagb_slot")["confirmed_flush_lsn"])
+        assert m.get("pgfanout_slot_lag_bytes") < 1 << 20, m.text
+        assert w.terminate() == 0
+    drop_slot_if_exists(admin, "lagb_slot")
+
+
+def test_replication_lag_counts_from_the_oldest_unacknowledged_transaction(pgfanout, cluster, admin, rs, tmp_path):
+    """With Redis frozen, a committed transaction stays unacknowledged: the replication lag grows
+    from its commit time (it used to stay 0, since the server had nothing more to send); once
+    Redis answers again it falls back to 0."""
+    admin.execute("CREATE TABLE rl_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION rl_pub FOR TABLE rl_t")
+    admin.execute("SELECT pg_create_logical_replication_slot('rl_slot', 'pgoutput')")
+    cfg = write_config(tmp_path / "rl.yaml", {"rules": [{"table": "rl_t", "keys": ["rl:{id}"]}],
+                                               "command_timeout_ms": 60000})
+    port = free_port()
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "rl_slot", "--publication", "rl_pub", "--sink", "redis",
+                        "--config", cfg, "--redis", rs.addr, "--status-interval", "0.2", "--http-listen", str(port)],
+                       stderr_path=str(tmp_path / "rl.err")) as w:
+        wait_http(port, "/readyz", 200, worker=w)
+        os.kill(rs.proc.pid, signal.SIGSTOP)
+        try:
+            admin.execute("INSERT INTO rl_t VALUES (1)")
+            time.sleep(3.5)
+            lag = scrape(port).get("pgfanout_replication_lag_seconds")
+            assert lag >= 3.0, f"replication lag {lag} s with a 3.5 s old unacknowledged transaction"
+        finally:
+            os.kill(rs.proc.pid, signal.SIGCONT)
+        assert wait_metric(port, lambda m: m.get("pgfanout_replication_lag_seconds") == 0, what="lag back to 0")
+        assert w.terminate() == 0
+    drop_slot_if_exists(admin, "rl_slot")
+
+
+def test_bad_output_path_fails_before_a_slot_exists(pgfanout, cluster, admin, tmp_path):
+    """-o to a file that cannot be opened fails before --create-slot makes a slot that would
+    then pin WAL."""
+    admin.execute("CREATE TABLE op_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION op_pub FOR TABLE op_t")
+    bad = str(tmp_path / "no" / "such" / "dir" / "out.jsonl")
+    r = runner.run_pgfanout(["--dsn", cluster.dsn(), "--slot", "op_slot", "--create-slot", "--publication", "op_pub",
+                             "-o", bad], timeout=30)
+    assert r.returncode == 1 and bad in r.stderr, r.describe()
+    assert runner.slot_info(admin, "op_slot") is None, "a slot was created before the output failed"
+
+
+def test_redis_without_rules_and_unknown_variables_are_warned(pgfanout, cluster, admin, rs, tmp_path):
+    """A Redis sink with no rules invalidates nothing on row changes: said at startup.  A
+    PGFANOUT_* variable that names no setting (a typo) is said too, with the nearest name."""
+    admin.execute("CREATE TABLE nr_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION nr_pub FOR TABLE nr_t")
+    cfg = write_config(tmp_path / "nr.yaml", {})
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "nr_slot", "--temporary-slot", "--publication", "nr_pub",
+                        "--sink", "redis", "--config", cfg, "--redis", rs.addr],
+                       env={"PGFANOUT_SOURCE_SLOTT": "typo", "PGFANOUT_LOG_LEVLE": "debug"},
+                       stderr_path=str(tmp_path / "nr.err")) as w:
+        wait_streaming(w)
+        text = w.stderr_text()
+        assert w.terminate() == 0
+    assert re.search(r"warn: redis: no rules .*only pg_logical_emit_message\(true, 'pgfanout.invalidate'", text), text
+    assert "unknown environment variable PGFANOUT_SOURCE_SLOTT ignored (did you mean PGFANOUT_SOURCE_SLOT?)" in text
+    assert "unknown environment variable PGFANOUT_LOG_LEVLE ignored (did you mean PGFANOUT_LOG_LEVEL?)" in text
+    assert "PGFANOUT_SOURCE_DSN" not in text and "unknown environment variable PGFANOUT_BIN" not in text
