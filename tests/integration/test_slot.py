@@ -96,15 +96,29 @@ class SlotHolder:
         self.conn.close()
 
 
+def streaming_worker(cluster, admin, role, name, tmp_path):
+    """Table {name}_t, publication {name}_pub, and pgfanout as role creating and streaming slot
+    {name}_slot to {name}.out, with row 1 delivered.  Returns (worker, output path)."""
+    admin.execute(f"CREATE TABLE {name}_t (id int PRIMARY KEY)")
+    admin.execute(f"CREATE PUBLICATION {name}_pub FOR TABLE {name}_t")
+    out = str(tmp_path / f"{name}.out")
+    w = runner.Worker(["--dsn", role_dsn(cluster, role), "--slot", f"{name}_slot", "--create-slot",
+                       "--publication", f"{name}_pub", "-o", out, "--status-interval", "0.2"],
+                      stderr_path=str(tmp_path / f"{name}.err"))
+    try:
+        wait_for(lambda: "streaming slot" in w.stderr_text() or not w.running(), 30)
+        admin.execute(f"INSERT INTO {name}_t VALUES (1)")
+        wait_ids(out, f"{name}_t", [1], w)
+    except BaseException:
+        w.kill()
+        raise
+    return w, out
+
+
 def test_slot_dropped_while_streaming_is_an_error_not_a_new_slot(pgfanout, cluster, admin, cdc_role, tmp_path):
-    admin.execute("CREATE TABLE lost_t (id int PRIMARY KEY)")
-    admin.execute("CREATE PUBLICATION lost_pub FOR TABLE lost_t")
-    out, err = str(tmp_path / "lost.out"), str(tmp_path / "lost.err")
-    with runner.Worker(["--dsn", role_dsn(cluster, cdc_role), "--slot", "lost_slot", "--create-slot",
-                        "--publication", "lost_pub", "-o", out, "--status-interval", "0.2"],
-                       stderr_path=err) as w:
-        wait_for(lambda: "streaming slot" in w.stderr_text(), 30)
-        admin.execute("INSERT INTO lost_t SELECT generate_series(1, 5)")
+    w, out = streaming_worker(cluster, admin, cdc_role, "lost", tmp_path)
+    with w:
+        admin.execute("INSERT INTO lost_t SELECT generate_series(2, 5)")
         wait_ids(out, "lost_t", range(1, 6), w)
         wait_confirmed_past(admin, "lost_slot", runner.current_lsn(admin), w)
         # The slot is dropped while pgfanout is away (its walsender ended), and its next
@@ -131,15 +145,8 @@ def test_slot_dropped_while_streaming_is_an_error_not_a_new_slot(pgfanout, clust
 
 
 def test_slot_recreated_while_away_is_an_error(pgfanout, cluster, admin, cdc_role, tmp_path):
-    admin.execute("CREATE TABLE again_t (id int PRIMARY KEY)")
-    admin.execute("CREATE PUBLICATION again_pub FOR TABLE again_t")
-    out, err = str(tmp_path / "again.out"), str(tmp_path / "again.err")
-    with runner.Worker(["--dsn", role_dsn(cluster, cdc_role), "--slot", "again_slot", "--create-slot",
-                        "--publication", "again_pub", "-o", out, "--status-interval", "0.2"],
-                       stderr_path=err) as w:
-        wait_for(lambda: "streaming slot" in w.stderr_text(), 30)
-        admin.execute("INSERT INTO again_t VALUES (1)")
-        wait_ids(out, "again_t", [1], w)
+    w, out = streaming_worker(cluster, admin, cdc_role, "again", tmp_path)
+    with w:
         wait_confirmed_past(admin, "again_slot", runner.current_lsn(admin), w)
         admin.execute(f"ALTER ROLE {cdc_role} NOLOGIN")
         terminate_walsender(admin, "again_slot")
@@ -178,15 +185,8 @@ def test_temporary_slot_is_still_recreated_on_reconnect(pgfanout, cluster, admin
 
 
 def test_busy_slot_at_reconnect_is_retried(pgfanout, cluster, admin, cdc_role, tmp_path):
-    admin.execute("CREATE TABLE busy_t (id int PRIMARY KEY)")
-    admin.execute("CREATE PUBLICATION busy_pub FOR TABLE busy_t")
-    out, err = str(tmp_path / "busy.out"), str(tmp_path / "busy.err")
-    with runner.Worker(["--dsn", role_dsn(cluster, cdc_role), "--slot", "busy_slot", "--create-slot",
-                        "--publication", "busy_pub", "-o", out, "--status-interval", "0.2"],
-                       stderr_path=err) as w:
-        wait_for(lambda: "streaming slot" in w.stderr_text(), 30)
-        admin.execute("INSERT INTO busy_t VALUES (1)")
-        wait_ids(out, "busy_t", [1], w)
+    w, out = streaming_worker(cluster, admin, cdc_role, "busy", tmp_path)
+    with w:
         # Another walsender takes the slot before pgfanout may reconnect, as a slow-to-exit
         # old walsender of its own would.
         admin.execute(f"ALTER ROLE {cdc_role} NOLOGIN")
