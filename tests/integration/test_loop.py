@@ -24,7 +24,8 @@ def inserted_ids(path):
     if not os.path.exists(path):
         return set()
     with open(path) as f:
-        return {json.loads(l)["after"]["id"] for l in f if l.strip() and '"insert"' in l}
+        # Whole lines only: the last one may still be being written.
+        return {json.loads(l)["after"]["id"] for l in f if l.endswith("\n") and '"insert"' in l}
 
 
 def heartbeat_pid(conn):

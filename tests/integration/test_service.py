@@ -1320,19 +1320,19 @@ def test_replication_lag_counts_from_the_oldest_unacknowledged_transaction(pgfan
     """With Redis frozen, a committed transaction stays unacknowledged: the replication lag grows
     from its commit time (it used to stay 0, since the server had nothing more to send); once
     Redis answers again it falls back to 0."""
-    admin.execute("CREATE TABLE rl_t (id int PRIMARY KEY)")
-    admin.execute("CREATE PUBLICATION rl_pub FOR TABLE rl_t")
-    admin.execute("SELECT pg_create_logical_replication_slot('rl_slot', 'pgoutput')")
-    cfg = write_config(tmp_path / "rl.yaml", {"rules": [{"table": "rl_t", "keys": ["rl:{id}"]}],
+    admin.execute("CREATE TABLE ulag_t (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION ulag_pub FOR TABLE ulag_t")
+    admin.execute("SELECT pg_create_logical_replication_slot('ulag_slot', 'pgoutput')")
+    cfg = write_config(tmp_path / "ulag.yaml", {"rules": [{"table": "ulag_t", "keys": ["ulag:{id}"]}],
                                                "command_timeout_ms": 60000})
     port = free_port()
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "rl_slot", "--publication", "rl_pub", "--sink", "redis",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "ulag_slot", "--publication", "ulag_pub", "--sink", "redis",
                         "--config", cfg, "--redis", rs.addr, "--status-interval", "0.2", "--http-listen", str(port)],
-                       stderr_path=str(tmp_path / "rl.err")) as w:
+                       stderr_path=str(tmp_path / "ulag.err")) as w:
         wait_http(port, "/readyz", 200, worker=w)
         os.kill(rs.proc.pid, signal.SIGSTOP)
         try:
-            admin.execute("INSERT INTO rl_t VALUES (1)")
+            admin.execute("INSERT INTO ulag_t VALUES (1)")
             time.sleep(3.5)
             lag = scrape(port).get("pgfanout_replication_lag_seconds")
             assert lag >= 3.0, f"replication lag {lag} s with a 3.5 s old unacknowledged transaction"
@@ -1340,7 +1340,7 @@ def test_replication_lag_counts_from_the_oldest_unacknowledged_transaction(pgfan
             os.kill(rs.proc.pid, signal.SIGCONT)
         assert wait_metric(port, lambda m: m.get("pgfanout_replication_lag_seconds") == 0, what="lag back to 0")
         assert w.terminate() == 0
-    drop_slot_if_exists(admin, "rl_slot")
+    drop_slot_if_exists(admin, "ulag_slot")
 
 
 def test_bad_output_path_fails_before_a_slot_exists(pgfanout, cluster, admin, tmp_path):

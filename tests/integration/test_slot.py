@@ -44,7 +44,7 @@ def read_ids(path, table):
     ids = []
     with open(path) as f:
         for line in f:
-            if line.strip():
+            if line.endswith("\n"):  # whole lines only: the last one may still be being written
                 e = json.loads(line)
                 if e.get("op") == "insert" and e.get("table") == table:
                     ids.append(e["after"]["id"])
