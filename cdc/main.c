@@ -208,27 +208,51 @@ static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, c
     return kc;
 }
 
+/* The Kafka sink's string settings that kafka_sink_check judges, by name, with harmless
+ * stand-ins for kafka_culprit. */
+static const struct {
+    const char *key;
+    const char *stand_in;
+} kafka_parts[] = {
+    {"kafka.topic_template", "t"},
+    {"kafka.message_topic", "m"},
+    {"kafka.dead_letter_topic", "d"},
+    {"kafka.brokers", NULL},
+};
+
+/* Returns the field of kc that holds kafka_parts[i]. */
+static const char **kafka_part(struct kafka_sink_config *kc, size_t i)
+{
+    switch (i) {
+    case 0: return &kc->topic_template;
+    case 1: return &kc->message_topic;
+    case 2: return &kc->dead_letter_topic;
+    default: return &kc->brokers;
+    }
+}
+
 /* Finds the setting whose value makes kafka_sink_check fail, without reading its message:
- * checks the settings one more at a time (the topic template, the message topic template, the
- * brokers, then each kafka.conf entry in order) and returns the origin of the first one that
- * fails, or NULL.  *key gets its name. */
+ * checks the settings one more at a time (each of kafka_parts, with stand-ins for those not
+ * reached yet, then each kafka.conf entry in order) and returns the origin of the first one
+ * that fails, or NULL.  *key gets its name. */
 static const struct pgf_origin *kafka_culprit(const struct pgf_options *opts, const char **key)
 {
+    const size_t nparts = sizeof kafka_parts / sizeof *kafka_parts;
     struct kafka_sink_config all = kafka_settings(opts, ""), kc = all;
+    for (size_t i = 0; i < nparts; i++)
+        *kafka_part(&kc, i) = kafka_parts[i].stand_in;
+    kc.nconf = 0;
     char err[512];
-    kc.message_topic = "m"; /* a valid stand-in until its own turn */
-    kc.brokers = NULL;
-    for (size_t step = 0; step < 3 + all.nconf; step++) {
-        if (step == 1)
-            kc.message_topic = all.message_topic;
-        if (step == 2)
-            kc.brokers = all.brokers;
-        kc.nconf = step > 2 ? step - 2 : 0;
+    for (size_t step = 0; step < nparts + all.nconf; step++) {
+        if (step < nparts)
+            *kafka_part(&kc, step) = *kafka_part(&all, step);
+        else
+            kc.nconf = step - nparts + 1;
         if (kafka_sink_check(&kc, err, sizeof err) == 0)
             continue;
-        static const char *const keys[] = {"kafka.topic_template", "kafka.message_topic", "kafka.brokers"};
-        *key = step < 3 ? keys[step] : "kafka.conf";
-        return step < 3 ? pgf_options_origin(opts, keys[step]) : &opts->kafka_conf.origin[step - 3];
+        *key = step < nparts ? kafka_parts[step].key : "kafka.conf";
+        return step < nparts ? pgf_options_origin(opts, kafka_parts[step].key)
+                             : &opts->kafka_conf.origin[step - nparts];
     }
     return NULL;
 }

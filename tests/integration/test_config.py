@@ -1351,3 +1351,16 @@ def test_help_lists_each_flag_once(pgfanout):
     assert flags and len(flags) == len(set(flags)), sorted(f for f in flags if flags.count(f) > 1)
     for flag in ("--config", "--progress-interval", "--allow-missing-replica-identity", "--kafka-on-oversize"):
         assert flag in flags, (flag, res.stdout)
+
+
+@pytest.mark.parametrize("key,flag", [("kafka.topic_template", "--topic-template"),
+                                      ("kafka.message_topic", "--message-topic"),
+                                      ("kafka.dead_letter_topic", "--dead-letter-topic")])
+def test_bad_topic_template_error_names_its_own_origin(pgfanout, key, flag):
+    """A bad template is blamed on the setting that holds it, with that setting's origin, never
+    on another template (a bad dead_letter_topic used to be reported as kafka.topic_template's)."""
+    res = run(["--check-config", "--sink", "kafka", "--kafka-brokers", "127.0.0.1:9", flag, "{bogus}"])
+    assert res.returncode == 2, res.describe()
+    assert f"({key} from flag {flag})" in res.stderr, res.stderr
+    others = {"kafka.topic_template", "kafka.message_topic", "kafka.dead_letter_topic"} - {key}
+    assert not any(f"({o} from" in res.stderr for o in others), res.stderr
