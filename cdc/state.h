@@ -26,7 +26,7 @@ struct pgf_state {
     char slot[128];
     uint64_t confirmed_lsn; /* the last position confirmed to PostgreSQL (written now and then) */
     char job[32];           /* why the running snapshot job exists: "initial", "backfill", "slot_loss"; "" = none */
-    int job_invalidate;     /* the job's rows also invalidate Redis keys (after a slot loss) */
+    int initial_done;       /* the initial snapshot finished once: snapshot: initial never repeats it */
     struct pgf_state_table *tables;
     size_t ntables;
 };
