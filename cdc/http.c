@@ -15,6 +15,8 @@
 
 struct pgf_http {
     struct evhttp *http;
+    pgf_http_post_fn backfill; /* POST /backfill, once there is something to take it */
+    void *backfill_arg;
 };
 
 /* Sends a plain-text reply. */
@@ -31,13 +33,75 @@ static void reply_text(struct evhttp_request *req, int code, const char *reason,
     evbuffer_free(b);
 }
 
-/* Routes GET /metrics, /healthz and /readyz; anything else is 404. */
+/* A POST whose answer comes later; req is NULL once the client has gone. */
+struct pending {
+    struct evhttp_request *req;
+};
+
+/* The client went away before the answer: forget its request. */
+static void on_client_closed(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    ((struct pending *)arg)->req = NULL;
+}
+
+/* Sends a POST's answer, if its client is still there. */
+static void reply_later(void *arg, int status, const char *body)
+{
+    struct pending *p = arg;
+    if (p->req) {
+        evhttp_connection_set_closecb(evhttp_request_get_connection(p->req), NULL, NULL);
+        char line[8192];
+        snprintf(line, sizeof line, "%s\n", body);
+        reply_text(p->req, status, status == 202 ? "Accepted" : status == 400 ? "Bad Request" : "Service Unavailable",
+                   line);
+    }
+    free(p);
+}
+
+/* POST /backfill: hands the body to the handler, which answers later. */
+static void on_backfill(struct pgf_http *h, struct evhttp_request *req)
+{
+    if (h->backfill == NULL) {
+        reply_text(req, 503, "Service Unavailable", "{\"error\":\"not streaming yet: try again shortly\"}\n");
+        return;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len > 1 << 20) {
+        reply_text(req, 400, "Bad Request", "{\"error\":\"the request is larger than 1 MiB\"}\n");
+        return;
+    }
+    struct pending *p = calloc(1, sizeof *p);
+    char *body = malloc(len + 1);
+    if (p == NULL || body == NULL) {
+        free(p);
+        free(body);
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_copyout(in, body, len);
+    body[len] = '\0';
+    p->req = req;
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_client_closed, p);
+    h->backfill(h->backfill_arg, body, len, reply_later, p);
+    free(body);
+}
+
+/* Routes GET /metrics, /healthz and /readyz, and POST /backfill; anything else is 404. */
 static void on_request(struct evhttp_request *req, void *arg)
 {
-    (void)arg;
+    struct pgf_http *h = arg;
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+        if (path && strcmp(path, "/backfill") == 0)
+            on_backfill(h, req);
+        else
+            evhttp_send_error(req, 405, "POST only to /backfill");
+        return;
+    }
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET && evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
-        evhttp_send_error(req, 405, "only GET");
+        evhttp_send_error(req, 405, "only GET, and POST to /backfill");
         return;
     }
     if (path && strcmp(path, "/healthz") == 0) {
@@ -114,8 +178,8 @@ struct pgf_http *pgf_http_start(struct event_base *base, const char *addr, char 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_gencb(h->http, on_request, NULL);
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
+    evhttp_set_gencb(h->http, on_request, h);
     evhttp_set_timeout(h->http, 10);
     if (evhttp_bind_socket(h->http, host, (ev_uint16_t)port) != 0) {
         snprintf(err, errlen, "cannot listen for HTTP on %s:%d (in use, or not an address of this host); "
@@ -123,8 +187,17 @@ struct pgf_http *pgf_http_start(struct event_base *base, const char *addr, char 
         pgf_http_stop(h);
         return NULL;
     }
-    pgf_info("http: /metrics, /healthz and /readyz on %s:%d", host, port);
+    pgf_info("http: /metrics, /healthz, /readyz and POST /backfill on %s:%d", host, port);
     return h;
+}
+
+/* Sets the /backfill handler; see http.h. */
+void pgf_http_on_backfill(struct pgf_http *h, pgf_http_post_fn fn, void *arg)
+{
+    if (h == NULL)
+        return;
+    h->backfill = fn;
+    h->backfill_arg = arg;
 }
 
 /* Frees the listener. */

@@ -19,6 +19,9 @@
 #include "cdc/print_config.h"
 #include "cdc/replconn.h"
 #include "cdc/settings.h"
+#include "cdc/snapshot.h"
+#include "cdc/state.h"
+#include "cdc/state_kafka.h"
 #include "cdc/stream.h"
 #include "sinks/kafka_sink.h"
 #include "sinks/redis_sink.h"
@@ -300,6 +303,55 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
     return n;
 }
 
+/* Opens the state store (the Kafka topic when Kafka is a sink, else the state file, else
+ * none) and reads the state into *state.  Returns 0 (with *store NULL when none is set up),
+ * or -1 with err set: a store that cannot be read stops pgfanout, so no state is ignored. */
+static int open_state(struct event_base *base, const struct pgf_options *opts, struct pgf_state_store **store,
+                      struct pgf_state *state, char *err, size_t errlen)
+{
+    *store = NULL;
+    memset(state, 0, sizeof *state);
+    char why[2048];
+    if (opts->sinks & PGF_SINK_KAFKA)
+        *store = pgf_state_kafka_open(base, opts->kafka_brokers, opts->kafka_conf.item, opts->kafka_conf.n,
+                                      opts->state_topic, opts->slot, why, sizeof why);
+    else if (opts->state_dir)
+        *store = pgf_state_file_open(base, opts->state_dir, opts->slot, why, sizeof why);
+    else
+        return 0;
+    if (*store == NULL) {
+        snprintf(err, errlen, "cannot open pgfanout's state store: %s", why);
+        return -1;
+    }
+    char *json = NULL;
+    size_t len = 0;
+    int rc = (*store)->ops->load(*store, &json, &len, why, sizeof why);
+    if (rc == 0 && pgf_state_from_json(json, len, state, why, sizeof why) != 0)
+        rc = -1;
+    free(json);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read pgfanout's state from %s: %s. pgfanout stops rather than go on without "
+                 "it: it holds snapshot progress and the slot's last confirmed position, which guard against "
+                 "silent gaps. Fix the store, or, to start afresh, remove the state (a snapshot under way then "
+                 "starts over, and a lost slot goes unnoticed once)", (*store)->where, why);
+        pgf_state_store_close(*store);
+        *store = NULL;
+        return -1;
+    }
+    if (rc == 0 && strcmp(state->slot, opts->slot) != 0) {
+        pgf_warn("pgfanout's state in %s is for slot \"%s\", not \"%s\"; it is not used", (*store)->where,
+                 state->slot, opts->slot);
+        pgf_state_clear(state);
+    }
+    return 0;
+}
+
+/* POST /backfill: hands the request to the snapshot. */
+static void on_http_backfill(void *arg, const char *body, size_t len, pgf_http_reply_fn reply, void *req)
+{
+    pgf_snapshot_request(arg, body, len, "HTTP POST /backfill", 1, reply, req);
+}
+
 /* Parses flags, prepares the server, streams, reconnects with backoff when PostgreSQL goes
  * away; returns the process exit status. */
 int main(int argc, char **argv)
@@ -394,10 +446,25 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 1;
     }
+    /* The state comes first: it says whether a missing slot is a gap. */
+    struct pgf_state_store *store = NULL;
+    struct pgf_state state;
+    if (open_state(base, &opts, &store, &state, err, sizeof err) != 0) {
+        pgf_error("%s", err);
+        sink_close(out);
+        pgf_http_stop(http);
+        free_loop(base);
+        pgf_redis_rules_free(rules);
+        pgf_config_free(cfg);
+        return 1;
+    }
+    struct pgf_resume from_state = {.confirmed = state.confirmed_lsn, .from_state = 1, .system_id = state.system_id,
+                                    .state_where = store ? store->where : ""};
+    const struct pgf_resume *first = state.slot[0] ? &from_state : NULL;
     /* The first connection must work: a wrong DSN or setup is reported, not retried.  A slot
      * held by another walsender is the standby case: wait for it, as /readyz says. */
     int started;
-    PGconn *conn = start_stream(base, &opts, NULL, &info, err, sizeof err, &started);
+    PGconn *conn = start_stream(base, &opts, first, &info, err, sizeof err, &started);
     for (int attempt = 1, wait_ms = 1000; conn == NULL && started == PGF_REPLCONN_BUSY && !stop_signal; attempt++) {
         if (attempt == 1 || attempt % 60 == 0)
             pgf_info("waiting for replication slot \"%s\", which another walsender holds (%s); this instance "
@@ -406,7 +473,7 @@ int main(int argc, char **argv)
         wait_on_loop(base, wait_ms);
         wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
         if (!stop_signal)
-            conn = start_stream(base, &opts, NULL, &info, err, sizeof err, &started);
+            conn = start_stream(base, &opts, first, &info, err, sizeof err, &started);
     }
     pgf_metrics.waiting[0] = '\0';
     if (conn == NULL) {
@@ -416,6 +483,8 @@ int main(int argc, char **argv)
         else
             pgf_error("%s", err);
         sink_close(out);
+        pgf_state_clear(&state);
+        pgf_state_store_close(store);
         pgf_http_stop(http);
         free_loop(base);
         pgf_redis_rules_free(rules);
@@ -426,6 +495,8 @@ int main(int argc, char **argv)
     size_t nsinks = open_sinks(&opts, info.database, redis, rules, out, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
+        pgf_state_clear(&state);
+        pgf_state_store_close(store);
         PQfinish(conn);
         pgf_http_stop(http);
         free_loop(base);
@@ -443,10 +514,24 @@ int main(int argc, char **argv)
     struct pgf_heartbeat *heartbeat =
         opts.heartbeat_interval_ms ? pgf_heartbeat_start(base, opts.dsn, opts.heartbeat_interval_ms) : NULL;
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
+    struct pgf_snapshot *snap = pgf_snapshot_new(base, &opts, store, &state);
+    if (snap == NULL) {
+        pgf_error("out of memory");
+        return 1;
+    }
+    if (store == NULL && (opts.snapshot || info.slot_created))
+        pgf_warn("no state store (Kafka is not a sink and state_dir is not set): a snapshot cannot resume after "
+                 "a crash, and a lost slot is not noticed at a restart. Set state_dir (--state-dir) to a directory "
+                 "on a volume");
+    struct pgf_snapshot_start begin = {.system_id = info.system_id, .confirmed = info.confirmed_flush,
+                                       .slot_created = info.slot_created, .slot_lost = info.slot_lost};
+    pgf_snapshot_begin(snap, &begin);
+    pgf_http_on_backfill(http, on_http_backfill, snap);
 
     int rc = 0, backoff_ms = 1000, attempt = 0;
     for (;;) {
-        enum pgf_stream_result r = pgf_stream_run(conn, &opts, sinks, nsinks, info.confirmed_flush, &stop_signal, base);
+        enum pgf_stream_result r =
+            pgf_stream_run(conn, &opts, sinks, nsinks, info.confirmed_flush, &stop_signal, base, snap);
         PQfinish(conn);
         conn = NULL;
         if (r != PGF_STREAM_LOST) {
@@ -497,6 +582,11 @@ int main(int argc, char **argv)
     pgf_heartbeat_stop(heartbeat);
     if (progress)
         event_free(progress);
+    /* The last confirmed position goes into the state, which is saved a last time. */
+    pgf_http_on_backfill(http, NULL, NULL);
+    pgf_snapshot_acked(snap, 0, pgf_metrics.confirmed_lsn);
+    pgf_snapshot_free(snap);
+    pgf_state_store_close(store);
     /* Dropping the slot throws away what it still holds: only when every sink has acked all. */
     int all_acked = 1;
     for (size_t i = 0; i < nsinks; i++)

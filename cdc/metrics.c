@@ -118,6 +118,25 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
         }
     put(&t, "# HELP pgfanout_messages_total Logical decoding messages handed to the sinks.\n"
             "# TYPE pgfanout_messages_total counter\npgfanout_messages_total %" PRIu64 "\n", m->messages);
+    put(&t, "# HELP pgfanout_snapshot_running 1 while a snapshot or backfill job is under way.\n"
+            "# TYPE pgfanout_snapshot_running gauge\npgfanout_snapshot_running %d\n", m->snapshot_running);
+    static const struct {
+        const char *name, *type, *help;
+    } per_snap[] = {
+        {"pgfanout_snapshot_rows_total", "counter", "Rows read by snapshots and backfills, by table."},
+        {"pgfanout_snapshot_chunks_total", "counter", "Chunks read by snapshots and backfills, by table."},
+        {"pgfanout_snapshot_rows_left", "gauge", "Rows left to read, estimated from the table's statistics."},
+    };
+    for (size_t k = 0; k < sizeof per_snap / sizeof *per_snap; k++) {
+        put(&t, "# HELP %s %s\n# TYPE %s %s\n", per_snap[k].name, per_snap[k].help, per_snap[k].name,
+            per_snap[k].type);
+        for (size_t i = 0; i < m->nsnapshots; i++) {
+            const struct pgf_snapshot_count *c = &m->snapshots[i];
+            put(&t, "%s{table=\"", per_snap[k].name);
+            put_label(&t, c->name);
+            put(&t, "\"} %" PRIu64 "\n", k == 0 ? c->rows : k == 1 ? c->chunks : c->left);
+        }
+    }
     put(&t, "# HELP pgfanout_received_bytes_total pgoutput bytes read from the slot.\n"
             "# TYPE pgfanout_received_bytes_total counter\npgfanout_received_bytes_total %" PRIu64 "\n",
         m->received_bytes);
@@ -254,6 +273,24 @@ int pgf_metrics_ready(char *why, size_t whylen)
 }
 
 /* Frees the table counters. */
+/* Returns the snapshot counters of a table; see metrics.h. */
+struct pgf_snapshot_count *pgf_metrics_snapshot(const char *name)
+{
+    struct pgf_metrics *m = &pgf_metrics;
+    for (size_t i = 0; i < m->nsnapshots; i++)
+        if (strcmp(m->snapshots[i].name, name) == 0)
+            return &m->snapshots[i];
+    struct pgf_snapshot_count *n = realloc(m->snapshots, (m->nsnapshots + 1) * sizeof *n);
+    if (n == NULL)
+        return NULL;
+    m->snapshots = n;
+    struct pgf_snapshot_count *c = &n[m->nsnapshots++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->name, sizeof c->name, "%s", name);
+    return c;
+}
+
+/* Frees the per-table counters. */
 void pgf_metrics_free(void)
 {
     for (size_t i = 0; i < pgf_metrics.ntables; i++)
@@ -261,4 +298,7 @@ void pgf_metrics_free(void)
     free(pgf_metrics.tables);
     pgf_metrics.tables = NULL;
     pgf_metrics.ntables = pgf_metrics.cap = 0;
+    free(pgf_metrics.snapshots);
+    pgf_metrics.snapshots = NULL;
+    pgf_metrics.nsnapshots = 0;
 }

@@ -17,6 +17,14 @@ struct pgf_table_count {
     uint64_t ops[PGF_OP_NONE];
 };
 
+/* One table's snapshot progress (this process's run). */
+struct pgf_snapshot_count {
+    char name[256]; /* "schema.table" */
+    uint64_t rows;   /* rows read */
+    uint64_t chunks; /* chunks read */
+    uint64_t left;   /* rows left, estimated from the table's statistics */
+};
+
 struct pgf_metrics {
     struct pgf_table_count *tables;
     size_t ntables, cap;
@@ -36,6 +44,9 @@ struct pgf_metrics {
     char waiting[512];        /* why we are not streaming yet (a standby waiting for the slot), or "" */
     struct sink *const *sinks;
     size_t nsinks;
+    struct pgf_snapshot_count *snapshots; /* tables snapshotted by this process */
+    size_t nsnapshots;
+    int snapshot_running;                 /* a snapshot or backfill job is under way */
 };
 
 /* The process's metrics. */
@@ -59,6 +70,9 @@ void pgf_metrics_progress(char *buf, size_t len, double seconds_since_last, int6
 
 /* Returns 1 when streaming with every sink connected; else 0 with the reason in why. */
 int pgf_metrics_ready(char *why, size_t whylen);
+
+/* Returns the snapshot counters of table name, created at 0, or NULL when out of memory. */
+struct pgf_snapshot_count *pgf_metrics_snapshot(const char *name);
 
 /* Frees the per-table counters. */
 void pgf_metrics_free(void);

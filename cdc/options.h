@@ -62,6 +62,11 @@ struct pgf_options {
     int drop_slot_on_exit;
     int temporary_slot;
     int allow_missing_identity; /* create a publication although some tables lack a replica identity */
+    const char *snapshot;       /* "initial", "never", "initial_only", or NULL: initial for a slot we create */
+    unsigned snapshot_chunk_size;
+    const char *state_dir;      /* the state file's directory, or NULL */
+    const char *on_slot_loss;   /* "stop" or "backfill" */
+    const char *state_topic;    /* kafka.state_topic */
     const char *log_level;    /* "debug", "info", "warn" or "error" */
     const char *log_format;   /* "text", "logfmt" or "json" */
     struct pgf_redis_cfg redis;

@@ -14,6 +14,15 @@ static const char pinned_options[] =
     "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 "
     "-c bytea_output=hex -c TimeZone=UTC";
 
+/* The result a callback took over with pgf_pgconn_take (one loop thread: one at a time). */
+static PGresult *taken;
+
+/* Keeps res from being cleared; see pgconn.h. */
+void pgf_pgconn_take(PGresult *res)
+{
+    taken = res;
+}
+
 struct pgf_pgconn {
     struct event_base *base;
     PGconn *conn;
@@ -98,8 +107,11 @@ static void finish(struct pgf_pgconn *pc, PGresult *res, const char *err)
     pc->last = NULL;
     pgf_pgconn_cb cb = pc->cb;
     void *arg = pc->arg;
+    taken = NULL;
     cb(arg, pc, res, err);
-    PQclear(res);
+    if (res != taken)
+        PQclear(res);
+    taken = NULL;
 }
 
 /* Ends with libpq's current message as the error. */

@@ -28,6 +28,10 @@ struct pgf_pgconn *pgf_pgconn_connect(struct event_base *base, const char *dsn, 
  * called).  One query at a time. */
 int pgf_pgconn_query(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg);
 
+/* Called from a callback: the callback keeps res (a large chunk of rows, say) and PQclear()s
+ * it itself later, instead of it being cleared when the callback returns. */
+void pgf_pgconn_take(PGresult *res);
+
 /* True while a connect or query is under way. */
 int pgf_pgconn_busy(const struct pgf_pgconn *pc);
 

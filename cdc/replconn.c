@@ -388,6 +388,7 @@ static void on_slot_created(struct pgf_replstart *st, PGresult *res)
 {
     pgf_info("created %sreplication slot \"%s\" at %s", st->opts->temporary_slot ? "temporary " : "", st->opts->slot,
              PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "?");
+    st->info.slot_created = 1;
     if (PQntuples(res) == 1)
         pgf_lsn_parse(PQgetvalue(res, 0, 1), &st->info.confirmed_flush);
     step_start(st);
@@ -600,6 +601,27 @@ static void on_slot(struct pgf_replstart *st, PGresult *res)
                  "between the two were never delivered and are gone downstream. Backfill the published tables or "
                  "rebuild what consumes them, then restart pgfanout",
                  opts->slot, pgf_lsn_format(st->info.confirmed_flush, pos), pgf_lsn_format(st->resume.confirmed, mine));
+    else if (st->resume.from_state && !st->slot_exists && !opts->temporary_slot &&
+             strcmp(opts->on_slot_loss, "backfill") != 0)
+        /* After a failover PostgreSQL 15 has no logical slot on the promoted standby: creating
+         * one would start after everything committed since, and skip it without a word. */
+        snprintf(st->err, sizeof st->err,
+                 "replication slot \"%s\" does not exist, but pgfanout's state (%s) shows it streamed from it up to "
+                 "%s. Changes committed after that position were never delivered and are gone downstream: the "
+                 "slot was dropped, or this is a standby promoted after a failover (PostgreSQL 15 does not copy "
+                 "logical slots to standbys). pgfanout does not create a new slot over that gap, even with "
+                 "--create-slot. Either set on_slot_loss: backfill (--on-slot-loss backfill): the slot is recreated "
+                 "and every published table is read again (with redis.on_read: invalidate, their Redis keys are "
+                 "invalidated too); or rebuild what consumes the topics, move the state away, and start with "
+                 "--create-slot",
+                 opts->slot, st->resume.state_where, pgf_lsn_format(st->resume.confirmed, pos));
+    else if (st->resume.from_state && !st->slot_exists && !opts->temporary_slot) {
+        pgf_warn("replication slot \"%s\" does not exist, but pgfanout's state (%s) shows it streamed from it up to "
+                 "%s: changes after that are gone from PostgreSQL. on_slot_loss: backfill recreates the slot and "
+                 "reads every published table again", opts->slot, st->resume.state_where,
+                 pgf_lsn_format(st->resume.confirmed, pos));
+        st->info.slot_lost = 1; /* created below, then every table is read */
+    }
     else if (!st->slot_exists && !opts->create_slot && !opts->temporary_slot)
         snprintf(st->err, sizeof st->err,
                  "replication slot \"%s\" does not exist. Run pgfanout with --create-slot, or create it: "
@@ -651,6 +673,26 @@ static void on_identify(struct pgf_replstart *st, PGresult *res)
         return;
     }
     snprintf(st->info.database, sizeof st->info.database, "%s", PQgetvalue(res, 0, 3));
+    snprintf(st->info.system_id, sizeof st->info.system_id, "%s", PQgetvalue(res, 0, 0));
+    const char *was = st->resume.system_id;
+    if (st->resume.from_state && was && was[0] && strcmp(was, st->info.system_id) != 0) {
+        if (strcmp(st->opts->on_slot_loss, "backfill") != 0) {
+            snprintf(st->err, sizeof st->err,
+                     "pgfanout's state (%s) says slot \"%s\" was read from system %s, but this server is system %s: "
+                     "another database cluster (restored, or rebuilt), not the one pgfanout streamed from. What "
+                     "consumers hold may not match it, and changes may be missing. pgfanout does not go on over "
+                     "such a gap. Either set on_slot_loss: backfill (--on-slot-loss backfill), which reads every "
+                     "published table again from this server (with redis.on_read: invalidate, their Redis keys are "
+                     "invalidated too), or rebuild the consumers, move the state away and start afresh",
+                     st->resume.state_where, st->opts->slot, was, st->info.system_id);
+            finish(st, PGF_REPLCONN_FATAL);
+            return;
+        }
+        pgf_warn("pgfanout's state says slot \"%s\" was read from system %s, but this server is system %s: "
+                 "on_slot_loss: backfill reads every published table again", st->opts->slot, was,
+                 st->info.system_id);
+        st->info.slot_lost = 1;
+    }
     pgf_info("connected: system %s, timeline %s, WAL at %s, database %s", PQgetvalue(res, 0, 0),
              PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), st->info.database);
     run(st, st->repl, "SHOW wal_level", "SHOW wal_level", STEP_TIMEOUT_MS, on_wal_level);
@@ -718,7 +760,7 @@ struct pgf_replstart *pgf_replconn_start(struct event_base *base, const struct p
         return NULL;
     st->opts = opts;
     st->base = base;
-    st->resuming = resume != NULL;
+    st->resuming = resume != NULL && !resume->from_state;
     if (resume)
         st->resume = *resume;
     st->done = done;

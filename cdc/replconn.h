@@ -24,12 +24,20 @@ PGconn *pgf_replconn_open(const char *dsn, int replication, char *err, size_t er
 /* What the server told us while preparing. */
 struct pgf_server_info {
     char database[256];
+    char system_id[32];       /* IDENTIFY_SYSTEM's systemid */
     uint64_t confirmed_flush; /* the slot's confirmed position; streaming resumes after it */
+    int slot_created;         /* the slot was created by this attempt */
+    int slot_lost;            /* the state's slot was gone (or the system another) and on_slot_loss:
+                               * backfill recreated it: every published table must be read again */
 };
 
-/* What a reconnect knows of the stream it resumes. */
+/* What a reconnect knows of the stream it resumes, or, at startup, what pgfanout's state
+ * remembers of an earlier run (from_state). */
 struct pgf_resume {
     uint64_t confirmed; /* the highest position confirmed to the server so far */
+    int from_state;     /* a start with state: a missing slot or another system is a gap */
+    const char *system_id; /* the system the state was written against ("" unknown) */
+    const char *state_where; /* where the state is, for messages */
 };
 
 /* How a start attempt ended, besides 0 (streaming). */
@@ -49,9 +57,11 @@ struct pgf_replstart;
  * are checked, the publication (refusing one whose tables lack a replica identity, unless
  * allowed; on a plain connection of its own) and the slot are created if asked to and missing,
  * then START_REPLICATION from the slot's confirmed position.  Nothing on the server changes
- * before every read-only check has passed.  resume is NULL at startup; on a reconnect a missing
- * slot, or one ahead of resume->confirmed, is an error that says changes were lost, and no slot
- * is created.  done runs once, from the loop.  Returns the attempt, or NULL when out of memory. */
+ * before every read-only check has passed.  resume is NULL at startup without state; on a
+ * reconnect a missing slot, or one ahead of resume->confirmed, is an error that says changes
+ * were lost, and no slot is created.  At startup with state, a missing slot or another system
+ * is the same error, unless on_slot_loss is backfill: then the slot is created and
+ * info->slot_lost says every table must be read again.  done runs once, from the loop.  Returns the attempt, or NULL when out of memory. */
 struct pgf_replstart *pgf_replconn_start(struct event_base *base, const struct pgf_options *opts,
                                          const struct pgf_resume *resume, pgf_replstart_cb done, void *arg);
 

@@ -66,6 +66,8 @@ const struct pgf_setting pgf_settings[] = {
             .choices = "fail, dead_letter, skip"),
     SETTING("kafka.dead_letter_topic", "dead-letter-topic", PGF_T_STR, "{prefix}.dead_letter", dead_letter_topic,
             "T", "topic for dead_letter records"),
+    SETTING("kafka.state_topic", "state-topic", PGF_T_STR, "pgfanout.state", state_topic, "T",
+            "compacted topic holding pgfanout's state (snapshot progress, slot identity),\nkeyed by the slot"),
     SETTING("kafka.tombstones", "no-tombstones", PGF_T_BOOL, "true", tombstones, NULL,
             "do not follow a delete with a null-value record", .flags = PGF_S_NEGATE),
     SETTING("kafka.conf", "kafka-conf", PGF_T_CONF, NULL, kafka_conf, "K=V",
@@ -86,6 +88,18 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("shutdown_timeout", "shutdown-timeout", PGF_T_SECONDS, "20", shutdown_timeout_ms, "S",
             "seconds to wait for acknowledgements when stopping; below Kubernetes' default\n"
             "30 s grace period, so the pod is not killed mid-drain"),
+    SETTING("snapshot", "snapshot", PGF_T_CHOICE, NULL, snapshot, "MODE",
+            "read every existing row of the published tables before streaming on:\ninitial, never or initial_only "
+            "(exit 0 when done); unset: initial when pgfanout\ncreates the slot, else never",
+            .choices = "initial, never, initial_only"),
+    SETTING("snapshot_chunk_size", "snapshot-chunk-size", PGF_T_UINT, "10000", snapshot_chunk_size, "N",
+            "rows a snapshot reads at a time (held in memory until handed on)", .flags = PGF_S_NONZERO),
+    SETTING("state_dir", "state-dir", PGF_T_STR, NULL, state_dir, "DIR",
+            "directory for pgfanout's state file (snapshot progress, slot identity) when\nKafka is not a sink; "
+            "put it on the container's volume"),
+    SETTING("on_slot_loss", "on-slot-loss", PGF_T_CHOICE, "stop", on_slot_loss, "A",
+            "when the state shows the slot was lost (failover, drop): stop, or backfill\n(recreate the slot and "
+            "read every published table again)", .choices = "stop, backfill"),
     SETTING("redis.host", NULL, PGF_T_STR, "127.0.0.1", redis.host, "HOST",
             "Redis server for --sink redis; a path starting with / is a unix socket"),
     SETTING("redis.port", NULL, PGF_T_PORT, "6379", redis.port, "PORT", "the Redis server's port"),
@@ -104,6 +118,9 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("redis.command_timeout_ms", NULL, PGF_T_UINT, "10000", redis.command_timeout_ms, "MS",
             "a command with no reply for this long: reconnect and send again;\n0 is the default",
             .flags = PGF_S_ZERO_IS_DEFAULT),
+    SETTING("redis.on_read", NULL, PGF_T_CHOICE, "ignore", redis.on_read, "A",
+            "what rows read by a snapshot do to Redis: ignore (caches are filled by\nthe application), or "
+            "invalidate (delete their keys: makes caches safe after a gap)", .choices = "ignore, invalidate"),
     SETTING("redis.message_prefix", NULL, PGF_T_STR, "pgfanout.invalidate", redis.message_prefix, "P",
             "prefix of the logical messages whose content names keys to delete"),
     SETTING("redis.password", NULL, PGF_T_PASSWORD, NULL, redis_password, "PW",
@@ -341,6 +358,8 @@ int pgf_setting_parse(const struct pgf_setting *s, const char *text, struct pgf_
     case PGF_T_UINT:
         if (parse_uint(text, 0xFFFFFFFFul, field) != 0)
             why = "allowed values: non-negative integers";
+        else if (*(unsigned *)field == 0 && (s->flags & PGF_S_NONZERO))
+            why = "allowed values: integers from 1 up (0 would read nothing, forever)";
         else if (*(unsigned *)field == 0 && (s->flags & PGF_S_ZERO_IS_DEFAULT))
             parse_uint(s->def, 0xFFFFFFFFul, field);
         break;

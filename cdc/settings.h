@@ -38,6 +38,7 @@ enum {
     PGF_S_NOENV = 8,   /* no environment variable */
     PGF_S_CLI = 16,    /* a command-line action or input, not an effective setting: never printed */
     PGF_S_ZERO_IS_DEFAULT = 32, /* a number whose 0 means its default (redis.window) */
+    PGF_S_NONZERO = 64, /* a number that must be at least 1 (snapshot_chunk_size) */
 };
 
 struct pgf_setting {

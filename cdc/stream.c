@@ -11,6 +11,7 @@
 #include "cdc/checkpoint.h"
 #include "common/log.h"
 #include "cdc/metrics.h"
+#include "cdc/snapshot.h"
 #include "common/lsn.h"
 #include "decoders/pgoutput.h"
 #include "decoders/txn.h"
@@ -22,6 +23,7 @@ struct stream {
     size_t nsinks;
     struct pgo_decoder *dec;
     struct pgf_txn_asm *txns; /* Begin..Commit, --endpos and heartbeats: pgoutput messages to events */
+    struct pgf_snapshot *snap; /* snapshot chunks enter the stream at their high watermarks; or NULL */
     struct event_base *base;
 
     uint64_t received; /* highest WAL position the server told us about */
@@ -94,7 +96,7 @@ static void sink_failed(struct stream *st, struct sink *sink)
 }
 
 /* Hands one event to every sink; returns 0, or -1 after a sink failed (the loop is stopped). */
-static int emit_all(void *ctx, const struct pgf_event *ev)
+static int to_sinks(void *ctx, const struct pgf_event *ev)
 {
     struct stream *st = ctx;
     pgf_metrics_count(ev);
@@ -104,6 +106,54 @@ static int emit_all(void *ctx, const struct pgf_event *ev)
             return -1;
         }
     return 0;
+}
+
+/* Returns the position every sink has acknowledged. */
+static uint64_t acked_by_all(const struct stream *st)
+{
+    uint64_t acked = UINT64_MAX;
+    for (size_t i = 0; i < st->nsinks; i++)
+        if (st->sinks[i]->acked_lsn < acked)
+            acked = st->sinks[i]->acked_lsn;
+    return st->nsinks ? acked : 0;
+}
+
+/* Tells the snapshot what the sinks acknowledged; stops when snapshot: initial_only is done. */
+static void snapshot_poll(struct stream *st)
+{
+    if (st->snap == NULL)
+        return;
+    pgf_snapshot_acked(st->snap, acked_by_all(st), pgf_metrics.confirmed_lsn);
+    if (pgf_snapshot_finished(st->snap) && !st->stop_requested) {
+        pgf_info("snapshot: initial_only is done; stopping");
+        st->stop_requested = 1;
+        if (!pgf_txn_asm_in_txn(st->txns))
+            stop_loop(st);
+    }
+}
+
+/* The snapshot has news for the stream (initial_only is done). */
+static void snapshot_wake(void *ctx)
+{
+    snapshot_poll(ctx);
+}
+
+/* The event stage: the snapshot sees each event first (recording changes of tables it reads,
+ * taking its own messages, adding a chunk's rows at its high watermark), then the sinks. */
+static int emit_all(void *ctx, const struct pgf_event *ev)
+{
+    struct stream *st = ctx;
+    if (st->snap) {
+        int rc = pgf_snapshot_event(st->snap, ev, to_sinks, st);
+        if (rc != 0) {
+            if (rc < 0 && !st->failed) {
+                st->failed = 1;
+                stop_loop(st);
+            }
+            return rc < 0 ? -1 : 0;
+        }
+    }
+    return to_sinks(st, ev);
 }
 
 /* Ends a transaction (or a non-transactional message) in every sink and notes it written. */
@@ -116,6 +166,10 @@ static int commit_all(void *ctx, const struct pgf_txn *txn)
             return -1;
         }
     pgf_checkpoint_written(&st->cp, txn->end_lsn);
+    if (st->snap) {
+        pgf_snapshot_committed(st->snap, txn);
+        snapshot_poll(st);
+    }
     if (txn->end_lsn > pgf_metrics.written_lsn)
         pgf_metrics.written_lsn = txn->end_lsn;
     if (txn->commit_time != 0) {
@@ -343,6 +397,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
             return;
         }
     maybe_resume(st);
+    snapshot_poll(st);
     if (send_feedback(st) != 0)
         stop_loop(st);
 }
@@ -358,6 +413,7 @@ static void on_sink_wake(evutil_socket_t fd, short what, void *arg)
             return;
         }
     maybe_resume(st);
+    snapshot_poll(st);
 }
 
 /* SIGINT/SIGTERM: stop now between transactions, or after the current one commits. */
@@ -394,10 +450,10 @@ static void end_copy(struct stream *st)
 /* Runs the loop; see stream.h. */
 enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *opts, struct sink *const *sinks,
                                       size_t nsinks, uint64_t confirmed, volatile sig_atomic_t *stop_signal,
-                                      struct event_base *base)
+                                      struct event_base *base, struct pgf_snapshot *snap)
 {
     struct stream st = {.conn = conn, .opts = opts, .sinks = sinks, .nsinks = nsinks, .stop_signal = stop_signal,
-                        .base = base};
+                        .base = base, .snap = snap};
     /* Start from the slot's position, so no feedback can ever move it backwards. */
     st.cp.written = st.cp.idle = st.cp.confirmed = confirmed;
     st.dec = pgo_decoder_new();
@@ -423,6 +479,8 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     for (size_t i = 0; i < nevents; i++)
         event_add(events[i], events[i] == ev_timer ? &interval : NULL);
 
+    if (snap)
+        pgf_snapshot_stream_started(snap, sinks, nsinks, snapshot_wake, &st);
     /* A signal that came while we were connecting still counts. */
     if (*stop_signal)
         st.stop_requested = 1;

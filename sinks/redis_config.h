@@ -41,6 +41,7 @@ struct pgf_redis_cfg {
     unsigned linger_ms;          /* how long a batch waits for more transactions */
     unsigned command_timeout_ms; /* no reply for this long: reconnect and resend; 0 = 10000 */
     char *message_prefix;        /* NULL = "pgfanout.invalidate" */
+    const char *on_read;         /* "invalidate": rows read by a snapshot delete their keys; else ignored */
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
     struct pgf_redis_rule_cfg *rules;

@@ -220,6 +220,7 @@ struct pgf_redis_rules *pgf_redis_rules_new(const struct pgf_redis_cfg *cfg, con
         snprintf(err, errlen, "out of memory compiling redis rules");
         return NULL;
     }
+    r->on_read_invalidate = cfg->on_read && strcmp(cfg->on_read, "invalidate") == 0;
     for (unsigned i = 0; i < cfg->rules_count; i++) {
         r->nrules++;
         if (compile_rule(&r->rules[i], &cfg->rules[i], i, cfgpath, err, errlen) != 0) {

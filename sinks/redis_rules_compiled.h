@@ -47,6 +47,7 @@ struct pgf_redis_rules {
     char *django_prefix; /* "KEY_PREFIX:VERSION:" */
     char *cachalot_alias;
     char *message_prefix;
+    int on_read_invalidate; /* rows read by a snapshot delete their keys (redis.on_read) */
     /* What expanding changes: a count and scratch for building one key, reused across calls. */
     unsigned long unexpanded;
     char *buf, *tmp;

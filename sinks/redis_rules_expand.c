@@ -241,7 +241,7 @@ static int apply_rule(struct pgf_redis_rules *r, struct rule *ru, const struct p
             size_t len;
             int e;
             /* Old and new row: a changed slug invalidates both product:slug:old and :new. */
-            if (ev->op != PGF_OP_INSERT) {
+            if (ev->op != PGF_OP_INSERT && ev->op != PGF_OP_READ) {
                 if ((e = expand(r, &ru->keys[k], ev, OLD_ROW, out, &len)) < 0)
                     rc = -1;
                 else if (e > 0)
@@ -329,8 +329,11 @@ int pgf_redis_rules_apply(struct pgf_redis_rules *r, const struct pgf_event *ev,
         return 0;
     case PGF_OP_MESSAGE:
         return apply_message(r, &ev->message, out);
+    case PGF_OP_READ:
+        /* A row read by a snapshot changed nothing, unless the caches may have missed changes. */
+        return r->on_read_invalidate ? apply_relation(r, ev->rel, ev, out) : 0;
     default:
-        return 0; /* a snapshot's read changes nothing */
+        return 0;
     }
 }
 
