@@ -39,7 +39,7 @@ def event_pb2():
     return _pb2
 
 
-OP_NAMES = {1: "insert", 2: "update", 3: "delete", 4: "truncate", 5: "message"}
+OP_NAMES = {1: "insert", 2: "update", 3: "delete", 4: "truncate", 5: "message", 6: "read"}
 
 # Type OIDs and the Value kinds their columns may carry (besides is_null/unchanged_toast).
 OID_BOOL, OID_INT2, OID_INT4, OID_INT8, OID_OID = 16, 21, 23, 20, 26
@@ -220,7 +220,7 @@ def event_to_dict(ev, problems):
          "commit_lsn": runner.int_to_lsn(src.commit_lsn) if src.commit_lsn else None,
          "xid": src.xid, "commit_time_us": src.commit_time_us, "txn_index": src.txn_index,
          "origin": src.origin}
-    if op in ("insert", "update", "delete"):
+    if op in ("insert", "update", "delete", "read"):
         toast = []
         d["key"] = row_to_dict(ev.key, where + ".key", problems)
         d["before"] = row_to_dict(ev.before, where + ".before", problems) \
