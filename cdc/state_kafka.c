@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sinks/kafka_conf.h"
+
 #include "common/log.h"
 
 /* How long open and load may wait for the brokers. */
@@ -75,64 +77,6 @@ static int left_ms(int64_t deadline)
 static void pause_ms(int ms)
 {
     nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL);
-}
-
-/* Sets one librdkafka property; on failure names the key, never the value (it may be a
- * password): librdkafka's reason quotes a rejected value, so the value is cut out of it. */
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err, size_t errlen)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, key, val, why, sizeof why) == RD_KAFKA_CONF_OK)
-        return 0;
-    char clean[256];
-    size_t n = 0, vlen = strlen(val);
-    for (const char *p = why; *p && n + 4 < sizeof clean;) {
-        if (vlen > 0 && strncmp(p, val, vlen) == 0) {
-            memcpy(clean + n, "...", 3);
-            n += 3;
-            p += vlen;
-        } else {
-            clean[n++] = *p++;
-        }
-    }
-    clean[n] = '\0';
-    snprintf(err, errlen, "invalid Kafka setting '%s': %s", key, clean);
-    return -1;
-}
-
-/* Builds a client's configuration the way the Kafka sink does (our defaults, the brokers,
- * then kafka.conf in order), then sets `required` last: kafka.conf is tuned for the sink
- * (say acks=1 for speed) and must not weaken what the store promises.  Returns it, or NULL
- * with err set. */
-static rd_kafka_conf_t *make_conf(const char *const (*defaults)[2], size_t ndefaults, const char *brokers,
-                                  const char *const *kv, size_t nkv, const char *const (*required)[2],
-                                  size_t nrequired, char *err, size_t errlen)
-{
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    for (size_t i = 0; i < ndefaults; i++)
-        if (conf_set(conf, defaults[i][0], defaults[i][1], err, errlen))
-            goto fail;
-    if (brokers && conf_set(conf, "bootstrap.servers", brokers, err, errlen))
-        goto fail;
-    for (size_t i = 0; i < nkv; i++) {
-        const char *eq = strchr(kv[i], '=');
-        if (eq == NULL || eq == kv[i]) {
-            snprintf(err, errlen, "invalid kafka.conf entry '%.*s...': expected key=value",
-                     (int)(eq ? eq - kv[i] : 20), kv[i]);
-            goto fail;
-        }
-        char key[128];
-        snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
-        if (conf_set(conf, key, eq + 1, err, errlen))
-            goto fail;
-    }
-    for (size_t i = 0; i < nrequired; i++)
-        if (conf_set(conf, required[i][0], required[i][1], err, errlen))
-            goto fail;
-    return conf;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
 }
 
 /* librdkafka's log lines go through ours.  Setting warnings (a producer property ignored by
@@ -776,13 +720,13 @@ struct pgf_state_store *pgf_state_kafka_open(struct event_base *base, const char
         {"enable.partition.eof", "true"}, /* how load knows a partition's end when its last offsets are
                                            * transaction markers, which are never delivered */
     };
-    ks->consumer_conf = make_conf(consumer_defaults, sizeof consumer_defaults / sizeof *consumer_defaults, brokers,
+    ks->consumer_conf = kafka_conf_build(consumer_defaults, sizeof consumer_defaults / sizeof *consumer_defaults, brokers,
                                   conf, nconf, consumer_required,
                                   sizeof consumer_required / sizeof *consumer_required, err, errlen);
     if (ks->consumer_conf == NULL)
         goto fail;
     rd_kafka_conf_set_log_cb(ks->consumer_conf, on_log);
-    rd_kafka_conf_t *pconf = make_conf(producer_defaults, sizeof producer_defaults / sizeof *producer_defaults,
+    rd_kafka_conf_t *pconf = kafka_conf_build(producer_defaults, sizeof producer_defaults / sizeof *producer_defaults,
                                        brokers, conf, nconf, producer_required,
                                        sizeof producer_required / sizeof *producer_required, err, errlen);
     if (pconf == NULL)

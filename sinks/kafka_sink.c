@@ -11,6 +11,8 @@
  * transaction's count, so the transaction is acked only once that record is) or skip. */
 #include "sinks/kafka_sink.h"
 
+#include "sinks/kafka_conf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -926,23 +928,10 @@ static const struct sink_ops kafka_ops = {
     .close = kafka_close,
 };
 
-/* Sets one librdkafka property; on failure names the key but never echoes the value,
- * which may be a password. */
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *errbuf, size_t errlen)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, key, val, why, sizeof why) != RD_KAFKA_CONF_OK) {
-        snprintf(errbuf, errlen, "invalid Kafka setting '%s': %s", key, why);
-        return -1;
-    }
-    return 0;
-}
-
 /* Builds the producer configuration: our safe defaults first, the user's settings last. */
 static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_config *cfg, char *errbuf,
                                   size_t errlen)
 {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
     static const char *const defaults[][2] = {
         {"enable.idempotence", "true"}, /* retries cannot duplicate or reorder within a partition */
         {"acks", "all"},
@@ -953,23 +942,10 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
         {"queue.buffering.max.kbytes", "1048576"},
         {"client.id", "pgfanout"},
     };
-    for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
-        if (conf_set(conf, defaults[i][0], defaults[i][1], errbuf, errlen))
-            goto fail;
-    if (cfg->brokers && conf_set(conf, "bootstrap.servers", cfg->brokers, errbuf, errlen))
-        goto fail;
-    for (size_t i = 0; i < cfg->nconf; i++) {
-        const char *eq = strchr(cfg->conf[i], '=');
-        if (eq == NULL || eq == cfg->conf[i]) {
-            snprintf(errbuf, errlen, "invalid --kafka-conf '%.*s...': expected key=value",
-                     (int)(eq ? eq - cfg->conf[i] : 20), cfg->conf[i]);
-            goto fail;
-        }
-        char key[128];
-        snprintf(key, sizeof key, "%.*s", (int)(eq - cfg->conf[i]), cfg->conf[i]);
-        if (conf_set(conf, key, eq + 1, errbuf, errlen))
-            goto fail;
-    }
+    rd_kafka_conf_t *conf = kafka_conf_build(defaults, sizeof defaults / sizeof *defaults, cfg->brokers, cfg->conf,
+                                             cfg->nconf, NULL, 0, errbuf, errlen);
+    if (conf == NULL)
+        return NULL;
     char val[32];
     size_t vlen = sizeof val;
     if (rd_kafka_conf_get(conf, "enable.idempotence", val, &vlen) == RD_KAFKA_CONF_OK && strcmp(val, "true") != 0)
@@ -987,9 +963,6 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_log);
     return conf;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
 }
 
 /* Checks the three topic templates, so a typo fails at start, not at the first change; leaves
