@@ -139,7 +139,18 @@ static void drop_chunk(struct pgf_snapshot *s)
     s->seq++;
 }
 
-/* Runs fn after ms on the retry timer. */
+/* Gives up the table under way: its connection (a BEGIN without its COMMIT would hold a
+ * snapshot open), its chunk and its window; it is read again from its saved progress. */
+static void forget_table(struct pgf_snapshot *s)
+{
+    pgf_pgconn_free(s->pc);
+    s->pc = NULL;
+    drop_chunk(s);
+    run_clear(&s->cur);
+    pgf_window_reset(s->win);
+}
+
+/* Runs on_retry after ms. */
 static void later(struct pgf_snapshot *s, int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
@@ -152,11 +163,7 @@ static void transient(struct pgf_snapshot *s, const char *what, const char *err)
 {
     pgf_warn("snapshot%s%s: %s failed: %s; retrying in %d s from the last acknowledged chunk",
              s->cur.idx >= 0 ? " of " : "", s->cur.idx >= 0 ? s->cur.label : "", what, err, RETRY_MS / 1000);
-    pgf_pgconn_free(s->pc);
-    s->pc = NULL;
-    drop_chunk(s);
-    run_clear(&s->cur);
-    pgf_window_reset(s->win);
+    forget_table(s);
     s->phase = P_BACKOFF;
     later(s, RETRY_MS);
 }
@@ -205,12 +212,7 @@ static void on_step(void *arg, struct pgf_pgconn *pc, PGresult *res, const char 
         s->restart = 0;
         if (err == NULL && st->next != NULL)
             pgf_debug("snapshot: the stream restarted; reading the chunk again");
-        /* A BEGIN without its COMMIT would hold a snapshot open: start on a fresh connection. */
-        pgf_pgconn_free(s->pc);
-        s->pc = NULL;
-        drop_chunk(s);
-        run_clear(&s->cur);
-        pgf_window_reset(s->win);
+        forget_table(s);
         s->phase = P_IDLE;
         advance(s);
         return;
@@ -218,10 +220,11 @@ static void on_step(void *arg, struct pgf_pgconn *pc, PGresult *res, const char 
     if (err) {
         if (s->cur.idx >= 0 && permanent(res)) {
             char why[1200];
+            int denied = strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42501") == 0;
             snprintf(why, sizeof why, "%s failed: %s%s", st->what, err,
-                     res && strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42501") == 0
-                         ? " (grant the role SELECT on the table)"
-                         : "");
+                     !denied                          ? ""
+                     : strstr(st->what, "watermark") ? " (grant the role EXECUTE on pg_logical_emit_message)"
+                                                      : " (grant the role SELECT on the table)");
             pgf_pgconn_free(s->pc);
             s->pc = NULL;
             refuse(s, why);
@@ -248,6 +251,7 @@ static void on_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const 
     (void)pc;
     (void)res;
     struct pgf_snapshot *s = arg;
+    s->restart = 0; /* nothing was under way on the new connection */
     if (err) {
         transient(s, "connecting", err);
         return;
@@ -1140,11 +1144,7 @@ void pgf_snapshot_stream_started(struct pgf_snapshot *s, struct sink *const *sin
     case P_WAIT_ACK:
         /* Its watermarks may never come back, or come back to a stream that lost the chunk:
          * read it again from the saved progress. */
-        pgf_pgconn_free(s->pc);
-        s->pc = NULL;
-        drop_chunk(s);
-        run_clear(&s->cur);
-        pgf_window_reset(s->win);
+        forget_table(s);
         s->phase = P_IDLE;
         break;
     default:
