@@ -118,11 +118,11 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("redis.command_timeout_ms", NULL, PGF_T_UINT, "10000", redis.command_timeout_ms, "MS",
             "a command with no reply for this long: reconnect and send again;\n0 is the default",
             .flags = PGF_S_ZERO_IS_DEFAULT),
+    SETTING("redis.message_prefix", NULL, PGF_T_STR, "pgfanout.invalidate", redis.message_prefix, "P",
+            "prefix of the logical messages whose content names keys to delete"),
     SETTING("redis.on_read", NULL, PGF_T_CHOICE, "ignore", redis.on_read, "A",
             "what rows read by a snapshot do to Redis: ignore (caches are filled by\nthe application), or "
             "invalidate (delete their keys: makes caches safe after a gap)", .choices = "ignore, invalidate"),
-    SETTING("redis.message_prefix", NULL, PGF_T_STR, "pgfanout.invalidate", redis.message_prefix, "P",
-            "prefix of the logical messages whose content names keys to delete"),
     SETTING("redis.password", NULL, PGF_T_PASSWORD, NULL, redis_password, "PW",
             "Redis password (or redis.password_file); never logged", .flags = PGF_S_SECRET | PGF_S_NOFILE),
     SETTING("redis.django", NULL, PGF_T_PRESET, NULL, redis.django, NULL,

@@ -85,6 +85,7 @@ struct pgf_snapshot {
     int listing; /* the job's table list is being read */
     int finished, begun, closing;
     int low_pending; /* the next chunk must start once the query under way ends */
+    int paused;      /* the role may not write watermarks: no chunk can be read this run */
     unsigned xip_polls;
     struct pgf_snapshot_count *metrics;
 };
@@ -218,13 +219,22 @@ static void on_step(void *arg, struct pgf_pgconn *pc, PGresult *res, const char 
         return;
     }
     if (err) {
+        const char *code = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (code && strcmp(code, "42501") == 0 && strstr(st->what, "watermark")) {
+            /* Not this table's fault: no table can be read until the role may write watermarks. */
+            pgf_error("snapshot job \"%s\" is paused: %s failed: %s. Grant it: GRANT EXECUTE ON FUNCTION "
+                      "pg_logical_emit_message(boolean, text, text) TO <pgfanout's role>; the job resumes at the "
+                      "next start (its progress is kept). Streaming goes on", s->state.job, st->what, err);
+            forget_table(s);
+            s->phase = P_IDLE;
+            s->paused = 1;
+            pgf_metrics.snapshot_running = 0;
+            return;
+        }
         if (s->cur.idx >= 0 && permanent(res)) {
             char why[1200];
-            int denied = strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "42501") == 0;
             snprintf(why, sizeof why, "%s failed: %s%s", st->what, err,
-                     !denied                          ? ""
-                     : strstr(st->what, "watermark") ? " (grant the role EXECUTE on pg_logical_emit_message)"
-                                                      : " (grant the role SELECT on the table)");
+                     strcmp(code, "42501") == 0 ? " (grant the role SELECT on the table)" : "");
             pgf_pgconn_free(s->pc);
             s->pc = NULL;
             refuse(s, why);
@@ -860,7 +870,7 @@ static void on_tables_listed(struct pgf_snapshot *s, PGresult *res);
 /* Moves the job on: the next table, or the end. */
 static void advance(struct pgf_snapshot *s)
 {
-    if (s->phase != P_IDLE || !s->begun || s->sinks == NULL)
+    if (s->phase != P_IDLE || !s->begun || s->sinks == NULL || s->paused)
         return;
     if (s->state.job[0] == '\0') {
         if (s->saved >= s->chunk_version)
@@ -1106,8 +1116,9 @@ void pgf_snapshot_begin(struct pgf_snapshot *s, const struct pgf_snapshot_start 
     if (start->confirmed > s->state.confirmed_lsn)
         s->state.confirmed_lsn = start->confirmed;
     const char *mode = s->opts->snapshot ? s->opts->snapshot : "";
+    /* A temporary slot is an ad-hoc look at the stream: no snapshot unless asked for. */
     int want_initial = strcmp(mode, "initial") == 0 || strcmp(mode, "initial_only") == 0 ||
-                       (mode[0] == '\0' && start->slot_created);
+                       (mode[0] == '\0' && start->slot_created && !s->opts->temporary_slot);
     if (start->slot_lost) {
         pgf_warn("the slot was lost: every published table is read again (on_slot_loss: backfill)");
         job_all_tables(s, "slot_loss");

@@ -246,6 +246,7 @@ DEFAULTS = {
     "kafka.message_topic": "{prefix}.messages",
     "kafka.on_oversize": "fail",
     "kafka.dead_letter_topic": "{prefix}.dead_letter",
+    "kafka.state_topic": "pgfanout.state",
     "kafka.tombstones": True,
     "http.listen": None,
     "log.level": "info",
@@ -253,6 +254,10 @@ DEFAULTS = {
     "log.progress_interval": 60,
     "max_inflight_bytes": 16 * 1024 * 1024,
     "shutdown_timeout": 20,
+    "snapshot": None,
+    "snapshot_chunk_size": 10000,
+    "state_dir": None,
+    "on_slot_loss": "stop",
 }
 
 # The redis section's scalars, in the order --check-config prints them, each with a
@@ -260,7 +265,7 @@ DEFAULTS = {
 REDIS_SCALARS = {
     "redis.host": "127.0.0.1", "redis.port": 6379, "redis.db": 0, "redis.username": None,
     "redis.password_file": None, "redis.tls": False, "redis.window": 64, "redis.linger_ms": 0,
-    "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate",
+    "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate", "redis.on_read": "ignore",
 }
 # Then the password (redacted; the comment says where it came from), the presets and the
 # number of rules.

@@ -567,3 +567,33 @@ def test_state_store_that_cannot_be_read_stops_with_a_clear_error(cluster, admin
     r = runner.run_pgfanout(base + ["--snapshot-chunk-size", "0"], timeout=30)
     assert r.returncode == 2 and "snapshot_chunk_size" in r.stderr, r.describe()
     assert runner.slot_info(admin, "sn_st_slot") == before
+
+
+@pytest.mark.parametrize("on_read", ["ignore", "invalidate"])
+def test_redis_on_read(cluster, admin, pgfanout, tmp_path, rserver, on_read):
+    """Rows read by a backfill leave Redis alone by default (the application fills its caches);
+    with redis.on_read: invalidate, each read row's keys are deleted by the rules."""
+    t = f"sn_r_{on_read}"
+    make_table(admin, t, 300)
+    admin.execute(f"CREATE PUBLICATION {t}_pub FOR TABLE {t}")
+    client = rserver.client()
+    for i in range(1, 301):
+        client.set(f"{t}:{i}", "cached")
+    client.set("unrelated", "stays")
+    config = tmp_path / "pgfanout.yaml"
+    config.write_text(f"redis:\n  on_read: {on_read}\n  rules:\n    - table: {t}\n      keys: [\"{t}:{{id}}\"]\n")
+    port = free_port()
+    args = stdout_args(cluster, f"{t}_slot", f"{t}_pub", "--create-slot", "--snapshot", "never",
+                       "--sink", "stdout,redis", "--redis", rserver.addr, "--config", str(config),
+                       "--snapshot-chunk-size", "50", "--http-listen", f"127.0.0.1:{port}")
+    out, err = tmp_path / "out.jsonl", tmp_path / "err.log"
+    with runner.Worker(args, stdout_path=str(out), stderr_path=str(err)) as w:
+        wait_for(lambda: runner.slot_info(admin, f"{t}_slot"), 30)
+        assert post_backfill(port, {"tables": [t]})[0] == 202
+        wait_log(w, r'snapshot job "backfill" done', 60)
+        wait_caught_up(admin, f"{t}_slot")
+        assert w.terminate() == 0, w.stderr_text()[-3000:]
+    assert sum(1 for e in json_events(out) if e["op"] == "read") == 300
+    left = sum(1 for i in range(1, 301) if client.get(f"{t}:{i}") is not None)
+    assert client.get("unrelated") == b"stays"
+    assert left == (300 if on_read == "ignore" else 0), f"{left} of 300 cached rows left with on_read: {on_read}"
