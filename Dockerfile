@@ -14,7 +14,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq5 libevent-2.1-7 libjansson4 libssl3 librdkafka1 \
       libprotobuf-c1 libhiredis0.14 libcyaml1 libyaml-0-2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home pgfanout
+ && useradd --system --uid 10001 --no-create-home pgfanout \
+ && install -d -o pgfanout -g pgfanout /var/lib/pgfanout
 COPY --from=build /opt/pgfanout/bin/pgfanout /usr/local/bin/pgfanout
 COPY pgfanout.example.yaml /etc/pgfanout/pgfanout.example.yaml
 USER pgfanout
@@ -24,6 +25,10 @@ USER pgfanout
 # The listener stays on loopback, enough for the HEALTHCHECK below; set
 # PGFANOUT_HTTP_LISTEN=0.0.0.0:9187 to let Prometheus scrape from outside the container.
 ENV PGFANOUT_HTTP_LISTEN=127.0.0.1:9187
+# pgfanout's own state (snapshot progress, the system and slot it streamed from) when Kafka is
+# not a sink: mount a volume here, or a restart forgets it (with Kafka it lives in a topic).
+ENV PGFANOUT_STATE_DIR=/var/lib/pgfanout
+VOLUME /var/lib/pgfanout
 EXPOSE 9187
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["pgfanout", "--probe", "127.0.0.1:9187/healthz"]
