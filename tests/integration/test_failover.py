@@ -34,6 +34,7 @@ Knob: PGFANOUT_FAILOVER_ROWS (rows of the table; default 10000)."""
 import os
 import random
 import re
+import signal
 import threading
 import time
 
@@ -379,3 +380,100 @@ def test_backfill_cannot_see_deletes_in_the_gap(failover, pgfanout, rserver, tmp
           f"Kafka replay: {len(ghosts)} (e.g. {ghosts[:5]}), still cached in Redis: {len(stale)}")
     assert not ghosts and not stale, (f"{len(ghosts)} rows gone from the table are still in the Kafka replay, "
                                       f"{len(stale)} of their keys still cached")
+
+
+# --- a crash while pgfanout recovers from the failover ------------------------------------------
+
+def newest_state(s):
+    """The newest state document of the scenario's slot in the Kafka state topic, or None."""
+    import json
+    docs = [r.value for r in consume_all(s.broker.bootstrap, [s.state_topic], timeout=30)
+            if r.key == s.slot.encode() and r.value is not None]
+    return json.loads(docs[-1]) if docs else None
+
+
+def walsender_creating_slot(s, done=False):
+    """True while a walsender's CREATE_REPLICATION_SLOT waits for a transaction to end, or
+    with done, once it has finished (the slot is persistent then: the walsender persists it
+    before it answers)."""
+    cond = "state = 'idle'" if done else "wait_event_type = 'Lock'"
+    return runner.scalar(s.sconn, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+                                  f" AND query LIKE 'CREATE_REPLICATION_SLOT%%' AND {cond}") > 0
+
+
+def job_outcome(w, timeout=60, quiet=5):
+    """The 'snapshot job ... done' line of a worker's log; None when it has streamed for quiet
+    seconds without starting any snapshot job (a job says so at once: it resumes, or lists
+    its tables)."""
+    rx = re.compile(r'snapshot job "\w+" done: .*')
+    deadline, streaming_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline and w.running():
+        text = w.stderr_text()
+        m = rx.search(text)
+        if m:
+            return m.group(0)
+        if "streaming slot" in text and "snapshot job" not in text and "the slot was lost" not in text:
+            streaming_since = streaming_since or time.monotonic()
+            if time.monotonic() - streaming_since > quiet:
+                return None
+        time.sleep(0.1)
+    raise AssertionError(f"no snapshot job ended within {timeout} s (running={w.running()}):\n"
+                         + w.stderr_text()[-3000:])
+
+
+@pytest.mark.parametrize("point", [
+    pytest.param("slot_created", marks=pytest.mark.xfail(
+        strict=True, reason="known bug: the slot is created before the state records the slot_loss job, so a "
+                            "crash in between makes the next start stream from the new slot and skip the gap")),
+    "tables_not_listed"])
+def test_crash_during_recovery_still_backfills(failover, pgfanout, tmp_path, point):
+    """pgfanout with --on-slot-loss backfill is killed (SIGKILL) at a point of its recovery,
+    held there deterministically; a second start must still backfill, so that Kafka ends
+    exact.  The points:
+    - slot_created: the new slot exists on the standby, nothing was saved yet (the walsender
+      creates it while pgfanout is SIGSTOPped: CREATE_REPLICATION_SLOT waited for a
+      transaction we held open);
+    - tables_not_listed: the state says job slot_loss, but its table list is not saved yet
+      (the standby refuses new connections, so the snapshot cannot list the tables)."""
+    s = failover(f"focrash{point.split('_')[0]}")
+    hold = psycopg.connect(s.standby.dsn())  # a transaction with an xid: slot creation waits for it
+    hold.execute("SELECT txid_current()")
+    err = tmp_path / "first.log"
+    args = s.args(s.standby, "--on-slot-loss", "backfill")
+    with runner.Worker(args, stderr_path=str(err)) as w:
+        assert wait_for(lambda: walsender_creating_slot(s) or not w.running(), 60) and w.running(), \
+            w.stderr_text()[-3000:]
+        if point == "slot_created":
+            w.proc.send_signal(signal.SIGSTOP)
+            hold.commit()
+            # (the slot is listed, as a temporary one, while it is being built: wait for its end)
+            assert wait_for(lambda: walsender_creating_slot(s, done=True), 30)
+        else:
+            with runner.connect(s.standby.dsn(dbname="template1")) as other:
+                other.execute("ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false")
+            hold.commit()
+            doc = wait_for(lambda: (lambda d: d if d and d.get("snapshot") else None)(newest_state(s)), 60, 0.2)
+            assert doc and doc["snapshot"] == {"job": "slot_loss", "tables": []}, (doc, w.stderr_text()[-3000:])
+        w.proc.send_signal(signal.SIGKILL)
+        w.proc.wait()
+    hold.close()
+    if point == "tables_not_listed":
+        with runner.connect(s.standby.dsn(dbname="template1")) as other:
+            other.execute("ALTER DATABASE postgres WITH ALLOW_CONNECTIONS true")
+    state = newest_state(s)
+    print(f"[{s.name}] killed at {point}: slot {runner.slot_info(s.sconn, s.slot)['confirmed_flush_lsn']}, state: "
+          f"confirmed {state['confirmed_lsn']}, snapshot {state.get('snapshot')}")
+
+    err = tmp_path / "second.log"
+    with runner.Worker(args, stderr_path=str(err)) as w:
+        done = job_outcome(w)
+        print(f"[{s.name}] second start: {done or 'no snapshot job at all'}")
+        assert done, ("the second start began no snapshot job: it streams from the new slot and the gap "
+                      "is skipped without a word:\n" + w.stderr_text()[-3000:])
+        wait_caught_up(s.sconn, s.slot)
+        assert w.terminate() == 0, w.stderr_text()[-3000:]
+    events, _ = s.kafka_events()
+    reads = [e for e in events if e["op"] == "read" and lsn(e["commit_lsn"]) > lsn(s.promoted_at)]
+    print(f"[{s.name}] read events since promotion: {len(reads)}")
+    assert_same(replay_rows(events, "public", TABLE), table_rows(s.sconn, "public", TABLE, COLS),
+                f"{TABLE} after a crash at {point} and a restart")
