@@ -1122,6 +1122,14 @@ void pgf_snapshot_begin(struct pgf_snapshot *s, const struct pgf_snapshot_start 
     if (start->slot_lost) {
         pgf_warn("the slot was lost: every published table is read again (on_slot_loss: backfill)");
         job_all_tables(s, "slot_loss");
+    } else if (s->state.job[0] && s->state.ntables == 0 &&
+               (strcmp(s->state.job, "initial") == 0 || strcmp(s->state.job, "slot_loss") == 0)) {
+        /* A job of every table is saved before its table list is (job_all_tables, then the
+         * listing query): a stop in between leaves it without tables, and resuming that as is
+         * would end it at once, having read nothing. */
+        pgf_info("snapshot job \"%s\" resumes: its table list was not saved yet; listing the publication's tables "
+                 "again", s->state.job);
+        s->listing = 1;
     } else if (s->state.job[0]) {
         size_t left = 0;
         for (size_t i = 0; i < s->state.ntables; i++)

@@ -103,3 +103,72 @@ class PgCluster:
         self.proc = None
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PgStandby(PgCluster):
+    """A streaming hot standby of a running PgCluster: `pg_basebackup -R -X stream` from the
+    primary into a data directory of its own, then started on its own port and socket
+    directory, by its own pid (stop() as for a PgCluster).  With slot, pg_basebackup also
+    creates that physical slot on the primary (-C -S), so the primary keeps the WAL the
+    standby has not received.  promote() makes it a primary of its own (a failover)."""
+
+    def __init__(self, primary, slot=None, extra_conf=None):
+        super().__init__(wal_level=primary.wal_level, extra_conf=extra_conf)
+        self.primary = primary
+        self.slot = slot
+
+    def start(self):
+        """Takes the base backup and starts the standby; returns once it accepts (read-only)
+        connections."""
+        argv = [f"{PGBIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
+                "-U", self.primary.superuser, "-D", self.datadir, "-R", "-X", "stream",
+                "-c", "fast", "--no-sync"]
+        if self.slot:
+            argv += ["-C", "-S", self.slot]
+        r = subprocess.run(argv, user=self._user, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed ({r.returncode}):\n{r.stdout}")
+        # The copy carries the primary's postgresql.auto.conf (its port and socket directory)
+        # and -R's primary_conninfo: the lines appended here come later, so they win.
+        conf = {"port": str(self.port), "unix_socket_directories": f"'{self.root}'",
+                "hot_standby": "on"}
+        conf.update(self.extra_conf)
+        with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as f:
+            for k, v in conf.items():
+                f.write(f"{k} = {v}\n")
+        self._spawn()
+        return self
+
+    def _sql(self, sql):
+        import psycopg
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            return conn.execute(sql).fetchone()[0]
+
+    def replay_lsn(self):
+        """pg_last_wal_replay_lsn() as 'X/X' text (None before anything was replayed)."""
+        return self._sql("SELECT pg_last_wal_replay_lsn()::text")
+
+    def wait_replayed(self, lsn, timeout=60):
+        """Waits until the standby has replayed the primary's WAL up to lsn ('X/X')."""
+        def as_int(text):
+            hi, lo = text.split("/")
+            return (int(hi, 16) << 32) | int(lo, 16)
+        want = as_int(lsn)
+        deadline = time.time() + timeout
+        while True:
+            got = self.replay_lsn()
+            if got is not None and as_int(got) >= want:
+                return got
+            if time.time() > deadline:
+                raise RuntimeError(f"standby replayed only up to {got}, not {lsn}, in {timeout} s")
+            time.sleep(0.05)
+
+    def promote(self, timeout=60):
+        """SELECT pg_promote(): ends recovery and waits until the standby takes writes;
+        returns the LSN where its new timeline starts to be written ('X/X')."""
+        if not self._sql(f"SELECT pg_promote(true, {int(timeout)})"):
+            raise RuntimeError(f"standby was not promoted within {timeout} s")
+        if self._sql("SELECT pg_is_in_recovery()"):
+            raise RuntimeError("standby still in recovery after pg_promote()")
+        return self._sql("SELECT pg_current_wal_lsn()::text")
