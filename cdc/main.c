@@ -125,11 +125,25 @@ static void on_start_done(void *arg, PGconn *conn, int result, const char *err, 
     *w->info = *info;
 }
 
-/* Connects, prepares and starts streaming on the loop; resume is NULL at startup.  Returns the
- * connection, or NULL with err set and *result saying whether a retry can help (a stop signal
- * abandons the attempt: RETRY). */
+/* The state has recorded what the new slot is for: create it. */
+static void on_prepared(void *arg)
+{
+    pgf_replconn_proceed(arg);
+}
+
+/* Before the start attempt creates the slot: the snapshot records the job it is for. */
+static void on_before_create(void *arg, const char *system_id, int slot_lost, struct pgf_replstart *st)
+{
+    pgf_snapshot_prepare(arg, system_id, slot_lost, on_prepared, st);
+}
+
+/* Connects, prepares and starts streaming on the loop; resume is NULL at startup.  snap (or
+ * NULL) records, before a slot is created, what it is for.  Returns the connection, or NULL
+ * with err set and *result saying whether a retry can help (a stop signal abandons the
+ * attempt: RETRY). */
 static PGconn *start_stream(struct event_base *base, const struct pgf_options *opts, const struct pgf_resume *resume,
-                            struct pgf_server_info *info, char *err, size_t errlen, int *result)
+                            struct pgf_snapshot *snap, struct pgf_server_info *info, char *err, size_t errlen,
+                            int *result)
 {
     struct start_wait w = {.err = err, .errlen = errlen, .info = info, .result = PGF_REPLCONN_RETRY};
     struct pgf_replstart *st = pgf_replconn_start(base, opts, resume, on_start_done, &w);
@@ -138,8 +152,12 @@ static PGconn *start_stream(struct event_base *base, const struct pgf_options *o
         *result = PGF_REPLCONN_FATAL;
         return NULL;
     }
+    if (snap)
+        pgf_replconn_before_create(st, on_before_create, snap);
     run_until(base, &w.finished);
     if (!w.finished) {
+        if (snap)
+            pgf_snapshot_prepare_cancel(snap);
         pgf_replconn_cancel(st);
         snprintf(err, errlen, "stopped while connecting");
     }
@@ -461,10 +479,15 @@ int main(int argc, char **argv)
     struct pgf_resume from_state = {.confirmed = state.confirmed_lsn, .from_state = 1, .system_id = state.system_id,
                                     .state_where = store ? store->where : ""};
     const struct pgf_resume *first = state.slot[0] ? &from_state : NULL;
+    struct pgf_snapshot *snap = pgf_snapshot_new(base, &opts, store, &state);
+    if (snap == NULL) {
+        pgf_error("out of memory");
+        return 1;
+    }
     /* The first connection must work: a wrong DSN or setup is reported, not retried.  A slot
      * held by another walsender is the standby case: wait for it, as /readyz says. */
     int started;
-    PGconn *conn = start_stream(base, &opts, first, &info, err, sizeof err, &started);
+    PGconn *conn = start_stream(base, &opts, first, snap, &info, err, sizeof err, &started);
     for (int attempt = 1, wait_ms = 1000; conn == NULL && started == PGF_REPLCONN_BUSY && !stop_signal; attempt++) {
         if (attempt == 1 || attempt % 60 == 0)
             pgf_info("waiting for replication slot \"%s\", which another walsender holds (%s); this instance "
@@ -473,7 +496,7 @@ int main(int argc, char **argv)
         wait_on_loop(base, wait_ms);
         wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
         if (!stop_signal)
-            conn = start_stream(base, &opts, first, &info, err, sizeof err, &started);
+            conn = start_stream(base, &opts, first, snap, &info, err, sizeof err, &started);
     }
     pgf_metrics.waiting[0] = '\0';
     if (conn == NULL) {
@@ -483,7 +506,7 @@ int main(int argc, char **argv)
         else
             pgf_error("%s", err);
         sink_close(out);
-        pgf_state_clear(&state);
+        pgf_snapshot_free(snap);
         pgf_state_store_close(store);
         pgf_http_stop(http);
         free_loop(base);
@@ -495,7 +518,7 @@ int main(int argc, char **argv)
     size_t nsinks = open_sinks(&opts, info.database, redis, rules, out, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
-        pgf_state_clear(&state);
+        pgf_snapshot_free(snap);
         pgf_state_store_close(store);
         PQfinish(conn);
         pgf_http_stop(http);
@@ -514,11 +537,6 @@ int main(int argc, char **argv)
     struct pgf_heartbeat *heartbeat =
         opts.heartbeat_interval_ms ? pgf_heartbeat_start(base, opts.dsn, opts.heartbeat_interval_ms) : NULL;
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
-    struct pgf_snapshot *snap = pgf_snapshot_new(base, &opts, store, &state);
-    if (snap == NULL) {
-        pgf_error("out of memory");
-        return 1;
-    }
     if (store == NULL && (opts.snapshot || info.slot_created))
         pgf_warn("no state store (Kafka is not a sink and state_dir is not set): a snapshot cannot resume after "
                  "a crash, and a lost slot is not noticed at a restart. Set state_dir (--state-dir) to a directory "
@@ -546,7 +564,7 @@ int main(int argc, char **argv)
             if (stop_signal)
                 break;
             struct pgf_resume resume = {.confirmed = pgf_metrics.confirmed_lsn};
-            conn = start_stream(base, &opts, &resume, &info, err, sizeof err, &started);
+            conn = start_stream(base, &opts, &resume, NULL, &info, err, sizeof err, &started);
             if (conn == NULL && started == PGF_REPLCONN_FATAL) {
                 /* Reachable but refusing (slot lost, publication gone): retrying won't help. */
                 pgf_error("%s", err);

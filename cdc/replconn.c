@@ -289,6 +289,9 @@ struct pgf_replstart {
     fail_fn on_fail;
     pgf_replstart_cb done;
     void *arg;
+    pgf_before_create_cb before_create; /* asked before the slot is created, or NULL */
+    void *before_arg;
+    int before_asked;
     char err[8192];
 };
 
@@ -403,6 +406,13 @@ static void step_slot(struct pgf_replstart *st)
     st->denied_hint = NULL;
     if (st->slot_exists) {
         step_start(st);
+        return;
+    }
+    if (st->before_create && !st->before_asked && !st->opts->temporary_slot) {
+        /* What the new slot is for must be durable first: a crash right after creating it
+         * would otherwise leave a slot that looks like any other, and the reason lost. */
+        st->before_asked = 1;
+        st->before_create(st->before_arg, st->info.system_id, st->info.slot_lost, st);
         return;
     }
     char sql[1024] = "CREATE_REPLICATION_SLOT ";
@@ -771,6 +781,19 @@ struct pgf_replstart *pgf_replconn_start(struct event_base *base, const struct p
         return NULL;
     }
     return st;
+}
+
+/* Sets the hook; see replconn.h. */
+void pgf_replconn_before_create(struct pgf_replstart *st, pgf_before_create_cb cb, void *arg)
+{
+    st->before_create = cb;
+    st->before_arg = arg;
+}
+
+/* Creates the slot after the hook; see replconn.h. */
+void pgf_replconn_proceed(struct pgf_replstart *st)
+{
+    step_slot(st);
 }
 
 /* Abandons an attempt; see replconn.h. */

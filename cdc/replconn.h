@@ -65,6 +65,16 @@ struct pgf_replstart;
 struct pgf_replstart *pgf_replconn_start(struct event_base *base, const struct pgf_options *opts,
                                          const struct pgf_resume *resume, pgf_replstart_cb done, void *arg);
 
+/* Asked once, before the attempt creates a (persistent) slot, with the system identifier and
+ * whether the state's slot was lost; the attempt waits until pgf_replconn_proceed(st). */
+typedef void (*pgf_before_create_cb)(void *arg, const char *system_id, int slot_lost, struct pgf_replstart *st);
+
+/* Sets the hook of an attempt just started (before the loop runs it). */
+void pgf_replconn_before_create(struct pgf_replstart *st, pgf_before_create_cb cb, void *arg);
+
+/* Lets an attempt waiting in its hook create the slot and go on. */
+void pgf_replconn_proceed(struct pgf_replstart *st);
+
 /* Abandons an attempt that has not reported yet (done is not called); NULL is fine. */
 void pgf_replconn_cancel(struct pgf_replstart *st);
 

@@ -86,6 +86,12 @@ struct pgf_snapshot {
     int finished, begun, closing;
     int low_pending; /* the next chunk must start once the query under way ends */
     int paused;      /* the role may not write watermarks: no chunk can be read this run */
+    int prepared;    /* pgf_snapshot_prepare set the job before the slot was created */
+    uint64_t start_seq; /* the table start marker under way (a slot_loss job's truncate) */
+    int start_pending;
+    void (*prepare_done)(void *arg); /* waits for the prepared job to be saved */
+    void *prepare_arg;
+    uint64_t prepare_version;
     unsigned xip_polls;
     struct pgf_snapshot_count *metrics;
 };
@@ -103,6 +109,7 @@ static void set_finished(struct pgf_snapshot *s)
 }
 static void request_save(struct pgf_snapshot *s);
 static void on_xip_polled(struct pgf_snapshot *s, PGresult *res);
+static void on_start_marker(struct pgf_snapshot *s, PGresult *res);
 static void on_low(struct pgf_snapshot *s, PGresult *res);
 
 /* Seconds since t. */
@@ -149,6 +156,7 @@ static void forget_table(struct pgf_snapshot *s)
     drop_chunk(s);
     run_clear(&s->cur);
     pgf_window_reset(s->win);
+    s->start_pending = 0;
 }
 
 /* Runs on_retry after ms. */
@@ -528,8 +536,28 @@ static void on_described(struct pgf_snapshot *s, PGresult *res)
     else
         pgf_info("snapshot of %s starts: size unknown (never analyzed), by key (%s), %u rows a chunk", r->label,
                  r->order, s->opts->snapshot_chunk_size);
-    /* The window records from now on; a transaction running before now could commit unseen
-     * before a chunk's snapshot sees it, so wait for all of them to end first. */
+    if (strcmp(s->state.job, "slot_loss") == 0 && t->last_key == NULL) {
+        /* After a gap the consumers' copy of the table may hold rows deleted meanwhile, which
+         * no read can name: a truncate at the table's start makes them rebuild it from the
+         * rows read and the changes after it. */
+        char sql[256];
+        s->start_seq++;
+        s->start_pending = 1;
+        snprintf(sql, sizeof sql,
+                 "SELECT pg_catalog.pg_logical_emit_message(true, '" PGF_WATERMARK_PREFIX "', 'start %s.%" PRIu64 "')",
+                 s->run, s->start_seq);
+        query(s, sql, "writing the table's start marker", on_start_marker);
+        return;
+    }
+    on_start_marker(s, NULL);
+}
+
+/* The window records from now on (and a slot_loss job's start marker is written); a
+ * transaction running before now could commit unseen before a chunk's snapshot sees it, so
+ * wait for all of them to end first. */
+static void on_start_marker(struct pgf_snapshot *s, PGresult *res)
+{
+    (void)res;
     query(s, "SELECT pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())", "reading the transaction horizon",
           on_xip_target);
 }
@@ -738,9 +766,19 @@ int pgf_snapshot_event(struct pgf_snapshot *s, const struct pgf_event *ev,
     if (strcmp(prefix, PGF_WATERMARK_PREFIX) != 0)
         return 0;
     char mine[64];
-    int m = snprintf(mine, sizeof mine, "%s.%" PRIu64, s->run, s->seq);
     const char *c = ev->message.content;
     uint32_t n = ev->message.content_len;
+    int m = snprintf(mine, sizeof mine, "start %s.%" PRIu64, s->run, s->start_seq);
+    if (s->start_pending && n == (uint32_t)m && memcmp(c, mine, (size_t)m) == 0) {
+        s->start_pending = 0;
+        const struct pgf_relation *rels[1] = {&s->cur.rel};
+        struct pgf_event tr = {.op = PGF_OP_TRUNCATE, .lsn = ev->lsn, .txn = ev->txn,
+                               .truncate = {.nrels = 1, .rels = rels, .options = 0}};
+        pgf_info("snapshot of %s after a slot loss: a truncate first, so consumers drop rows deleted in the gap",
+                 s->cur.label);
+        return emit(ctx, &tr) == 0 ? 1 : -1;
+    }
+    m = snprintf(mine, sizeof mine, "%s.%" PRIu64, s->run, s->seq);
     int low = n > 4 && memcmp(c, "low ", 4) == 0, high = n > 5 && memcmp(c, "high ", 5) == 0;
     size_t off = low ? 4 : 5;
     if (!(low || high) || n - off != (uint32_t)m || memcmp(c + off, mine, (size_t)m) != 0)
@@ -967,7 +1005,8 @@ static void on_saved(void *arg, const char *err)
         return;
     if (err) {
         pgf_error("cannot save pgfanout's state to %s: %s; retrying in %d s (a restart now would read the last "
-                  "chunks again)", s->store->where, err, RETRY_MS / 1000);
+                  "chunks again)%s", s->store->where, err, RETRY_MS / 1000,
+                  s->prepare_done ? "; the slot is created once the state is saved" : "");
         s->dirty = 1;
         struct timeval tv = {RETRY_MS / 1000, 0};
         evtimer_add(s->ev_save, &tv);
@@ -976,6 +1015,11 @@ static void on_saved(void *arg, const char *err)
     s->saved = s->inflight;
     if (s->dirty)
         start_save(s);
+    if (s->prepare_done && s->saved >= s->prepare_version) {
+        void (*done)(void *) = s->prepare_done;
+        s->prepare_done = NULL;
+        done(s->prepare_arg);
+    }
     if (s->phase == P_SAVING && s->saved >= s->chunk_version)
         chunk_saved(s);
     else if (s->phase == P_IDLE && s->state.job[0] == '\0' && s->saved >= s->chunk_version && s->begun)
@@ -1095,6 +1139,15 @@ void pgf_snapshot_free(struct pgf_snapshot *s)
     free(s);
 }
 
+/* True when this start should run the initial snapshot (before the state's say). */
+static int wants_initial(const struct pgf_snapshot *s, int slot_created)
+{
+    const char *mode = s->opts->snapshot ? s->opts->snapshot : "";
+    /* A temporary slot is an ad-hoc look at the stream: no snapshot unless asked for. */
+    return strcmp(mode, "initial") == 0 || strcmp(mode, "initial_only") == 0 ||
+           (mode[0] == '\0' && slot_created && !s->opts->temporary_slot);
+}
+
 /* Starts a job of every published table. */
 static void job_all_tables(struct pgf_snapshot *s, const char *job)
 {
@@ -1103,6 +1156,31 @@ static void job_all_tables(struct pgf_snapshot *s, const char *job)
     s->state.ntables = 0;
     snprintf(s->state.job, sizeof s->state.job, "%s", job);
     s->listing = 1;
+}
+
+/* Sets the job a slot about to be created is for, and saves it; see snapshot.h. */
+void pgf_snapshot_prepare(struct pgf_snapshot *s, const char *system_id, int slot_lost, void (*done)(void *arg),
+                          void *arg)
+{
+    int job = slot_lost || (wants_initial(s, 1) && !s->state.initial_done && s->state.job[0] == '\0');
+    if (s->store == NULL || !job) {
+        done(arg);
+        return;
+    }
+    snprintf(s->state.system_id, sizeof s->state.system_id, "%s", system_id ? system_id : "");
+    snprintf(s->state.slot, sizeof s->state.slot, "%s", s->opts->slot);
+    job_all_tables(s, slot_lost ? "slot_loss" : "initial");
+    s->prepared = 1;
+    s->prepare_done = done;
+    s->prepare_arg = arg;
+    request_save(s);
+    s->prepare_version = s->want;
+}
+
+/* Forgets the waiting caller of pgf_snapshot_prepare. */
+void pgf_snapshot_prepare_cancel(struct pgf_snapshot *s)
+{
+    s->prepare_done = NULL;
 }
 
 /* Decides the job at the first start; see snapshot.h. */
@@ -1116,10 +1194,10 @@ void pgf_snapshot_begin(struct pgf_snapshot *s, const struct pgf_snapshot_start 
     if (start->confirmed > s->state.confirmed_lsn)
         s->state.confirmed_lsn = start->confirmed;
     const char *mode = s->opts->snapshot ? s->opts->snapshot : "";
-    /* A temporary slot is an ad-hoc look at the stream: no snapshot unless asked for. */
-    int want_initial = strcmp(mode, "initial") == 0 || strcmp(mode, "initial_only") == 0 ||
-                       (mode[0] == '\0' && start->slot_created && !s->opts->temporary_slot);
-    if (start->slot_lost) {
+    int want_initial = wants_initial(s, start->slot_created);
+    if (s->prepared) {
+        pgf_info("snapshot job \"%s\": listing the publication's tables", s->state.job);
+    } else if (start->slot_lost) {
         pgf_warn("the slot was lost: every published table is read again (on_slot_loss: backfill)");
         job_all_tables(s, "slot_loss");
     } else if (s->state.job[0] && s->state.ntables == 0 &&

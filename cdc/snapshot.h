@@ -31,6 +31,16 @@ struct pgf_snapshot *pgf_snapshot_new(struct event_base *base, const struct pgf_
 /* Saves the state a last time (bounded by the shutdown timeout) and frees s; NULL is fine. */
 void pgf_snapshot_free(struct pgf_snapshot *s);
 
+/* Called before pgfanout creates its (persistent) slot: when the new slot is for a job (the
+ * initial snapshot, or a backfill after the slot was lost), records the job in the state and
+ * saves it, then calls done(arg); else calls done(arg) at once.  Saved first, so a crash just
+ * after the slot is created cannot leave the slot without the reason it was created for. */
+void pgf_snapshot_prepare(struct pgf_snapshot *s, const char *system_id, int slot_lost, void (*done)(void *arg),
+                          void *arg);
+
+/* The start attempt that waits in pgf_snapshot_prepare was abandoned: done is not called. */
+void pgf_snapshot_prepare_cancel(struct pgf_snapshot *s);
+
 /* What the stream's start found, for pgf_snapshot_begin. */
 struct pgf_snapshot_start {
     const char *system_id;

@@ -25,15 +25,15 @@ Then:
   exactly, and every cached row key is gone, in particular those of rows nothing changed
   after promotion (only the backfill's reads can have deleted them); keys of no row and of
   no rule are kept.
-- test_backfill_cannot_see_deletes_in_the_gap (xfail, strict): what a backfill of `read`
-  events cannot repair: a row deleted (or whose key changed) during the gap is never read, so
-  Kafka consumers keep it and its Redis key stays cached.  Documents the limit; it turns into
-  an XPASS failure if pgfanout ever handles it.
+- test_backfill_after_deletes_in_the_gap: a row deleted (or whose key changed) during the gap
+  is never read; the backfill starts each table with a truncate event, so the Kafka replay
+  still ends exact and the rule's table keys are deleted (per-row keys of such rows cannot be
+  named: the documented limit).
 - test_crash_during_recovery_still_backfills: pgfanout with --on-slot-loss backfill killed
   (SIGKILL) at a point of its recovery held deterministically, then started again: it must
-  still backfill, so Kafka ends exact.  After the job is saved but before its table list is:
-  passes (cdc/snapshot.c lists the tables again).  After the new slot exists but before the
-  state records the job: a strict xfail, the restart skips the gap (a known bug).
+  still backfill, so Kafka ends exact.  After the new slot exists (the job was saved before
+  it was created), and after the job is saved but before its table list is (cdc/snapshot.c
+  lists the tables again).
 
 Knob: PGFANOUT_FAILOVER_ROWS (rows of the table; default 10000)."""
 import os
@@ -242,7 +242,7 @@ class Writer(threading.Thread):
         assert self.error is None, repr(self.error)
 
 
-def run_backfill(s, rs, tmp_path, also_cached=()):
+def run_backfill(s, rs, tmp_path, also_cached=(), table_keys=()):
     """Caches every row in Redis (and the ids also_cached: rows an application cached before
     the gap, which the gap removed), then runs pgfanout with --on-slot-loss backfill (Kafka +
     Redis, redis.on_read: invalidate) against the promoted standby while a Writer changes it.
@@ -258,8 +258,13 @@ def run_backfill(s, rs, tmp_path, also_cached=()):
         pipe.set(k, b"sentinel")
     pipe.execute()
     config = tmp_path / f"{s.name}.yaml"
-    config.write_text(yaml.safe_dump({"redis": {"on_read": "invalidate", "rules": [
-        {"table": f"public.{TABLE}", "keys": [KEY.replace("{}", "{id}")]}]}}))
+    rule = {"table": f"public.{TABLE}", "keys": [KEY.replace("{}", "{id}")]}
+    if table_keys:
+        rule["table_keys"] = list(table_keys)
+        for k in table_keys:
+            pipe.set(k, b"cached list")
+        pipe.execute()
+    config.write_text(yaml.safe_dump({"redis": {"on_read": "invalidate", "rules": [rule]}}))
     writer = Writer(s.standby.dsn(), sorted(cached), 5 * ROWS, seed=len(s.name))
     writer.start()
     err = tmp_path / f"{s.name}-standby.log"
@@ -370,21 +375,29 @@ def test_backfill_after_failover(failover, pgfanout, rserver, tmp_path):
     assert all(client.get(k) == b"sentinel" for k in sentinels)
 
 
-@pytest.mark.xfail(strict=True, reason="a backfill of `read` events cannot name rows deleted (or re-keyed) "
-                                       "during the gap: Kafka consumers keep them, and their Redis keys stay")
-def test_backfill_cannot_see_deletes_in_the_gap(failover, pgfanout, rserver, tmp_path):
+def test_backfill_after_deletes_in_the_gap(failover, pgfanout, rserver, tmp_path):
+    """Rows deleted (or re-keyed) during the gap: no read can name them, so a slot_loss backfill
+    starts each table with a truncate event.  Kafka consumers that replay in order drop them
+    (the replay ends exact); Redis deletes the rule's table keys.  Per-row keys of those rows
+    cannot be named: they stay until they expire (the documented limit; table_keys or
+    generation cover them)."""
     s = failover("fodel", gap_deletes=True)
     gone = s.gap_deleted | set(s.gap_rekeyed)
-    client, cached, sentinels, writer, log = run_backfill(s, rserver, tmp_path, also_cached=gone)
+    listing = f"{TABLE}:all"
+    client, cached, sentinels, writer, log = run_backfill(s, rserver, tmp_path, also_cached=gone,
+                                                          table_keys=[listing])
     events, _ = s.kafka_events()
+    truncates = [e for e in events if e["op"] == "truncate"]
     replayed = replay_rows(events, "public", TABLE)
     final = table_rows(s.sconn, "public", TABLE, COLS)
     ghosts = sorted(int(k) for k in replayed if k not in final)
     stale = sorted(i for i in gone if client.exists(KEY.format(i)))
-    print(f"[{s.name}] rows deleted or re-keyed in the gap: {len(gone)}; after the backfill still in the "
-          f"Kafka replay: {len(ghosts)} (e.g. {ghosts[:5]}), still cached in Redis: {len(stale)}")
-    assert not ghosts and not stale, (f"{len(ghosts)} rows gone from the table are still in the Kafka replay, "
-                                      f"{len(stale)} of their keys still cached")
+    print(f"[{s.name}] rows deleted or re-keyed in the gap: {len(gone)}; truncate events: {len(truncates)}; after "
+          f"the backfill still in the Kafka replay: {len(ghosts)}, per-row keys still cached: {len(stale)}")
+    assert len(truncates) == 1 and "a truncate first" in log
+    assert not ghosts, f"{len(ghosts)} rows gone from the table are still in the Kafka replay: {ghosts[:5]}"
+    assert_same(replayed, final, TABLE)
+    assert not client.exists(listing), "the rule's table key survived the backfill's truncate"
 
 
 # --- a crash while pgfanout recovers from the failover ------------------------------------------
@@ -427,10 +440,7 @@ def job_outcome(w, timeout=60, quiet=5):
 
 
 @pytest.mark.parametrize("point", [
-    pytest.param("slot_created", marks=pytest.mark.xfail(
-        strict=True, reason="known bug: the slot is created before the state records the slot_loss job, so a "
-                            "crash in between makes the next start stream from the new slot and skip the gap")),
-    "tables_not_listed"])
+    "slot_created", "tables_not_listed"])
 def test_crash_during_recovery_still_backfills(failover, pgfanout, tmp_path, point):
     """pgfanout with --on-slot-loss backfill is killed (SIGKILL) at a point of its recovery,
     held there deterministically; a second start must still backfill, so that Kafka ends
@@ -457,6 +467,10 @@ def test_crash_during_recovery_still_backfills(failover, pgfanout, tmp_path, poi
             with runner.connect(s.standby.dsn(dbname="template1")) as other:
                 other.execute("ALTER DATABASE postgres WITH ALLOW_CONNECTIONS false")
             hold.commit()
+            # The job is saved before the slot is created; the kill comes once both are.
+            # (an ephemeral slot under construction is not listed as temporary: wait for streaming)
+            assert wait_for(lambda: runner.scalar(s.sconn, "SELECT count(*) FROM pg_stat_activity WHERE backend_type "
+                                                           "= 'walsender' AND query LIKE 'START_REPLICATION%%'") > 0, 30)
             doc = wait_for(lambda: (lambda d: d if d and d.get("snapshot") else None)(newest_state(s)), 60, 0.2)
             assert doc and doc["snapshot"] == {"job": "slot_loss", "tables": []}, (doc, w.stderr_text()[-3000:])
         w.proc.send_signal(signal.SIGKILL)

@@ -53,9 +53,13 @@ def replay_rows(events, schema, table, key="id"):
     snapshot's read follows later and carries the same or newer data)."""
     rows = {}
     for ev in events:
+        op = ev["op"]
+        if op == "truncate":
+            if any(t["schema"] == schema and t["table"] == table for t in ev["tables"]):
+                rows.clear()
+            continue
         if ev.get("schema") != schema or ev.get("table") != table:
             continue
-        op = ev["op"]
         after = text_row(ev.get("after"))
         if op in ("read", "insert"):
             rows[after[key]] = after
@@ -66,8 +70,6 @@ def replay_rows(events, schema, table, key="id"):
             rows[after[key]] = after
         elif op == "delete":
             rows.pop(text_row(ev["key"])[key], None)
-        elif op == "truncate":
-            rows.clear()
     return rows
 
 
