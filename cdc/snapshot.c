@@ -876,6 +876,14 @@ void pgf_snapshot_acked(struct pgf_snapshot *s, uint64_t acked, uint64_t confirm
         chunk_acked(s);
 }
 
+/* Empties the job's table list. */
+static void clear_tables(struct pgf_snapshot *s)
+{
+    pgf_state_clear(&(struct pgf_state){.tables = s->state.tables, .ntables = s->state.ntables});
+    s->state.tables = NULL;
+    s->state.ntables = 0;
+}
+
 /* Ends the job: every table is done. */
 static void job_done(struct pgf_snapshot *s)
 {
@@ -888,12 +896,7 @@ static void job_done(struct pgf_snapshot *s)
     s->refused = 0;
     if (strcmp(s->state.job, "initial") == 0)
         s->state.initial_done = 1;
-    struct pgf_state empty_tables = {0};
-    empty_tables.tables = s->state.tables;
-    empty_tables.ntables = s->state.ntables;
-    s->state.tables = NULL;
-    s->state.ntables = 0;
-    pgf_state_clear(&empty_tables);
+    clear_tables(s);
     s->state.job[0] = '\0';
     pgf_metrics.snapshot_running = 0;
     request_save(s);
@@ -965,6 +968,7 @@ static void on_tables_listed(struct pgf_snapshot *s, PGresult *res)
 {
     s->listing = 0;
     int n = PQntuples(res);
+    clear_tables(s);
     s->state.tables = calloc((size_t)n + 1, sizeof *s->state.tables);
     for (int i = 0; s->state.tables && i < n; i++) {
         s->state.tables[i].schema = strdup(PQgetvalue(res, i, 0));
@@ -1151,9 +1155,7 @@ static int wants_initial(const struct pgf_snapshot *s, int slot_created)
 /* Starts a job of every published table. */
 static void job_all_tables(struct pgf_snapshot *s, const char *job)
 {
-    pgf_state_clear(&(struct pgf_state){.tables = s->state.tables, .ntables = s->state.ntables});
-    s->state.tables = NULL;
-    s->state.ntables = 0;
+    clear_tables(s);
     snprintf(s->state.job, sizeof s->state.job, "%s", job);
     s->listing = 1;
 }
