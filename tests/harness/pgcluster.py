@@ -15,6 +15,13 @@ PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 
 
 
+def append_conf(datadir, conf):
+    """Appends settings to a data directory's postgresql.auto.conf (later lines win)."""
+    with open(os.path.join(datadir, "postgresql.auto.conf"), "a") as f:
+        for k, v in conf.items():
+            f.write(f"{k} = {v}\n")
+
+
 class PgCluster:
     """One cluster; start() then stop().  dsn() gives a libpq DSN for a database and user."""
 
@@ -55,9 +62,7 @@ class PgCluster:
             "logging_collector": "off",
         }
         conf.update(self.extra_conf)
-        with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as f:
-            for k, v in conf.items():
-                f.write(f"{k} = {v}\n")
+        append_conf(self.datadir, conf)
         self._spawn()
         return self
 
@@ -134,9 +139,7 @@ class PgStandby(PgCluster):
         conf = {"port": str(self.port), "unix_socket_directories": f"'{self.root}'",
                 "hot_standby": "on"}
         conf.update(self.extra_conf)
-        with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as f:
-            for k, v in conf.items():
-                f.write(f"{k} = {v}\n")
+        append_conf(self.datadir, conf)
         self._spawn()
         return self
 

@@ -54,6 +54,17 @@ def db(cluster):
     conn.close()
 
 
+@pytest.fixture(scope="module")
+def broker():
+    """A Kafka broker (KRaft, one node) for the module, stopped by its own handle afterwards;
+    a suite with needs of its own defines its own."""
+    from kafkabroker import KafkaBroker
+    b = KafkaBroker()
+    b.start()
+    yield b
+    b.cleanup()
+
+
 @pytest.fixture
 def rserver():
     """A redis-server of the test's own, stopped by pid afterwards (thawed first if a test

@@ -61,15 +61,6 @@ COLS = ["id", "v", "n"]
 KEY = "acct:{}"           # the Redis rule's key template is "acct:{id}"
 
 
-@pytest.fixture(scope="module")
-def broker():
-    from kafkabroker import KafkaBroker
-    b = KafkaBroker()
-    b.start()
-    yield b
-    b.cleanup()
-
-
 @pytest.fixture
 def failover(broker, tmp_path):
     """Makes Failover scenarios; stops their servers (by pid) at the end of the test."""

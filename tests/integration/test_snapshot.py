@@ -270,15 +270,6 @@ def test_snapshot_consistent_under_concurrent_writers(cluster, admin, pgfanout, 
     assert progress or took < 10, "no progress line during a snapshot that took " + str(took)
 
 
-@pytest.fixture(scope="module")
-def broker():
-    from kafkabroker import KafkaBroker
-    b = KafkaBroker()
-    b.start()
-    yield b
-    b.cleanup()
-
-
 def test_kill9_mid_snapshot_resumes_after_acknowledged_chunks(cluster, admin, pgfanout, broker, tmp_path):
     """kill -9 at 3 random points of a snapshot into Kafka under concurrent updates; each
     restart resumes from the Kafka state topic after an acknowledged chunk.  The end state is
