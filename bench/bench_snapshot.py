@@ -6,9 +6,9 @@ is filled with --rows rows (default 1,000,000) in --txn-rows-row transactions (d
 behind fresh pgoutput slots, then VACUUM ANALYZEd.  For each repetition it times, one after the
 other (stream and snapshot alternate in order between repetitions):
 
-  psql -c "COPY bench_snap TO STDOUT" > /dev/null            PostgreSQL's own pace, for scale
-  pgfanout --sink kafka --snapshot never --endpos LSN          streaming the inserts (as bench_kafka)
-  pgfanout --sink kafka --create-slot --snapshot initial_only  reading the table (exits 0 at the end)
+  psql -c "COPY bench_snap TO STDOUT" > /dev/null           PostgreSQL's own pace, for scale
+  pgfanout --sink kafka --snapshot never --endpos LSN         the inserts streamed (as bench_kafka)
+  pgfanout --sink kafka --create-slot --snapshot initial_only the table read (exits 0 at the end)
 
 The goal: the snapshot is at least as fast as streaming the same rows (ratio >= 1.0), i.e.
 reading is never what limits an initial load.  Then, unless --skip-large, a second table of
@@ -123,7 +123,7 @@ class Bench:
         argv = [f"{PGBIN}/psql", "-X", "-q", *pg_args(self.cluster), "-d", "postgres",
                 "-c", f"COPY {table} TO STDOUT"]
         m = self.timed("COPY", argv, rows, f"copy-{label}")
-        log("  " + m.line())
+        log("  " + m.line() + f", {m.minflt:,} minor faults")
         return m
 
     def stream(self, slot, endpos, rows, label):
@@ -139,7 +139,7 @@ class Bench:
                                  "pg_replication_slots WHERE slot_name = %s", (endpos, slot)):
             raise BenchError(f"slot {slot} confirmed less than endpos {endpos} after a clean exit")
         drop_slots(self.conn, slot)
-        log("  " + m.line() + f", Kafka records {m.kafka_records:,}")
+        log("  " + m.line() + f", {m.minflt:,} minor faults, Kafka records {m.kafka_records:,}")
         return m
 
     def snapshot(self, table, publication, rows, label):
@@ -161,7 +161,7 @@ class Bench:
                              f"its stderr (tail):\n{tail(m.log_path)}")
         m.chunks, m.snap_secs = int(done[-1][2]), float(done[-1][3])
         drop_slots(self.conn, slot)
-        log("  " + m.line() + f", Kafka records {m.kafka_records:,}; "
+        log("  " + m.line() + f", {m.minflt:,} minor faults, Kafka records {m.kafka_records:,}; "
             f"snapshot phase {m.snap_secs:.2f} s, {m.chunks} chunks")
         return m
 
@@ -194,7 +194,8 @@ def row(rows, what, ms, walsender=True, broker=True):
     ws = f"{med(ms, 'walsender_cpu'):.1f}" if walsender else "–"
     bk = f"{statistics.median(m.broker_cpu or 0.0 for m in ms):.1f}" if broker else "–"
     return (f"| {rows:,} | {what} | {med(ms, 'wall'):.2f} | {med(ms, 'rate'):,.0f} "
-            f"| {med(ms, 'cpu'):.2f} | {rss} | {ws} | {med(ms, 'backend_cpu'):.1f} | {bk} |")
+            f"| {med(ms, 'cpu'):.2f} ({med(ms, 'sys'):.2f}) | {med(ms, 'minflt') / 1000:,.0f}k "
+            f"| {rss} | {ws} | {med(ms, 'backend_cpu'):.1f} | {bk} |")
 
 
 def print_summary(res, args, versions):
@@ -218,9 +219,9 @@ def print_summary(res, args, versions):
         f"- pgfanout {versions['pgfanout']}; snapshot chunk size {chunk_size(args):,}; extra args: "
         f"{('`' + extra + '`') if extra else '(none)'}",
         "",
-        "| table rows | what | s | rows/s | CPU s | peak RSS MB | walsender CPU s "
-        "| backends CPU s | broker CPU s |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| table rows | what | s | rows/s | CPU s (sys) | minor faults | peak RSS MB "
+        "| walsender CPU s | backends CPU s | broker CPU s |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
         row(args.rows, "`COPY TO STDOUT` (psql → /dev/null)", copies, walsender=False,
             broker=False),
         row(args.rows, f"pgfanout streaming the inserts ({args.txn_rows:,}-row txns, "
@@ -259,8 +260,9 @@ def print_summary(res, args, versions):
         "Wall time runs from spawn to exit (pgfanout exits once Kafka acknowledged every record "
         "and, for the snapshot, once its progress is saved). rows/s = table rows ÷ wall time. "
         "ratio = snapshot rows/s ÷ stream rows/s, median of the per-run ratios. RSS = "
-        "ru_maxrss; CPU = user+sys, all threads. Backends = the client backends (the snapshot's "
-        "or COPY's reading connection), sampled every 0.2 s.",
+        "ru_maxrss; CPU = user+sys, all threads; minor faults = ru_minflt (pages touched "
+        "anew). Backends = the client backends (the snapshot's or COPY's reading connection), "
+        "sampled every 0.2 s.",
     ]
     print("\n==== SUMMARY (Markdown, paste into docs) ====", flush=True)
     print("\n".join(out), flush=True)

@@ -176,7 +176,8 @@ wall = time.monotonic() - t0
 signal.setitimer(signal.ITIMER_REAL, 0)
 with open(out, "w") as f:
     json.dump({"status": status, "wall": wall, "maxrss_kb": ru.ru_maxrss,
-               "utime": ru.ru_utime, "stime": ru.ru_stime, "timed_out": wall >= timeout}, f)
+               "utime": ru.ru_utime, "stime": ru.ru_stime, "minflt": ru.ru_minflt,
+               "timed_out": wall >= timeout}, f)
 """
 
 
@@ -192,6 +193,7 @@ class Measurement:
         self.sys = r["stime"]
         self.cpu = self.user + self.sys
         self.rss_mb = r["maxrss_kb"] / 1024.0  # Linux: KiB
+        self.minflt = r.get("minflt", 0)  # minor page faults (memory the process touched anew)
         self.walsender_cpu = walsender_cpu
         self.broker_cpu = broker_cpu
         self.backend_cpu = None  # client backends' CPU, when run_child sampled them
