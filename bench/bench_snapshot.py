@@ -72,6 +72,7 @@ TABLE, PUBLICATION = "bench_snap", "bench_snap_pub"
 LARGE, PUBLICATION_LARGE = "bench_snap_large", "bench_snap_large_pub"
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 48.0
+NOISY_CPU_S = 2.0  # a timed run with more other load than this is flagged in the summary
 DEFAULT_CHUNK = 10000  # pgfanout's --snapshot-chunk-size default, for the report
 DONE_RE = re.compile(r"snapshot of (\S+) done: (\d+) rows in (\d+) chunks, ([\d.]+) s")
 
@@ -208,10 +209,12 @@ def print_summary(res, args, versions):
     rss_runs = snaps + ([large["snapshot"]] if large else [])
     rss_max = max(m.rss_mb for m in rss_runs)
     ratio_ok, rss_ok = ratio >= TARGET_RATIO, rss_max <= TARGET_RSS_MB
+    noise = ", ".join(f"{sn.others_cpu or 0:.1f} / {st.others_cpu or 0:.1f}"
+                      for sn, st in zip(snaps, streams))
     extra = " ".join(x for x in (args.pgfanout_args, args.snapshot_args) if x)
     out = [
         f"pgfanout snapshot → Kafka benchmark, {versions['date']}, median of {args.repeat} "
-        f"run(s) per 1M figure (`bench/bench_snapshot.py`)",
+        f"run(s) per {args.rows:,}-row figure (`bench/bench_snapshot.py`)",
         "",
         f"- machine: {versions['cpus']} CPUs, {versions['kernel']}; PostgreSQL {versions['pg']}; "
         f"Kafka {versions['kafka']} (1 local broker, {args.partitions} partitions/topic); "
@@ -236,7 +239,8 @@ def print_summary(res, args, versions):
     out += [
         "",
         f"- **snapshot ÷ stream = {ratio:.2f}** (goal ≥ {TARGET_RATIO:.1f}: {mark(ratio_ok)}; "
-        f"per run {', '.join(f'{r:.2f}' for r in ratios)}); snapshot ÷ COPY = "
+        f"per run {', '.join(f'{r:.2f}' for r in ratios)}; other load during the snapshot / "
+        f"stream runs {noise} CPU-s); snapshot ÷ COPY = "
         f"{statistics.median(sn.rate / c.rate for sn, c in zip(snaps, copies)):.3f}",
         f"- **pgfanout peak RSS, snapshot: {med(snaps, 'rss_mb'):.1f} MB at {args.rows:,} rows"
         + (f", {large['snapshot'].rss_mb:.1f} MB at {args.rows_large:,} rows" if large else
@@ -252,10 +256,15 @@ def print_summary(res, args, versions):
                    f"{secs:.2f} s, {n / secs:,.0f} rows/s, {chunks} chunks, "
                    f"{1000 * secs / chunks:.1f} ms a chunk; the rest of the wall time "
                    f"({med(ms, 'wall') - secs:.2f} s) is start-up (slot, Kafka, state) and exit")
-    others = [m.others_cpu or 0.0 for m in copies + streams + snaps]
+    timed = copies + streams + snaps + ([large["copy"], large["snapshot"]] if large else [])
+    others = [m.others_cpu or 0.0 for m in timed]
+    noisy = sum(o > NOISY_CPU_S for o in others)
     out += [
         f"- other load (machine busy minus the measured process, walsenders, backends and "
-        f"broker) ~{statistics.median(others):.1f} CPU-s per run (median)",
+        f"broker) ~{statistics.median(others):.1f} CPU-s per run (median)"
+        + (f"; **{noisy} of {len(timed)} timed runs had more than {NOISY_CPU_S:.0f} CPU-s of "
+           f"it**: someone else used the machine, so their times are unreliable (rerun at a "
+           f"quieter moment)" if noisy else ""),
         "",
         "Wall time runs from spawn to exit (pgfanout exits once Kafka acknowledged every record "
         "and, for the snapshot, once its progress is saved). rows/s = table rows ÷ wall time. "
