@@ -25,6 +25,8 @@ Run with Debian's python3 (psycopg 3 and confluent_kafka come from apt):
   /usr/bin/python3 bench/bench_snapshot.py                  # full size (~5 min)
   /usr/bin/python3 bench/bench_snapshot.py --rows 100000 --skip-large --repeat 1
   /usr/bin/python3 bench/bench_snapshot.py --snapshot-args '--snapshot-chunk-size 50000'
+  /usr/bin/python3 bench/bench_snapshot.py \
+      --pgfanout-env GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456
 
 Not part of ctest.  Every process it starts (PostgreSQL, the Kafka broker, psql, pgfanout) is
 stopped by its own handle.
@@ -88,7 +90,7 @@ class Bench:
         self.workdir = workdir
         self.tag = os.getpid()
 
-    def timed(self, name, argv, rows, log_name, kafka=False):
+    def timed(self, name, argv, rows, log_name, kafka=False, env=None):
         """Runs argv under the launcher after a settle pause and a quiet-machine wait; it must
         exit 0.  Returns its Measurement (client backends' CPU sampled too)."""
         a = self.args
@@ -98,7 +100,7 @@ class Bench:
             wait_for_quiet(a.wait_quiet)
         log_path = os.path.join(self.workdir, log_name + ".log")
         m = run_child(name, argv, rows, log_path, a.timeout, self.cluster.proc.pid,
-                      self.broker.pid if kafka else None, backends=True)
+                      self.broker.pid if kafka else None, backends=True, env=env)
         if m.exitcode != 0:
             raise BenchError(f"{name} exited with {m.exitcode} (wanted 0) after {m.wall:.1f} s\n"
                              f"argv: {shlex.join(argv)}\nits stderr (tail):\n{tail(log_path)}")
@@ -134,7 +136,8 @@ class Bench:
         self.broker.create_topics(topic, partitions=self.args.partitions)
         argv = self.fanout_argv(slot, PUBLICATION, prefix, "--snapshot", "never",
                                 "--endpos", endpos)
-        m = self.timed("pgfanout stream", argv, rows, f"stream-{label}", kafka=True)
+        m = self.timed("pgfanout stream", argv, rows, f"stream-{label}", kafka=True,
+                       env=self.args.pgfanout_env)
         self.check_records(m, topic, rows)
         if not scalar(self.conn, "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM "
                                  "pg_replication_slots WHERE slot_name = %s", (endpos, slot)):
@@ -152,7 +155,8 @@ class Bench:
         argv = self.fanout_argv(slot, publication, prefix, "--create-slot",
                                 "--snapshot", "initial_only",
                                 *shlex.split(self.args.snapshot_args))
-        m = self.timed("pgfanout snapshot", argv, rows, f"snapshot-{label}", kafka=True)
+        m = self.timed("pgfanout snapshot", argv, rows, f"snapshot-{label}", kafka=True,
+                       env=self.args.pgfanout_env)
         self.check_records(m, topic, rows)
         with open(m.log_path, errors="replace") as f:
             done = [d for d in DONE_RE.findall(f.read()) if d[0] == f"public.{table}"]
@@ -211,7 +215,8 @@ def print_summary(res, args, versions):
     ratio_ok, rss_ok = ratio >= TARGET_RATIO, rss_max <= TARGET_RSS_MB
     noise = ", ".join(f"{sn.others_cpu or 0:.1f} / {st.others_cpu or 0:.1f}"
                       for sn, st in zip(snaps, streams))
-    extra = " ".join(x for x in (args.pgfanout_args, args.snapshot_args) if x)
+    extra = " ".join([f"{k}={v}" for k, v in args.pgfanout_env.items()]
+                     + [x for x in (args.pgfanout_args, args.snapshot_args) if x])
     out = [
         f"pgfanout snapshot → Kafka benchmark, {versions['date']}, median of {args.repeat} "
         f"run(s) per {args.rows:,}-row figure (`bench/bench_snapshot.py`)",
@@ -219,8 +224,8 @@ def print_summary(res, args, versions):
         f"- machine: {versions['cpus']} CPUs, {versions['kernel']}; PostgreSQL {versions['pg']}; "
         f"Kafka {versions['kafka']} (1 local broker, {args.partitions} partitions/topic); "
         f"librdkafka {versions['rdkafka']}",
-        f"- pgfanout {versions['pgfanout']}; snapshot chunk size {chunk_size(args):,}; extra args: "
-        f"{('`' + extra + '`') if extra else '(none)'}",
+        f"- pgfanout {versions['pgfanout']}; snapshot chunk size {chunk_size(args):,}; "
+        f"extra args and environment: {('`' + extra + '`') if extra else '(none)'}",
         "",
         "| table rows | what | s | rows/s | CPU s (sys) | minor faults | peak RSS MB "
         "| walsender CPU s | backends CPU s | broker CPU s |",
@@ -367,6 +372,9 @@ def parse_args(argv=None):
     p.add_argument("--snapshot-args", default="",
                    help="extra pgfanout flags for the snapshot runs only, e.g. "
                         "\"--snapshot-chunk-size 50000\"")
+    p.add_argument("--pgfanout-env", action="append", default=[], metavar="VAR=VALUE",
+                   help="an environment variable for the stream and snapshot runs (repeatable), "
+                        "e.g. GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456")
     p.add_argument("--pgfanout-bin", default=os.environ.get("PGFANOUT_BIN", DEFAULT_PGFANOUT))
     p.add_argument("--partitions", type=int, default=3,
                    help="partitions of each pre-created topic (default 3)")
@@ -384,6 +392,13 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.repeat < 1 or args.rows < 1 or args.txn_rows < 1 or args.rows_large < 1:
         p.error("--repeat, --rows, --txn-rows and --rows-large must be positive")
+    env = {}
+    for kv in args.pgfanout_env:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            p.error(f"--pgfanout-env takes VAR=VALUE, not {kv!r}")
+        env[k] = v
+    args.pgfanout_env = env
     try:
         chunk_size(args)
     except ValueError:

@@ -225,16 +225,20 @@ HARNESS_VARS = ("PGFANOUT_BIN", "PGFANOUT_PYPROTO", "PGFANOUT_KAFKA_CLASSPATH",
                 "PGFANOUT_KAFKA_CDS", "PGFANOUT_REDIS_SERVER")
 
 
-def child_env():
-    return {k: v for k, v in os.environ.items() if k not in HARNESS_VARS}
+def child_env(extra=None):
+    """Our environment without the harness's variables, plus extra (a dict)."""
+    env = {k: v for k, v in os.environ.items() if k not in HARNESS_VARS}
+    env.update(extra or {})
+    return env
 
 
 def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=None,
-              backends=False):
+              backends=False, env=None):
     """Runs argv to completion under the launcher and returns its Measurement.  The launcher
     SIGKILLs it after timeout seconds; if this process is interrupted, the launcher gets
     SIGTERM (by its handle) and passes it on.  backends=True also samples the client
-    backends' CPU (Measurement.backend_cpu), which then does not count as other load."""
+    backends' CPU (Measurement.backend_cpu), which then does not count as other load.  env:
+    variables added to the program's environment (a dict)."""
     sampler = Sampler(postmaster_pid, backends=backends)
     broker_before = proc_cpu_s(broker_pid) if broker_pid else None
     busy_before = machine_busy_s()
@@ -243,7 +247,7 @@ def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=No
         sampler.start()
         launcher = subprocess.Popen(
             [sys.executable, "-S", "-I", "-c", LAUNCHER, result_path, str(timeout), *argv],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=child_env())
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=child_env(env))
         try:
             rc = launcher.wait()
         except BaseException:
