@@ -74,7 +74,7 @@ TABLE, PUBLICATION = "bench_snap", "bench_snap_pub"
 LARGE, PUBLICATION_LARGE = "bench_snap_large", "bench_snap_large_pub"
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 48.0
-NOISY_CPU_S = 2.0  # a timed run with more other load than this is flagged in the summary
+NOISY_CPUS = 0.3  # a timed run with more other load than this (CPUs on average) is flagged
 DEFAULT_CHUNK = 10000  # pgfanout's --snapshot-chunk-size default, for the report
 DONE_RE = re.compile(r"snapshot of (\S+) done: (\d+) rows in (\d+) chunks, ([\d.]+) s")
 
@@ -263,13 +263,13 @@ def print_summary(res, args, versions):
                    f"({med(ms, 'wall') - secs:.2f} s) is start-up (slot, Kafka, state) and exit")
     timed = copies + streams + snaps + ([large["copy"], large["snapshot"]] if large else [])
     others = [m.others_cpu or 0.0 for m in timed]
-    noisy = sum(o > NOISY_CPU_S for o in others)
+    noisy = sum((m.others_cpu or 0.0) > NOISY_CPUS * m.wall for m in timed)
     out += [
         f"- other load (machine busy minus the measured process, walsenders, backends and "
         f"broker) ~{statistics.median(others):.1f} CPU-s per run (median)"
-        + (f"; **{noisy} of {len(timed)} timed runs had more than {NOISY_CPU_S:.0f} CPU-s of "
-           f"it**: someone else used the machine, so their times are unreliable (rerun at a "
-           f"quieter moment)" if noisy else ""),
+        + (f"; **{noisy} of {len(timed)} timed runs had more than {NOISY_CPUS} CPUs of it on "
+           f"average**: someone else used the machine, so their times are unreliable (rerun at "
+           f"a quieter moment)" if noisy else ""),
         "",
         "Wall time runs from spawn to exit (pgfanout exits once Kafka acknowledged every record "
         "and, for the snapshot, once its progress is saved). rows/s = table rows ÷ wall time. "
