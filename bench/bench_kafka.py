@@ -33,7 +33,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +41,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
 
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-from confluent_kafka import libversion as rdkafka_libversion  # noqa: E402
-
-import kafkabroker  # noqa: E402
 from kafkabroker import KafkaBroker  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from benchlib import (  # noqa: E402  (servers, measuring and reporting, shared with bench_redis)
@@ -59,6 +54,11 @@ from benchlib import (  # noqa: E402  (servers, measuring and reporting, shared 
     connect,
     create_slots,
     drop_slots,
+    git_describe,
+    insert_rows,
+    insert_table_ddl,
+    kafka_record_count,
+    kafka_versions,
     log,
     machine_busy_s,
     pg_args,
@@ -77,19 +77,7 @@ TARGET_RATIO = 0.9
 TARGET_RSS_MB = 64.0
 
 INSERT_TABLE = "bench_insert"
-INSERT_DDL = f"""
-CREATE TABLE {INSERT_TABLE} (
-    id      int8 PRIMARY KEY,
-    label   text NOT NULL,
-    amount  numeric(14, 2) NOT NULL,
-    created timestamptz NOT NULL,
-    active  bool NOT NULL
-)"""
-INSERT_SQL = f"""
-INSERT INTO {INSERT_TABLE}
-SELECT g, 'customer ' || md5(g::text), (g * 1.37)::numeric(14, 2),
-       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g %% 3 = 0
-FROM generate_series(%s::int8, %s::int8) AS g"""
+INSERT_DDL = insert_table_ddl(INSERT_TABLE)
 PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"]
 
 
@@ -112,13 +100,7 @@ class InsertWorkload:
 
     def load(self, conn, cluster, args):
         """After the slots: the inserts, one transaction per statement; returns row changes."""
-        with conn.cursor() as cur:
-            for start in range(1, self.rows + 1, self.txn_rows):
-                cur.execute(INSERT_SQL, (start, min(start + self.txn_rows - 1, self.rows)))
-        n = scalar(conn, f"SELECT count(*) FROM {INSERT_TABLE}")
-        if n != self.rows:
-            raise BenchError(f"loaded {n} rows, wanted {self.rows}")
-        return n
+        return insert_rows(conn, INSERT_TABLE, self.rows, self.txn_rows)
 
     def finish(self, conn):
         conn.execute(f"DROP TABLE IF EXISTS {INSERT_TABLE}")
@@ -159,28 +141,6 @@ class PgbenchWorkload:
     def finish(self, conn):
         for t in PGBENCH_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS {t}")
-
-
-# -- Kafka side ------------------------------------------------------------------------------
-
-def kafka_record_count(bootstrap, topics, timeout=30):
-    """Sum over the topics' partitions of (high watermark - low watermark)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "pgfanout-bench",
-                  "enable.auto.commit": False})
-    try:
-        total = 0
-        for topic in topics:
-            md = c.list_topics(topic, timeout=timeout)
-            tmd = md.topics.get(topic)
-            if tmd is None or tmd.error is not None:
-                raise BenchError(f"Kafka topic {topic} missing after the run: "
-                                 f"{tmd.error if tmd else 'no metadata'}")
-            for p in tmd.partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                total += hi - lo
-        return total
-    finally:
-        c.close()
 
 
 # -- one repetition --------------------------------------------------------------------------
@@ -335,28 +295,15 @@ def print_summary(summaries, args, versions):
 
 
 def versions_of(conn, args):
-    kafka = "?"
-    try:
-        cp = kafkabroker.load_classpath()
-        for jar in cp.split(os.pathsep):
-            base = os.path.basename(jar)
-            if base.startswith("kafka_2.13-") and base.endswith(".jar"):
-                kafka = base[len("kafka_2.13-"):-4]
-    except Exception:  # only for the report
-        pass
-    try:
-        desc = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
-    except OSError:
-        desc = ""
+    kafka, rdkafka = kafka_versions()
     return {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "cpus": os.cpu_count(),
         "kernel": f"Linux {platform.release()}",
         "pg": scalar(conn, "SHOW server_version"),
         "kafka": kafka,
-        "rdkafka": rdkafka_libversion()[0],
-        "pgfanout": f"git {desc.strip() or '?'}",
+        "rdkafka": rdkafka,
+        "pgfanout": f"git {git_describe(REPO)}",
     }
 
 

@@ -1,7 +1,8 @@
 """What the benchmarks share: the PostgreSQL settings for a measurement, measuring one child
-process (peak RSS and CPU through a bare launcher, the walsender's CPU, the machine's other
-load), waiting for a quiet machine, and the SQL and tool helpers.  Used by bench_kafka.py and
-bench_redis.py; not a benchmark itself."""
+process (peak RSS and CPU through a bare launcher, the walsender's and the backends' CPU, the
+machine's other load), waiting for a quiet machine, the SQL and tool helpers, the insert
+workload's table and counting a run's Kafka records.  Used by bench_kafka.py, bench_redis.py
+and bench_snapshot.py; not a benchmark itself."""
 import json
 import os
 import shlex
@@ -68,33 +69,60 @@ def wait_for_quiet(max_wait, threshold=0.5):
             return waited
 
 
-def walsender_pids(postmaster_pid):
-    """PIDs of the postmaster's children whose process title says walsender."""
-    pids = []
+# Titles of the postmaster's children that are not client backends.
+_BACKGROUND = (b"checkpointer", b"background writer", b"walwriter", b"autovacuum",
+               b"logical replication", b"archiver", b"stats collector", b"startup")
+
+
+def postmaster_children(postmaster_pid):
+    """(pid, process title) of the postmaster's children."""
+    out = []
     try:
         with open(f"/proc/{postmaster_pid}/task/{postmaster_pid}/children") as f:
             children = f.read().split()
     except OSError:
-        return pids
+        return out
     for pid in children:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"walsender" in f.read():
-                    pids.append(int(pid))
+                out.append((int(pid), f.read()))
         except OSError:
             pass
-    return pids
+    return out
+
+
+def walsender_pids(postmaster_pid):
+    """PIDs of the postmaster's children whose process title says walsender."""
+    return [pid for pid, title in postmaster_children(postmaster_pid) if b"walsender" in title]
+
+
+def backend_pids(postmaster_pid):
+    """PIDs of the client backends (not walsenders, not background processes)."""
+    return [pid for pid, title in postmaster_children(postmaster_pid)
+            if b"walsender" not in title and not any(b in title for b in _BACKGROUND)]
 
 
 class Sampler(threading.Thread):
     """Samples the CPU time of the walsenders every `interval` s while a consumer runs (the
-    last sample before a walsender exits is what we keep: approximate, within one interval)."""
+    last sample before a walsender exits is what we keep: approximate, within one interval).
+    With backends=True it also samples the client backends (e.g. the one a snapshot or a COPY
+    reads through) and keeps what they spent since the sampler was made in backend_cpu;
+    a backend that lives less than one interval is missed."""
 
-    def __init__(self, postmaster_pid, interval=0.2):
+    def __init__(self, postmaster_pid, interval=0.2, backends=False):
         super().__init__(daemon=True)
         self.postmaster_pid = postmaster_pid
         self.interval = interval
         self.seen = {}
+        self.backends = backends
+        self.backend_base = {}
+        self.backend_seen = {}
+        self.backend_cpu = None
+        if backends:
+            for pid in backend_pids(postmaster_pid):
+                cpu = proc_cpu_s(pid)
+                if cpu is not None:
+                    self.backend_base[pid] = cpu
         self.done = threading.Event()
 
     def run(self):
@@ -103,11 +131,20 @@ class Sampler(threading.Thread):
                 cpu = proc_cpu_s(pid)
                 if cpu is not None:
                     self.seen[pid] = max(cpu, self.seen.get(pid, 0.0))
+            if self.backends:
+                for pid in backend_pids(self.postmaster_pid):
+                    cpu = proc_cpu_s(pid)
+                    if cpu is not None:
+                        self.backend_seen[pid] = max(cpu, self.backend_seen.get(pid, 0.0))
             self.done.wait(self.interval)
 
     def stop(self):
+        """Ends sampling; returns the walsenders' CPU seconds (backend_cpu is set too)."""
         self.done.set()
         self.join()
+        if self.backends:
+            self.backend_cpu = sum(cpu - self.backend_base.get(pid, 0.0)
+                                   for pid, cpu in self.backend_seen.items())
         return sum(self.seen.values())
 
 
@@ -139,7 +176,8 @@ wall = time.monotonic() - t0
 signal.setitimer(signal.ITIMER_REAL, 0)
 with open(out, "w") as f:
     json.dump({"status": status, "wall": wall, "maxrss_kb": ru.ru_maxrss,
-               "utime": ru.ru_utime, "stime": ru.ru_stime, "timed_out": wall >= timeout}, f)
+               "utime": ru.ru_utime, "stime": ru.ru_stime, "minflt": ru.ru_minflt,
+               "timed_out": wall >= timeout}, f)
 """
 
 
@@ -155,8 +193,10 @@ class Measurement:
         self.sys = r["stime"]
         self.cpu = self.user + self.sys
         self.rss_mb = r["maxrss_kb"] / 1024.0  # Linux: KiB
+        self.minflt = r.get("minflt", 0)  # minor page faults (memory the process touched anew)
         self.walsender_cpu = walsender_cpu
         self.broker_cpu = broker_cpu
+        self.backend_cpu = None  # client backends' CPU, when run_child sampled them
         self.log_path = log_path
         self.kafka_records = None
         self.others_cpu = None  # machine CPU during the run not spent by the consumer,
@@ -168,6 +208,8 @@ class Measurement:
 
     def line(self):
         extra = f", broker CPU {self.broker_cpu:.2f} s" if self.broker_cpu is not None else ""
+        if self.backend_cpu is not None:
+            extra += f", backends CPU ~{self.backend_cpu:.2f} s"
         if self.others_cpu is not None:
             extra += f", other load ~{self.others_cpu:.2f} CPU-s"
         return (f"{self.name:<15} {self.wall:8.2f} s {self.rate:12,.0f} rows/s  "
@@ -176,11 +218,28 @@ class Measurement:
                 f"{extra}")
 
 
-def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=None):
+# The harness's and the benchmarks' own variables: not pgfanout's settings, so they are kept
+# from the timed program (pgfanout warns about unknown PGFANOUT_* variables), as in
+# tests/integration/runner.py.
+HARNESS_VARS = ("PGFANOUT_BIN", "PGFANOUT_PYPROTO", "PGFANOUT_KAFKA_CLASSPATH",
+                "PGFANOUT_KAFKA_CDS", "PGFANOUT_REDIS_SERVER")
+
+
+def child_env(extra=None):
+    """Our environment without the harness's variables, plus extra (a dict)."""
+    env = {k: v for k, v in os.environ.items() if k not in HARNESS_VARS}
+    env.update(extra or {})
+    return env
+
+
+def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=None,
+              backends=False, env=None):
     """Runs argv to completion under the launcher and returns its Measurement.  The launcher
     SIGKILLs it after timeout seconds; if this process is interrupted, the launcher gets
-    SIGTERM (by its handle) and passes it on."""
-    sampler = Sampler(postmaster_pid)
+    SIGTERM (by its handle) and passes it on.  backends=True also samples the client
+    backends' CPU (Measurement.backend_cpu), which then does not count as other load.  env:
+    variables added to the program's environment (a dict)."""
+    sampler = Sampler(postmaster_pid, backends=backends)
     broker_before = proc_cpu_s(broker_pid) if broker_pid else None
     busy_before = machine_busy_s()
     result_path = log_path + ".rusage.json"
@@ -188,7 +247,7 @@ def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=No
         sampler.start()
         launcher = subprocess.Popen(
             [sys.executable, "-S", "-I", "-c", LAUNCHER, result_path, str(timeout), *argv],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=child_env(env))
         try:
             rc = launcher.wait()
         except BaseException:
@@ -210,7 +269,9 @@ def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=No
         raise BenchError(f"the launcher of {name} failed ({rc}) without a result; stderr:\n"
                          f"{tail(log_path)}")
     m = Measurement(name, rows, r, walsender_cpu, broker_cpu, log_path)
-    m.others_cpu = max(0.0, busy - m.cpu - walsender_cpu - (broker_cpu or 0.0))
+    m.backend_cpu = sampler.backend_cpu
+    m.others_cpu = max(0.0, busy - m.cpu - walsender_cpu - (broker_cpu or 0.0)
+                       - (m.backend_cpu or 0.0))
     if m.timed_out:
         raise BenchError(f"{name} killed after the {timeout:.0f} s timeout\n"
                          f"its stderr (tail):\n{tail(log_path)}")
@@ -266,3 +327,92 @@ def run_tool(argv, what, timeout):
     return r.stdout
 
 
+
+
+def git_describe(repo):
+    """`git describe --always --dirty` of the checkout, or "?"."""
+    try:
+        out = subprocess.run(["git", "-C", repo, "describe", "--always", "--dirty"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    except OSError:
+        out = ""
+    return out.strip() or "?"
+
+
+# -- the insert workload's table -------------------------------------------------------------
+# bench_kafka's workload (a) inserts into it; bench_snapshot reads it: int8 primary key, text,
+# numeric, timestamptz and bool (about 100 bytes a row on disk).
+
+def insert_table_ddl(table):
+    return f"""
+CREATE TABLE {table} (
+    id      int8 PRIMARY KEY,
+    label   text NOT NULL,
+    amount  numeric(14, 2) NOT NULL,
+    created timestamptz NOT NULL,
+    active  bool NOT NULL
+)"""
+
+
+def insert_rows_sql(table):
+    """INSERT of the rows with ids %s..%s (two parameters, inclusive)."""
+    return f"""
+INSERT INTO {table}
+SELECT g, 'customer ' || md5(g::text), (g * 1.37)::numeric(14, 2),
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g %% 3 = 0
+FROM generate_series(%s::int8, %s::int8) AS g"""
+
+
+def insert_rows(conn, table, rows, txn_rows):
+    """Inserts rows 1..rows, one autocommitted statement (transaction) per txn_rows rows;
+    checks the count and returns it."""
+    sql = insert_rows_sql(table)
+    with conn.cursor() as cur:
+        for start in range(1, rows + 1, txn_rows):
+            cur.execute(sql, (start, min(start + txn_rows - 1, rows)))
+    n = scalar(conn, f"SELECT count(*) FROM {table}")
+    if n != rows:
+        raise BenchError(f"loaded {n} rows into {table}, wanted {rows}")
+    return n
+
+
+# -- Kafka side ------------------------------------------------------------------------------
+
+def kafka_record_count(bootstrap, topics, timeout=30):
+    """Sum over the topics' partitions of (high watermark - low watermark)."""
+    from confluent_kafka import Consumer, TopicPartition  # only the Kafka benchmarks need it
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "pgfanout-bench",
+                  "enable.auto.commit": False})
+    try:
+        total = 0
+        for topic in topics:
+            md = c.list_topics(topic, timeout=timeout)
+            tmd = md.topics.get(topic)
+            if tmd is None or tmd.error is not None:
+                raise BenchError(f"Kafka topic {topic} missing after the run: "
+                                 f"{tmd.error if tmd else 'no metadata'}")
+            for p in tmd.partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                total += hi - lo
+        return total
+    finally:
+        c.close()
+
+
+def kafka_versions():
+    """(Kafka broker version from the harness's classpath, librdkafka version), "?" unknown."""
+    kafka = rdkafka = "?"
+    try:
+        import kafkabroker  # tests/harness, on sys.path in the Kafka benchmarks
+        for jar in kafkabroker.load_classpath().split(os.pathsep):
+            base = os.path.basename(jar)
+            if base.startswith("kafka_2.13-") and base.endswith(".jar"):
+                kafka = base[len("kafka_2.13-"):-4]
+    except Exception:  # only for the report
+        pass
+    try:
+        from confluent_kafka import libversion
+        rdkafka = libversion()[0]
+    except Exception:
+        pass
+    return kafka, rdkafka
