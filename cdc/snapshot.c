@@ -1,8 +1,8 @@
 /* snapshot.c - watermarked chunks (DBLog) on the event loop; see snapshot.h and
- * decoders/window.h.  One chunk is under way at a time: read it between a low and a high
- * watermark, hand it on when the high watermark comes back, and save the table's progress
- * once the sinks acknowledged the watermark's transaction; only then is the next chunk read,
- * so a crash costs at most one chunk read again. */
+ * decoders/window.h.  A chunk is read between a low and a high watermark and handed on when
+ * the high watermark comes back; the table's progress is saved once the sinks acknowledged
+ * the watermark's transaction.  The next chunk is read meanwhile, but handed on only after
+ * that save (else it is read again), so a crash costs at most one chunk handed on twice. */
 #include "cdc/snapshot.h"
 
 #include <event2/event.h>
@@ -32,10 +32,21 @@ enum phase {
     P_BUSY,       /* a query of the chunk cycle is under way */
     P_XIP_WAIT,   /* waiting for transactions older than the recording to end */
     P_WAIT_HIGH,  /* the chunk is read; its high watermark has not come back yet */
-    P_WAIT_COMMIT, /* handed on; the watermark's transaction has not committed yet */
-    P_WAIT_ACK,   /* committed; the sinks have not acknowledged it yet */
-    P_SAVING,     /* acknowledged; its progress is being saved */
+    P_NEXT,       /* the chunk was handed on; the next one starts once the connection is free */
+    P_REREAD,     /* the next chunk came back before the one before it was saved: it is read
+                   * again once that save is done */
     P_BACKOFF,    /* a query failed: retrying shortly */
+};
+
+/* The chunk handed on whose progress is not saved yet, beside the next chunk being read. */
+struct pending {
+    int stage;        /* 0 none, 1 its transaction not committed yet, 2 not acknowledged yet, 3 saving */
+    uint64_t end_lsn; /* the watermark transaction's end */
+    char **last_key;  /* the chunk's last key (nkey values), or NULL for an empty chunk */
+    int nkey;
+    uint64_t rows;
+    int done;         /* the table's last chunk */
+    uint64_t version; /* the state version that holds it */
 };
 
 /* The table being read now, as the catalog describes it. */
@@ -53,6 +64,7 @@ struct table_run {
     char label[256];  /* schema.table, for logs and metrics */
     struct timespec started;
     uint64_t rows_at_start;
+    unsigned reread; /* chunks read again (they came back before the one before was saved) */
 };
 
 struct pgf_snapshot {
@@ -67,8 +79,7 @@ struct pgf_snapshot {
     struct pgf_window *win;
     struct pgf_snap snap;
     PGresult *chunk;
-    uint64_t chunk_end; /* the watermark transaction's end LSN */
-    uint32_t high_xid;
+    struct pending pend;
     char run[24];       /* this process's watermark prefix: an old run's watermarks never match */
     uint64_t seq;
     char xip_target[32]; /* xmax when recording began: every older transaction must end first */
@@ -147,10 +158,20 @@ static void drop_chunk(struct pgf_snapshot *s)
     s->seq++;
 }
 
+/* Forgets the chunk handed on but not saved: it is read again from the saved progress. */
+static void pend_clear(struct pgf_snapshot *s)
+{
+    for (int k = 0; s->pend.last_key && k < s->pend.nkey; k++)
+        free(s->pend.last_key[k]);
+    free(s->pend.last_key);
+    memset(&s->pend, 0, sizeof s->pend);
+}
+
 /* Gives up the table under way: its connection (a BEGIN without its COMMIT would hold a
  * snapshot open), its chunk and its window; it is read again from its saved progress. */
 static void forget_table(struct pgf_snapshot *s)
 {
+    pend_clear(s);
     pgf_pgconn_free(s->pc);
     s->pc = NULL;
     drop_chunk(s);
@@ -184,6 +205,7 @@ static void refuse(struct pgf_snapshot *s, const char *err)
     pgf_error("snapshot: table %s.%s is skipped: %s; the other tables go on", t->schema, t->table, err);
     t->done = 1;
     s->refused++;
+    pend_clear(s);
     drop_chunk(s);
     run_clear(&s->cur);
     pgf_window_reset(s->win);
@@ -616,8 +638,10 @@ static void on_snap(struct pgf_snapshot *s, PGresult *res)
     int rc = cat(&sql, &len, &cap, "SELECT ") || cat(&sql, &len, &cap, s->cur.cols) ||
              cat(&sql, &len, &cap, " FROM ") || cat(&sql, &len, &cap, s->cur.qname) ||
              cat(&sql, &len, &cap, " WHERE true");
-    if (rc == 0 && t->last_key)
-        rc = cat_bound(s, &sql, &len, &cap, ">", t->last_key);
+    /* After the chunk handed on last, whether or not its progress is saved yet. */
+    char **after = s->pend.stage && s->pend.last_key ? s->pend.last_key : t->last_key;
+    if (rc == 0 && after)
+        rc = cat_bound(s, &sql, &len, &cap, ">", after);
     else if (rc == 0 && t->from)
         rc = cat_bound(s, &sql, &len, &cap, ">=", t->from);
     if (rc == 0 && t->to)
@@ -645,10 +669,6 @@ static void on_chunk(struct pgf_snapshot *s, PGresult *res)
     pgf_pgconn_take(res);
     PQclear(s->chunk);
     s->chunk = res;
-    if (s->metrics) {
-        s->metrics->rows += (uint64_t)PQntuples(res);
-        s->metrics->chunks++;
-    }
     char sql[256];
     snprintf(sql, sizeof sql,
              "COMMIT; SELECT pg_catalog.pg_logical_emit_message(true, '" PGF_WATERMARK_PREFIX "', 'high %s.%" PRIu64
@@ -661,7 +681,7 @@ static void on_chunk(struct pgf_snapshot *s, PGresult *res)
 static void on_high(struct pgf_snapshot *s, PGresult *res)
 {
     (void)res;
-    if (s->phase == P_BUSY)
+    if (s->phase == P_BUSY) /* not handed on yet (P_NEXT or P_REREAD when it was) */
         s->phase = P_WAIT_HIGH;
     if (s->low_pending) {
         s->low_pending = 0;
@@ -688,23 +708,29 @@ static int on_high_watermark(struct pgf_snapshot *s, const struct pgf_event *ev,
                              int (*emit)(void *ctx, const struct pgf_event *ev), void *ctx)
 {
     int n = PQntuples(s->chunk);
-    char **keys = calloc((size_t)n + 1, sizeof *keys);
-    size_t *klens = calloc((size_t)n + 1, sizeof *klens);
+    /* Handing it on now, before the chunk before it is saved, could leave two chunks unsaved
+     * at a crash: it is read again once that save is done.  The window moves on either way. */
+    int early = s->pend.stage != 0;
+    /* Keys are computed only when some change might drop a row: usually none does. */
+    size_t pending = early ? 0 : pgf_window_pending(s->win, s->cur.wtable, &s->snap);
+    size_t nk = pending ? (size_t)n : 0, total = 0;
+    const char **keys = calloc(nk + 1, sizeof *keys);
+    size_t *klens = calloc(nk + 1, sizeof *klens);
     unsigned char *keep = calloc((size_t)n + 1, 1);
     struct pgf_value *row = calloc(s->cur.rel.natts, sizeof *row), *key = calloc(s->cur.rel.natts, sizeof *key);
-    int rc = keys && klens && keep && row && key ? 0 : -1;
-    for (int r = 0; rc == 0 && r < n; r++) {
-        size_t need = row_key(s, r, NULL, 0);
-        if ((keys[r] = malloc(need ? need : 1)) == NULL)
-            rc = -1;
-        else
-            klens[r] = row_key(s, r, keys[r], need);
+    for (size_t r = 0; r < nk; r++)
+        total += klens[r] = row_key(s, (int)r, NULL, 0);
+    char *arena = malloc(total + 1);
+    int rc = keys && klens && keep && row && key && arena ? 0 : -1;
+    for (size_t r = 0, off = 0; rc == 0 && r < nk; off += klens[r++]) {
+        row_key(s, (int)r, arena + off, klens[r]);
+        keys[r] = arena + off;
     }
-    int usable = rc == 0 ? pgf_window_high(s->win, s->cur.wtable, &s->snap, (const char *const *)keys, klens,
-                                           (size_t)n, keep)
-                         : -1;
+    int usable = rc == 0 ? pgf_window_high(s->win, s->cur.wtable, &s->snap, keys, klens, nk, keep) : -1;
+    for (int r = 0; usable == 0 && !pending && r < n; r++)
+        keep[r] = 1;
     size_t dropped = 0;
-    for (int r = 0; usable == 0 && r < n; r++) {
+    for (int r = 0; usable == 0 && !early && r < n; r++) {
         if (!keep[r]) {
             dropped++;
             continue;
@@ -720,8 +746,7 @@ static int on_high_watermark(struct pgf_snapshot *s, const struct pgf_event *ev,
             break;
         }
     }
-    for (int r = 0; keys && r < n; r++)
-        free(keys[r]);
+    free(arena);
     free(keys);
     free(klens);
     free(keep);
@@ -729,6 +754,14 @@ static int on_high_watermark(struct pgf_snapshot *s, const struct pgf_event *ev,
     free(key);
     if (usable == -2)
         return -1;
+    if (early) {
+        pgf_debug("snapshot of %s: a chunk came back before the one before it was saved; reading it again",
+                  s->cur.label);
+        drop_chunk(s);
+        s->cur.reread++;
+        s->phase = P_REREAD;
+        return 0;
+    }
     if (usable != 0) {
         /* A truncate or a change whose key cannot be told (or no memory): read it again. */
         pgf_info("snapshot of %s: a chunk overlapped a change that cannot be matched to its rows; reading it again",
@@ -740,8 +773,20 @@ static int on_high_watermark(struct pgf_snapshot *s, const struct pgf_event *ev,
     if (dropped)
         pgf_debug("snapshot of %s: %zu rows of the chunk were changed meanwhile; the stream carries them", s->cur.label,
                   dropped);
-    s->high_xid = ev->txn ? ev->txn->xid : 0;
-    s->phase = P_WAIT_COMMIT;
+    /* Its progress waits for the acknowledgement; the next chunk is read meanwhile. */
+    s->pend = (struct pending){.stage = 1, .rows = (uint64_t)n, .done = n < (int)s->opts->snapshot_chunk_size,
+                               .nkey = s->cur.nkey};
+    if (n > 0 && (s->pend.last_key = calloc((size_t)s->cur.nkey + 1, sizeof *s->pend.last_key)) != NULL)
+        for (int k = 0; k < s->cur.nkey; k++)
+            s->pend.last_key[k] = strdup(PQgetvalue(s->chunk, n - 1, s->cur.keyidx[k]));
+    if (s->metrics) {
+        s->metrics->rows += (uint64_t)n;
+        s->metrics->chunks++;
+    }
+    drop_chunk(s);
+    s->phase = P_NEXT;
+    if (!s->pend.done)
+        step_low(s);
     return 0;
 }
 
@@ -808,14 +853,18 @@ static void log_progress(struct pgf_snapshot *s)
              s->cur.label, t->rows, total, total ? 100.0 * (double)t->rows / (double)total : 100.0, rate, eta, t->chunks);
 }
 
-/* The chunk's progress is durable: read the next one. */
-static void chunk_saved(struct pgf_snapshot *s)
+/* The pending chunk's progress is durable: the table is done, or the next chunk (read
+ * meanwhile) may be handed on; one that came back too early is read again. */
+static void pend_saved(struct pgf_snapshot *s)
 {
+    int done = s->pend.done;
+    pend_clear(s);
     struct pgf_state_table *t = &s->state.tables[s->cur.idx];
-    if (t->done) {
+    if (done) {
         double secs = since(&s->cur.started);
-        pgf_info("snapshot of %s done: %" PRIu64 " rows in %" PRIu64 " chunks, %.1f s", s->cur.label, t->rows,
-                 t->chunks, secs);
+        pgf_info("snapshot of %s done: %" PRIu64 " rows in %" PRIu64 " chunks, %.1f s%s", s->cur.label, t->rows,
+                 t->chunks, secs, s->cur.reread ? " (some chunks came back before the one before them was saved "
+                                                  "and were read again)" : "");
         if (s->metrics)
             s->metrics->left = 0;
         run_clear(&s->cur);
@@ -824,47 +873,41 @@ static void chunk_saved(struct pgf_snapshot *s)
         advance(s);
         return;
     }
-    step_low(s);
+    if (s->phase == P_REREAD)
+        step_low(s);
 }
 
-/* The watermark's transaction is acknowledged: the chunk counts; save its progress. */
-static void chunk_acked(struct pgf_snapshot *s)
+/* The watermark's transaction is acknowledged: the pending chunk counts; save its progress. */
+static void pend_acked(struct pgf_snapshot *s)
 {
     struct pgf_state_table *t = &s->state.tables[s->cur.idx];
-    int n = PQntuples(s->chunk);
-    if (n > 0) {
-        if (t->last_key == NULL || t->nkey != s->cur.nkey) {
-            for (int k = 0; t->last_key && k < t->nkey; k++)
-                free(t->last_key[k]);
-            free(t->last_key);
-            t->last_key = calloc((size_t)s->cur.nkey + 1, sizeof *t->last_key);
-            t->nkey = s->cur.nkey;
-        }
-        for (int k = 0; t->last_key && k < s->cur.nkey; k++) {
+    if (s->pend.last_key) {
+        for (int k = 0; t->last_key && k < t->nkey; k++)
             free(t->last_key[k]);
-            t->last_key[k] = strdup(PQgetvalue(s->chunk, n - 1, s->cur.keyidx[k]));
-        }
+        free(t->last_key);
+        t->last_key = s->pend.last_key;
+        t->nkey = s->pend.nkey;
+        s->pend.last_key = NULL;
     }
-    t->rows += (uint64_t)n;
+    t->rows += s->pend.rows;
     t->chunks++;
-    t->done = n < (int)s->opts->snapshot_chunk_size;
+    t->done = s->pend.done;
     if (s->metrics)
         s->metrics->left = s->cur.estimate > t->rows ? s->cur.estimate - t->rows : 0;
-    drop_chunk(s);
-    s->phase = P_SAVING;
+    s->pend.stage = 3;
     request_save(s);
-    s->chunk_version = s->want;
-    if (s->saved >= s->chunk_version)
-        chunk_saved(s);
+    s->pend.version = s->want;
+    if (s->saved >= s->pend.version)
+        pend_saved(s);
 }
 
 /* Records the watermark transaction's end. */
 void pgf_snapshot_committed(struct pgf_snapshot *s, const struct pgf_txn *txn)
 {
-    if (s->phase != P_WAIT_COMMIT || txn->end_lsn == 0)
+    if (s->pend.stage != 1 || txn->end_lsn == 0)
         return;
-    s->chunk_end = txn->end_lsn;
-    s->phase = P_WAIT_ACK;
+    s->pend.end_lsn = txn->end_lsn;
+    s->pend.stage = 2;
 }
 
 /* Notes what the sinks acknowledged; see snapshot.h. */
@@ -872,8 +915,8 @@ void pgf_snapshot_acked(struct pgf_snapshot *s, uint64_t acked, uint64_t confirm
 {
     if (confirmed > s->state.confirmed_lsn)
         s->state.confirmed_lsn = confirmed;
-    if (s->phase == P_WAIT_ACK && acked >= s->chunk_end)
-        chunk_acked(s);
+    if (s->pend.stage == 2 && acked >= s->pend.end_lsn)
+        pend_acked(s);
 }
 
 /* Empties the job's table list. */
@@ -993,8 +1036,6 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     } else if (s->phase == P_BACKOFF) {
         s->phase = P_IDLE;
         advance(s);
-    } else if (s->phase == P_SAVING && s->saved >= s->chunk_version) {
-        chunk_saved(s);
     }
 }
 
@@ -1024,8 +1065,8 @@ static void on_saved(void *arg, const char *err)
         s->prepare_done = NULL;
         done(s->prepare_arg);
     }
-    if (s->phase == P_SAVING && s->saved >= s->chunk_version)
-        chunk_saved(s);
+    if (s->pend.stage == 3 && s->saved >= s->pend.version)
+        pend_saved(s);
     else if (s->phase == P_IDLE && s->state.job[0] == '\0' && s->saved >= s->chunk_version && s->begun)
         set_finished(s);
 }
@@ -1234,20 +1275,15 @@ void pgf_snapshot_stream_started(struct pgf_snapshot *s, struct sink *const *sin
     s->nsinks = nsinks;
     s->wake = wake;
     s->wake_ctx = ctx;
-    switch (s->phase) {
-    case P_BUSY:
+    if (s->phase == P_BUSY) {
         s->restart = 1; /* the query's callback starts over */
         return;
-    case P_WAIT_HIGH:
-    case P_WAIT_COMMIT:
-    case P_WAIT_ACK:
-        /* Its watermarks may never come back, or come back to a stream that lost the chunk:
-         * read it again from the saved progress. */
+    }
+    if (s->pend.stage != 0 || s->phase == P_WAIT_HIGH || s->phase == P_NEXT || s->phase == P_REREAD) {
+        /* Watermarks may never come back, or come back to a stream that lost the chunk, and a
+         * chunk handed on may never be acknowledged: read again from the saved progress. */
         forget_table(s);
         s->phase = P_IDLE;
-        break;
-    default:
-        break;
     }
     advance(s);
 }

@@ -165,12 +165,21 @@ size_t pgf_window_key(char *buf, size_t cap, const char *const *vals, const int 
 {
     size_t need = 0;
     for (int i = 0; i < n; i++) {
+        /* "<len>:" or "N;", written by hand: this runs for every row of a chunk. */
         char head[16];
-        int hl;
-        if (vals[i])
-            hl = snprintf(head, sizeof head, "%d:", lens[i]);
-        else
-            hl = snprintf(head, sizeof head, "N;");
+        int hl = 0;
+        if (vals[i]) {
+            char digits[12];
+            int nd = 0;
+            for (unsigned v = (unsigned)lens[i]; nd == 0 || v > 0; v /= 10)
+                digits[nd++] = (char)('0' + v % 10);
+            while (nd > 0)
+                head[hl++] = digits[--nd];
+            head[hl++] = ':';
+        } else {
+            head[hl++] = 'N';
+            head[hl++] = ';';
+        }
         if (need + (size_t)hl <= cap)
             memcpy(buf + need, head, (size_t)hl);
         need += (size_t)hl;
@@ -300,6 +309,21 @@ static uint64_t key_hash(const char *k, size_t n)
     return h;
 }
 
+/* True when entry e would drop chunk rows of table under snapshot s. */
+static int drops(const struct entry *e, int table, const struct pgf_snap *s)
+{
+    return e->table == table && (e->after_low || !pgf_snap_sees(s, e->xid));
+}
+
+/* Counts what would drop rows; see window.h. */
+size_t pgf_window_pending(const struct pgf_window *w, int table, const struct pgf_snap *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->n; i++)
+        n += drops(&w->e[i], table, s) ? 1 : 0;
+    return n;
+}
+
 /* Decides the chunk's rows; see window.h. */
 int pgf_window_high(struct pgf_window *w, int table, const struct pgf_snap *s, const char *const *keys,
                     const size_t *klens, size_t n, unsigned char *keep)
@@ -309,7 +333,7 @@ int pgf_window_high(struct pgf_window *w, int table, const struct pgf_snap *s, c
     int unusable = 0;
     for (size_t i = 0; i < w->n; i++) {
         struct entry *e = &w->e[i];
-        if (e->table != table || (!e->after_low && pgf_snap_sees(s, e->xid)))
+        if (!drops(e, table, s))
             continue;
         if (e->key == NULL)
             unusable = 1;

@@ -79,6 +79,10 @@ size_t pgf_window_key(char *buf, size_t cap, const char *const *vals, const int 
 int pgf_window_high(struct pgf_window *w, int table, const struct pgf_snap *s, const char *const *keys,
                     const size_t *klens, size_t n, unsigned char *keep);
 
+/* Returns how many remembered changes would drop rows of a chunk of `table` read under
+ * snapshot s (0: every row may be handed on, no key needs computing). */
+size_t pgf_window_pending(const struct pgf_window *w, int table, const struct pgf_snap *s);
+
 /* Returns how many changes the window remembers (for tests and the memory bound). */
 size_t pgf_window_size(const struct pgf_window *w);
 

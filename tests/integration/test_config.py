@@ -255,7 +255,7 @@ DEFAULTS = {
     "max_inflight_bytes": 16 * 1024 * 1024,
     "shutdown_timeout": 20,
     "snapshot": None,
-    "snapshot_chunk_size": 10000,
+    "snapshot_chunk_size": 20000,
     "state_dir": None,
     "on_slot_loss": "stop",
 }

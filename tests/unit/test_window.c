@@ -131,6 +131,11 @@ static void test_seam_invisible_before_low(void **state)
     pgf_window_low(w);
     const char *ids[] = {"7", "8", "9"};
     unsigned char keep[3];
+    struct pgf_snap snap;
+    assert_int_equal(pgf_snap_parse("70:73:70,71", &snap), 0);
+    assert_int_equal(pgf_window_pending(w, t, &snap), 2); /* 70 and 71: keys must be computed */
+    assert_int_equal(pgf_window_pending(w, t + 1, &snap), 0);
+    pgf_snap_free(&snap);
     /* 70 and 71 were still in progress for the snapshot; 72 was visible. */
     assert_int_equal(high(w, t, "70:73:70,71", ids, 3, keep), 0);
     assert_int_equal(keep[0], 0);
