@@ -75,7 +75,7 @@ LARGE, PUBLICATION_LARGE = "bench_snap_large", "bench_snap_large_pub"
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 48.0
 NOISY_CPUS = 0.3  # a timed run with more other load than this (CPUs on average) is flagged
-DEFAULT_CHUNK = 10000  # pgfanout's --snapshot-chunk-size default, for the report
+DEFAULT_CHUNK = 20000  # pgfanout's --snapshot-chunk-size default, for the report
 DONE_RE = re.compile(r"snapshot of (\S+) done: (\d+) rows in (\d+) chunks, ([\d.]+) s")
 
 

@@ -123,8 +123,8 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
     static const struct {
         const char *name, *type, *help;
     } per_snap[] = {
-        {"pgfanout_snapshot_rows_total", "counter", "Rows read by snapshots and backfills, by table."},
-        {"pgfanout_snapshot_chunks_total", "counter", "Chunks read by snapshots and backfills, by table."},
+        {"pgfanout_snapshot_rows_total", "counter", "Rows of the chunks snapshots and backfills handed on, by table."},
+        {"pgfanout_snapshot_chunks_total", "counter", "Chunks snapshots and backfills handed on, by table."},
         {"pgfanout_snapshot_rows_left", "gauge", "Rows left to read, estimated from the table's statistics."},
     };
     for (size_t k = 0; k < sizeof per_snap / sizeof *per_snap; k++) {
