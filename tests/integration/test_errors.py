@@ -47,7 +47,7 @@ def closed_port_dsn(**extra):
 def test_unreachable_server(pgfanout):
     """A closed port: stderr names host and port and carries libpq's own reason."""
     port, dsn = closed_port_dsn()
-    res = run_failing(["--dsn", dsn, "--slot", "s", "--publication", "p", "--create-slot",
+    res = run_failing(["--dsn", dsn, "--slot", "s", "--publication", "p", "--create-slot", "--snapshot", "never",
                        "--create-publication"])
     assert "127.0.0.1" in res.stderr, res.describe()
     assert str(port) in res.stderr, res.describe()
@@ -74,7 +74,7 @@ def test_password_not_printed_on_connection_failure(pgfanout):
 def test_password_not_printed_on_later_failure(pgfanout, cluster, unchanged):
     """Connected (trust auth ignores the password), then failing on a missing publication."""
     res = run_failing(["--dsn", cluster.dsn(password="sekrit123"), "--slot", "pw_slot",
-                       "--publication", "no_such_pub_pw", "--create-slot"])
+                       "--publication", "no_such_pub_pw", "--create-slot", "--snapshot", "never"])
     assert "sekrit123" not in res.stderr, res.describe()
     assert "sekrit123" not in res.stdout
 
@@ -88,7 +88,7 @@ def test_wal_level_replica(pgfanout):
         conn = runner.connect(c.dsn())
         before = runner.server_objects(conn)
         res = run_failing(["--dsn", c.dsn(), "--slot", "wl_slot", "--publication", "wl_pub",
-                           "--create-slot", "--create-publication"])
+                           "--create-slot", "--snapshot", "never", "--create-publication"])
         low = res.stderr.lower()
         for word in ("wal_level", "logical", "restart"):
             assert word in low, f"stderr lacks {word!r}:\n" + res.describe()
@@ -102,7 +102,7 @@ def test_missing_publication(pgfanout, cluster, unchanged):
     """A missing publication without --create-publication: the message gives the SQL to
     create it, and the slot is not created even though --create-slot was given."""
     res = run_failing(["--dsn", cluster.dsn(), "--slot", "mp_slot", "--publication",
-                       "no_such_pub", "--create-slot"])
+                       "no_such_pub", "--create-slot", "--snapshot", "never"])
     assert "CREATE PUBLICATION" in res.stderr, res.describe()
     assert "no_such_pub" in res.stderr, res.describe()
 
@@ -111,7 +111,7 @@ def test_role_without_replication(pgfanout, cluster, admin, unchanged):
     admin.execute("CREATE ROLE norepl LOGIN")
     try:
         res = run_failing(["--dsn", cluster.dsn(user="norepl"), "--slot", "nr_slot",
-                           "--publication", "existing_pub", "--create-slot",
+                           "--publication", "existing_pub", "--create-slot", "--snapshot", "never",
                            "--create-publication"])
         assert "REPLICATION" in res.stderr, res.describe()
         assert "norepl" in res.stderr, res.describe()
@@ -121,7 +121,7 @@ def test_role_without_replication(pgfanout, cluster, admin, unchanged):
 
 def test_unknown_flag(pgfanout, cluster, unchanged):
     res = run_failing(["--dsn", cluster.dsn(), "--slot", "uf_slot", "--publication", "uf_pub",
-                       "--create-slot", "--create-publication", "--bogus-flag"])
+                       "--create-slot", "--snapshot", "never", "--create-publication", "--bogus-flag"])
     assert "--bogus-flag" in res.stderr, res.describe()
 
 
@@ -132,7 +132,7 @@ def test_slot_with_another_plugin(pgfanout, cluster, admin):
         before_objects = runner.server_objects(admin)
         before = runner.slot_info(admin, "td_slot")
         res = run_failing(["--dsn", cluster.dsn(), "--slot", "td_slot", "--publication",
-                           "existing_pub", "--create-slot"])
+                           "existing_pub", "--create-slot", "--snapshot", "never"])
         assert "test_decoding" in res.stderr, res.describe()
         runner.wait_slot_inactive(admin, "td_slot")
         after = runner.slot_info(admin, "td_slot")
@@ -147,7 +147,7 @@ def test_slot_with_another_plugin(pgfanout, cluster, admin):
 def test_bad_endpos(pgfanout, cluster, unchanged, value):
     """An --endpos that is not an LSN is refused before anything is done on the server."""
     res = run_failing(["--dsn", cluster.dsn(), "--slot", "be_slot", "--publication", "be_pub",
-                       "--create-slot", "--create-publication", "--endpos", value])
+                       "--create-slot", "--snapshot", "never", "--create-publication", "--endpos", value])
     assert "endpos" in res.stderr.lower(), res.describe()
 
 

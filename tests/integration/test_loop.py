@@ -34,18 +34,32 @@ def heartbeat_pid(conn):
                                " AND backend_type = 'client backend'")
 
 
+def freeze_idle(conn, pid):
+    """SIGSTOPs backend pid between two of its heartbeats; returns True once it is stopped idle.
+    Stopped mid-statement it could hold a lock everyone needs (WALWriteLock, in a WAL flush),
+    which would freeze the whole cluster, not just pgfanout's heartbeat: then it is let go and
+    False returned, for the caller to try again."""
+    if runner.scalar(conn, "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)) != "idle":
+        return False
+    os.kill(pid, signal.SIGSTOP)
+    if runner.scalar(conn, "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)) == "idle":
+        return True
+    os.kill(pid, signal.SIGCONT)
+    return False
+
+
 def test_frozen_heartbeat_backend_holds_up_nothing(pgfanout, cluster, admin, tmp_path):
     admin.execute("CREATE TABLE loop_t (id int PRIMARY KEY)")
     admin.execute("CREATE PUBLICATION loop_pub FOR TABLE loop_t")
     port = free_port()
     out = str(tmp_path / "loop.out")
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "loop_slot", "--create-slot", "--publication", "loop_pub",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "loop_slot", "--create-slot", "--snapshot", "never", "--publication", "loop_pub",
                         "-o", out, "--status-interval", "0.2", "--heartbeat-interval", "0.3",
                         "--http-listen", str(port)], stderr_path=str(tmp_path / "loop.err")) as w:
         assert wait_for(lambda: heartbeat_pid(admin) or not w.running(), 30), w.stderr_text()[-3000:]
         pid = heartbeat_pid(admin)
         assert pid, w.stderr_text()[-3000:]
-        os.kill(pid, signal.SIGSTOP)
+        assert wait_for(lambda: freeze_idle(admin, pid), 30), "the heartbeat's backend was never idle"
         try:
             worst, late, n = 0.0, [], 0
             t_end = time.monotonic() + 10

@@ -76,7 +76,7 @@ def app_updates_work(conn):
 def test_refuses_all_tables_publication_that_breaks_updates(pgfanout, appdb):
     dsn, conn = appdb
     r = runner.run_pgfanout(["--dsn", dsn, "--slot", "pubt_refuse", "--publication", "p_all",
-                             "--create-slot", "--create-publication"], timeout=30)
+                             "--create-slot", "--snapshot", "never", "--create-publication"], timeout=30)
     assert r.returncode == 1, r.describe()
     err = r.stderr
     assert 'refusing to create publication "p_all": 3 tables it would publish have no replica identity' in err, \
@@ -96,7 +96,7 @@ def test_refuses_all_tables_publication_that_breaks_updates(pgfanout, appdb):
 def test_tables_list_is_checked_too(pgfanout, appdb):
     dsn, conn = appdb
     r = runner.run_pgfanout(["--dsn", dsn, "--slot", "pubt_list", "--publication", "p_list",
-                             "--create-slot", "--create-publication", "--tables", "with_pk,parted,full_no_pk"],
+                             "--create-slot", "--snapshot", "never", "--create-publication", "--tables", "with_pk,parted,full_no_pk"],
                             timeout=30)
     assert r.returncode == 1, r.describe()
     assert "1 table it would publish has no replica identity" in r.stderr and "public.parted_1" in r.stderr, \
@@ -107,7 +107,7 @@ def test_tables_list_is_checked_too(pgfanout, appdb):
 
 def test_tables_that_all_have_an_identity_are_published(pgfanout, appdb, tmp_path):
     dsn, conn = appdb
-    with runner.Worker(["--dsn", dsn, "--slot", "pubt_ok", "--publication", "p_ok", "--create-slot",
+    with runner.Worker(["--dsn", dsn, "--slot", "pubt_ok", "--publication", "p_ok", "--create-slot", "--snapshot", "never",
                         "--create-publication", "--tables", "with_pk,full_no_pk,by_index",
                         "-o", str(tmp_path / "ok.out")], stderr_path=str(tmp_path / "ok.err")) as w:
         assert wait_for(lambda: "streaming slot" in w.stderr_text() or not w.running(), 30), w.stderr_text()
@@ -119,7 +119,7 @@ def test_tables_that_all_have_an_identity_are_published(pgfanout, appdb, tmp_pat
 
 def test_override_creates_it_and_warns(pgfanout, appdb, tmp_path):
     dsn, conn = appdb
-    with runner.Worker(["--dsn", dsn, "--slot", "pubt_override", "--publication", "p_over", "--create-slot",
+    with runner.Worker(["--dsn", dsn, "--slot", "pubt_override", "--publication", "p_over", "--create-slot", "--snapshot", "never",
                         "--create-publication", "--allow-missing-replica-identity",
                         "-o", str(tmp_path / "o.out")], stderr_path=str(tmp_path / "o.err")) as w:
         assert wait_for(lambda: "streaming slot" in w.stderr_text() or not w.running(), 30), w.stderr_text()
@@ -140,7 +140,7 @@ def test_every_start_warns_about_published_tables_without_identity(pgfanout, app
     conn.execute("CREATE PUBLICATION p_inserts FOR TABLE no_pk WITH (publish = 'insert')")
     for pub, warned in [("p_warn", True), ("p_inserts", False)]:
         slot = "pubt_" + pub
-        with runner.Worker(["--dsn", dsn, "--slot", slot, "--publication", pub, "--create-slot",
+        with runner.Worker(["--dsn", dsn, "--slot", slot, "--publication", pub, "--create-slot", "--snapshot", "never",
                             "-o", str(tmp_path / f"{pub}.out")], stderr_path=str(tmp_path / f"{pub}.err")) as w:
             assert wait_for(lambda: "streaming slot" in w.stderr_text() or not w.running(), 30), w.stderr_text()
             text = w.stderr_text()
@@ -159,12 +159,12 @@ def test_permission_denied_gets_a_hint(pgfanout, cluster, appdb, admin):
     admin.execute(f'GRANT CREATE ON DATABASE "{dbname}" TO pub_app')
     app_dsn = cluster.dsn(dbname=dbname, user="pub_app")
     r = runner.run_pgfanout(["--dsn", app_dsn, "--slot", "pubt_perm", "--publication", "p_perm",
-                             "--create-slot", "--create-publication"], timeout=30)
+                             "--create-slot", "--snapshot", "never", "--create-publication"], timeout=30)
     assert r.returncode == 1, r.describe()
     assert "must be superuser" in r.stderr, r.describe()
     assert "FOR ALL TABLES needs a superuser" in r.stderr and "--tables" in r.stderr, r.describe()
     r = runner.run_pgfanout(["--dsn", app_dsn, "--slot", "pubt_perm", "--publication", "p_perm",
-                             "--create-slot", "--create-publication", "--tables", "with_pk"], timeout=30)
+                             "--create-slot", "--snapshot", "never", "--create-publication", "--tables", "with_pk"], timeout=30)
     assert r.returncode == 1, r.describe()
     assert "must be owner" in r.stderr and "owns every table in --tables" in r.stderr, r.describe()
     assert publications(conn) == []

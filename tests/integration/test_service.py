@@ -451,7 +451,7 @@ def test_http_listener_off_by_default_bare_port_and_port_in_use(pgfanout, cluste
         busy.listen(1)
         taken = busy.getsockname()[1]
         r = runner.run_pgfanout(["--dsn", cluster.dsn(), "--publication", "h_pub", "--slot", "h_busy",
-                                 "--create-slot", "--http-listen", f"127.0.0.1:{taken}"], timeout=30)
+                                 "--create-slot", "--snapshot", "never", "--http-listen", f"127.0.0.1:{taken}"], timeout=30)
     assert r.returncode == 1, r.describe()
     assert f"cannot listen for HTTP on 127.0.0.1:{taken}" in r.stderr and "--http-listen" in r.stderr, r.describe()
     assert runner.slot_info(admin, "h_busy") is None
@@ -612,7 +612,7 @@ def test_readyz_follows_a_redis_frozen_past_command_timeout(pgfanout, cluster, a
     cfg = write_config(tmp_path / "fz.yaml", {"command_timeout_ms": 700,
                                               "rules": [{"table": "fz_t", "keys": ["fz:{id}"]}]})
     port = free_port()
-    args = ["--dsn", cluster.dsn(), "--slot", "fz_slot", "--create-slot", "--publication", "fz_pub",
+    args = ["--dsn", cluster.dsn(), "--slot", "fz_slot", "--create-slot", "--snapshot", "never", "--publication", "fz_pub",
             "--sink", "redis", "--config", cfg, "--redis", rs.addr, "--status-interval", "0.2",
             "--http-listen", str(port)]
     with runner.Worker(args, stderr_path=str(tmp_path / "fz.err")) as w:
@@ -647,7 +647,7 @@ def test_readyz_while_postgres_is_reconnected(pgfanout, cluster, admin, tmp_path
     admin.execute("CREATE PUBLICATION rc_pub FOR TABLE rc_t")
     port = free_port()
     out = str(tmp_path / "rc.out")
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "rc_slot", "--create-slot",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "rc_slot", "--create-slot", "--snapshot", "never",
                         "--publication", "rc_pub", "-o", out, "--status-interval", "0.2",
                         "--http-listen", str(port)], stderr_path=str(tmp_path / "rc.err")) as w:
         wait_http(port, "/readyz", 200, worker=w)
@@ -958,7 +958,7 @@ def test_heartbeat_bounds_retained_wal_while_another_database_writes(pgfanout, c
         except Exception as e:  # pragma: no cover - shown by the assertion below
             failure.append(e)
 
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "hb_slot", "--create-slot", "--publication", "hb_pub",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "hb_slot", "--create-slot", "--snapshot", "never", "--publication", "hb_pub",
                         "-o", str(out), "--heartbeat-interval", str(interval), "--status-interval", "1",
                         "--http-listen", str(port)], stderr_path=str(tmp_path / "hb.err")) as w:
         wait_http(port, "/readyz", 200, worker=w)
@@ -1097,7 +1097,7 @@ def test_temporary_slot_and_drop_slot_on_exit(pgfanout, cluster, admin, tmp_path
 
     # --drop-slot-on-exit: dropped after SIGTERM, exit 0.
     out = tmp_path / "drop.out"
-    with runner.Worker(base + ["--slot", "sl_drop", "--create-slot", "--drop-slot-on-exit", "-o", str(out)],
+    with runner.Worker(base + ["--slot", "sl_drop", "--create-slot", "--snapshot", "never", "--drop-slot-on-exit", "-o", str(out)],
                        stderr_path=str(tmp_path / "drop.err")) as w:
         assert wait_for(lambda: (slot_row(admin, "sl_drop") or {}).get("active"), 15), tail(w.stderr_text())
         assert slot_row(admin, "sl_drop")["temporary"] is False
@@ -1168,7 +1168,7 @@ def test_least_privilege_role_streams_to_stdout_and_redis(pgfanout, cluster, adm
     fill(client, keys)
     port = free_port()
     out = tmp_path / "lp.out"
-    with runner.Worker(["--dsn", cluster.dsn(user=CDC_ROLE, password=CDC_PW), "--slot", "lp_slot", "--create-slot",
+    with runner.Worker(["--dsn", cluster.dsn(user=CDC_ROLE, password=CDC_PW), "--slot", "lp_slot", "--create-slot", "--snapshot", "never",
                         "--drop-slot-on-exit", "--publication", "lp_pub", "--sink", "stdout,redis", "-o", str(out),
                         "--config", cfg, "--redis", rs.addr, "--heartbeat-interval", "0.3",
                         "--status-interval", "0.2", "--http-listen", str(port)],
@@ -1211,7 +1211,7 @@ def test_partitioned_root_names_events_and_rules_with_new_partitions(pgfanout, c
     out = tmp_path / "pt.out"
     c = Counter(admin)
     P = "public.pt"
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "pt_slot", "--create-slot", "--publication", "pt_pub",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "pt_slot", "--create-slot", "--snapshot", "never", "--publication", "pt_pub",
                         "--sink", "stdout,redis", "-o", str(out), "--config", cfg, "--redis", rs.addr,
                         "--status-interval", "0.2", "--http-listen", str(port)],
                        stderr_path=str(tmp_path / "pt.err")) as w:
@@ -1349,7 +1349,7 @@ def test_bad_output_path_fails_before_a_slot_exists(pgfanout, cluster, admin, tm
     admin.execute("CREATE TABLE op_t (id int PRIMARY KEY)")
     admin.execute("CREATE PUBLICATION op_pub FOR TABLE op_t")
     bad = str(tmp_path / "no" / "such" / "dir" / "out.jsonl")
-    r = runner.run_pgfanout(["--dsn", cluster.dsn(), "--slot", "op_slot", "--create-slot", "--publication", "op_pub",
+    r = runner.run_pgfanout(["--dsn", cluster.dsn(), "--slot", "op_slot", "--create-slot", "--snapshot", "never", "--publication", "op_pub",
                              "-o", bad], timeout=30)
     assert r.returncode == 1 and bad in r.stderr, r.describe()
     assert runner.slot_info(admin, "op_slot") is None, "a slot was created before the output failed"

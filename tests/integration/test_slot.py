@@ -102,7 +102,7 @@ def streaming_worker(cluster, admin, role, name, tmp_path):
     admin.execute(f"CREATE TABLE {name}_t (id int PRIMARY KEY)")
     admin.execute(f"CREATE PUBLICATION {name}_pub FOR TABLE {name}_t")
     out = str(tmp_path / f"{name}.out")
-    w = runner.Worker(["--dsn", role_dsn(cluster, role), "--slot", f"{name}_slot", "--create-slot",
+    w = runner.Worker(["--dsn", role_dsn(cluster, role), "--slot", f"{name}_slot", "--create-slot", "--snapshot", "never",
                        "--publication", f"{name}_pub", "-o", out, "--status-interval", "0.2"],
                       stderr_path=str(tmp_path / f"{name}.err"))
     try:
@@ -217,7 +217,7 @@ def test_standby_waits_for_the_slot_and_takes_over(pgfanout, cluster, admin, tmp
     base = ["--dsn", cluster.dsn(), "--slot", "ha_slot", "--publication", "ha_pub", "--status-interval", "0.2"]
     a_out, b_out = str(tmp_path / "a.out"), str(tmp_path / "b.out")
     a_port, b_port = free_port(), free_port()
-    with runner.Worker(base + ["--create-slot", "-o", a_out, "--http-listen", str(a_port)],
+    with runner.Worker(base + ["--create-slot", "--snapshot", "never", "-o", a_out, "--http-listen", str(a_port)],
                        stderr_path=str(tmp_path / "a.err")) as a:
         wait_http(a_port, "/readyz", 200, worker=a)  # A holds the slot before B starts
         b = runner.Worker(base + ["-o", b_out, "--http-listen", str(b_port)], stderr_path=str(tmp_path / "b.err"))
@@ -268,7 +268,7 @@ def test_runtime_error_reports_what_the_server_acknowledged(pgfanout, cluster, a
     admin.execute("CREATE TABLE gone_t (id int PRIMARY KEY)")
     admin.execute("CREATE PUBLICATION gone_pub FOR TABLE gone_t")
     out = str(tmp_path / "gone.out")
-    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "gone_slot", "--create-slot", "--publication", "gone_pub",
+    with runner.Worker(["--dsn", cluster.dsn(), "--slot", "gone_slot", "--create-slot", "--snapshot", "never", "--publication", "gone_pub",
                         "-o", out, "--status-interval", "0.2"], stderr_path=str(tmp_path / "gone.err")) as w:
         wait_for(lambda: "streaming slot" in w.stderr_text(), 30)
         admin.execute("INSERT INTO gone_t VALUES (1)")

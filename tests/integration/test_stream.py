@@ -41,7 +41,7 @@ def start_and_stop_creating(cluster, admin, tmp, slot, pub, extra=()):
     problems = []
     out, err = os.path.join(tmp, f"{slot}.create.out"), os.path.join(tmp, f"{slot}.create.err")
     with runner.Worker(base_args(cluster, slot, pub)
-                       + ["--create-slot", "--create-publication", *extra],
+                       + ["--create-slot", "--snapshot", "never", "--create-publication", *extra],
                        stdout_path=out, stderr_path=err) as w:
         def streaming():
             info = runner.slot_info(admin, slot)
@@ -94,7 +94,7 @@ def stream(pgfanout, cluster, admin, tmp_path_factory):
     t0 = time.time()
     s.run = runner.run_pgfanout(
         # The workload's nothing_tbl (REPLICA IDENTITY NOTHING) is published on purpose.
-        base_args(cluster, SLOT, PUB) + ["--create-slot", "--create-publication",
+        base_args(cluster, SLOT, PUB) + ["--create-slot", "--snapshot", "never", "--create-publication",
                                          "--allow-missing-replica-identity", "--endpos", s.endpos],
         timeout=150, stdout_path=s.out_path)
     s.seconds = time.time() - t0
@@ -655,7 +655,7 @@ def test_dsn_from_environment_and_tables(pgfanout, cluster, admin, tmp_path):
            "PGUSER": cluster.superuser}
     args = ["--slot", "env_slot", "--publication", "env_pub"]
     err = str(tmp_path / "create.err")
-    with runner.Worker(args + ["--create-slot", "--create-publication", "--tables",
+    with runner.Worker(args + ["--create-slot", "--snapshot", "never", "--create-publication", "--tables",
                                "env_in"], stderr_path=err, env=env) as w:
         wait_for(lambda: not w.running() or (runner.slot_info(admin, "env_slot") or {})
                  .get("active"), 30)
