@@ -1149,7 +1149,10 @@ struct pgf_snapshot *pgf_snapshot_new(struct event_base *base, const struct pgf_
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     snprintf(s->run, sizeof s->run, "%lx%lx", (unsigned long)now.tv_sec, (unsigned long)now.tv_nsec);
-    struct timeval tp = {PROGRESS_MS / 1000, 0}, ts = {SAVE_EVERY_MS / 1000, 0};
+    /* Progress every 10 s, or as often as log.progress_interval asks when that is shorter. */
+    int pms = opts->progress_interval_ms > 0 && opts->progress_interval_ms < PROGRESS_MS ? opts->progress_interval_ms
+                                                                                        : PROGRESS_MS;
+    struct timeval tp = {pms / 1000, (pms % 1000) * 1000}, ts = {SAVE_EVERY_MS / 1000, 0};
     event_add(s->ev_progress, &tp);
     if (store)
         event_add(s->ev_save, &ts);
