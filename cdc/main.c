@@ -484,7 +484,10 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return 1;
     }
-    struct pgf_resume from_state = {.confirmed = state.confirmed_lsn, .from_state = 1, .system_id = state.system_id,
+    /* Copied: the snapshot takes the state over (and clears this struct) below. */
+    char state_system[sizeof state.system_id];
+    memcpy(state_system, state.system_id, sizeof state_system);
+    struct pgf_resume from_state = {.confirmed = state.confirmed_lsn, .from_state = 1, .system_id = state_system,
                                     .state_where = store ? store->where : ""};
     const struct pgf_resume *first = state.slot[0] ? &from_state : NULL;
     struct pgf_snapshot *snap = pgf_snapshot_new(base, &opts, store, &state);

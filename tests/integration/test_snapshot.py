@@ -592,3 +592,33 @@ def test_redis_on_read(cluster, admin, pgfanout, tmp_path, rserver, on_read):
     left = sum(1 for i in range(1, 301) if client.get(f"{t}:{i}") is not None)
     assert client.get("unrelated") == b"stays"
     assert left == (300 if on_read == "ignore" else 0), f"{left} of 300 cached rows left with on_read: {on_read}"
+
+
+def test_state_of_another_system_is_a_gap(cluster, admin, pgfanout, tmp_path):
+    """State written against one cluster, then pointed at another (a restore, a new server) with
+    the same slot name: by default pgfanout stops and names both system identifiers; with
+    on_slot_loss: backfill it reads every published table from the new one."""
+    admin.execute("CREATE TABLE sn_sys (id int PRIMARY KEY)")
+    admin.execute("CREATE PUBLICATION sn_sys_pub FOR TABLE sn_sys")
+    state = tmp_path / "state"
+    state.mkdir()
+    base = ["--slot", "sn_sys_slot", "--publication", "sn_sys_pub", "--create-slot", "--state-dir", str(state),
+            "--snapshot", "initial_only"]
+    r = runner.run_pgfanout(["--dsn", cluster.dsn()] + base, timeout=60)
+    assert r.returncode == 0, r.describe()
+    first = json.loads((state / "sn_sys_slot.json").read_text())["system_id"]
+    other = start_cluster()
+    try:
+        conn = runner.connect(other.dsn())
+        make_table(conn, "sn_sys", 10)
+        conn.execute("CREATE PUBLICATION sn_sys_pub FOR TABLE sn_sys")
+        r = runner.run_pgfanout(["--dsn", other.dsn()] + base, timeout=60)
+        assert r.returncode == 1, r.describe()
+        assert f"was read from system {first}" in r.stderr and "another database cluster" in r.stderr, r.describe()
+        assert runner.slot_info(conn, "sn_sys_slot") is None, "a slot was created over the gap"
+        r = runner.run_pgfanout(["--dsn", other.dsn(), "--on-slot-loss", "backfill"] + base, timeout=60)
+        assert r.returncode == 0, r.describe()
+        assert sum(1 for line in r.stdout.splitlines() if '"op":"read"' in line) == 10, r.describe()
+        conn.close()
+    finally:
+        other.stop()
