@@ -34,6 +34,9 @@ from ports import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# Each test keeps its slot (its position is part of what the test checks): room for all.
+PG_CONF = {"max_replication_slots": "30", "max_wal_senders": "30"}
+
 
 # --- replay ---------------------------------------------------------------------------------
 
