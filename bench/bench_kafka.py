@@ -34,7 +34,6 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
 from kafkabroker import KafkaBroker  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from benchlib import (  # noqa: E402  (servers, measuring and reporting, shared with bench_redis)
+    bench_main,
     BenchError,
     CLK_TCK,
     LAUNCHER,
@@ -358,19 +358,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not (os.path.isfile(args.pgfanout_bin) and os.access(args.pgfanout_bin, os.X_OK)):
-        sys.exit(f"pgfanout binary not found at {args.pgfanout_bin} "
-                 "(cmake --build build -j2, or --pgfanout-bin)")
-    for tool in ("pg_recvlogical", "pgbench"):
-        if not os.access(f"{PGBIN}/{tool}", os.X_OK):
-            sys.exit(f"{PGBIN}/{tool} not found")
-    workdir = tempfile.mkdtemp(prefix="pgfanout-bench-")
-    cluster = broker = None
-    ok = False
-    try:
-        log("starting PostgreSQL and the Kafka broker")
-        cluster = PgCluster(extra_conf=PG_CONF).start()
-        broker = KafkaBroker(num_partitions=args.partitions).start()
+
+    def body(workdir, cluster, broker):
         conn = connect(cluster.dsn())
         conn.execute(f"CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES")
         versions = versions_of(conn, args)
@@ -384,24 +373,12 @@ def main(argv=None):
                     for rep in range(args.repeat)]
             summaries.append(summarize(wl, reps))
         conn.close()
-        met = print_summary(summaries, args, versions)
-        ok = True
-        if args.strict and not met:
-            return 3
-        return 0
-    except BenchError as e:
-        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if broker is not None:
-            broker.cleanup()
-        if cluster is not None:
-            cluster.stop()
-        if args.keep_logs or not ok:
-            print(f"consumer logs kept in {workdir}", file=sys.stderr)
-        else:
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
+        return print_summary(summaries, args, versions)
+
+    return bench_main(args, "pgfanout-bench-", [f"{PGBIN}/pg_recvlogical", f"{PGBIN}/pgbench"],
+                      [("PostgreSQL", lambda: PgCluster(extra_conf=PG_CONF).start(), lambda c: c.stop()),
+                       ("the Kafka broker", lambda: KafkaBroker(num_partitions=args.partitions).start(),
+                        lambda b: b.cleanup())], body)
 
 
 if __name__ == "__main__":

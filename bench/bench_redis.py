@@ -38,12 +38,10 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -877,20 +875,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not (os.path.isfile(args.pgfanout_bin) and os.access(args.pgfanout_bin, os.X_OK)):
-        sys.exit(f"pgfanout binary not found at {args.pgfanout_bin} "
-                 "(cmake --build build -j2, or --pgfanout-bin)")
-    for tool in (f"{PGBIN}/pgbench", f"{PGBIN}/pg_recvlogical", REDIS_CLI):
-        if not os.access(tool, os.X_OK):
-            sys.exit(f"{tool} not found")
-    workdir = tempfile.mkdtemp(prefix="pgfanout-bench-redis-")
-    cluster = rserver = None
-    ok = False
     t_start = time.monotonic()
-    try:
-        log("starting PostgreSQL and Redis")
-        cluster = PgCluster(extra_conf=PG_CONF).start()
-        rserver = BenchRedis().start()
+
+    def body(workdir, cluster, rserver):
         conn = bk.connect(cluster.dsn())
         conn.execute(f"CREATE PUBLICATION {PUBLICATION} FOR ALL TABLES")
         versions = versions_of(conn, rserver)
@@ -929,20 +916,11 @@ def main(argv=None):
         conn.close()
         met = report(lat_runs, thru_runs, args, versions)
         log(f"done in {time.monotonic() - t_start:.0f} s")
-        ok = True
-        return 3 if args.strict and not met else 0
-    except BenchError as e:
-        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if rserver is not None:
-            rserver.cleanup()
-        if cluster is not None:
-            cluster.stop()
-        if args.keep_logs or not ok:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return met
+
+    return bk.bench_main(args, "pgfanout-bench-redis-", [f"{PGBIN}/pgbench", f"{PGBIN}/pg_recvlogical", REDIS_CLI],
+                         [("PostgreSQL", lambda: PgCluster(extra_conf=PG_CONF).start(), lambda c: c.stop()),
+                          ("Redis", lambda: BenchRedis().start(), lambda r: r.cleanup())], body)
 
 
 if __name__ == "__main__":

@@ -37,10 +37,8 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -50,6 +48,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
 from kafkabroker import KafkaBroker  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from benchlib import (  # noqa: E402  (launcher, quiet-wait, samplers, SQL and Kafka helpers)
+    bench_main,
     BenchError,
     PGBIN,
     PG_CONF,
@@ -410,18 +409,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not (os.path.isfile(args.pgfanout_bin) and os.access(args.pgfanout_bin, os.X_OK)):
-        sys.exit(f"pgfanout binary not found at {args.pgfanout_bin} "
-                 "(cmake --build build -j2, or --pgfanout-bin)")
-    if not os.access(f"{PGBIN}/psql", os.X_OK):
-        sys.exit(f"{PGBIN}/psql not found")
-    workdir = tempfile.mkdtemp(prefix="pgfanout-bench-snap-")
-    cluster = broker = None
-    ok = False
-    try:
-        log("starting PostgreSQL and the Kafka broker")
-        cluster = PgCluster(extra_conf=PG_CONF).start()
-        broker = KafkaBroker(num_partitions=args.partitions).start()
+
+    def body(workdir, cluster, broker):
         conn = connect(cluster.dsn())
         versions = versions_of(conn)
         log(f"PostgreSQL {versions['pg']} on port {cluster.port}, Kafka {versions['kafka']} at "
@@ -429,23 +418,12 @@ def main(argv=None):
             f"{args.snapshot_args}")
         res = run(args, cluster, broker, conn, workdir)
         conn.close()
-        met = print_summary(res, args, versions)
-        ok = True
-        if args.strict and not met:
-            return 3
-        return 0
-    except BenchError as e:
-        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        if broker is not None:
-            broker.cleanup()
-        if cluster is not None:
-            cluster.stop()
-        if args.keep_logs or not ok:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        return print_summary(res, args, versions)
+
+    return bench_main(args, "pgfanout-bench-snap-", [f"{PGBIN}/psql"],
+                      [("PostgreSQL", lambda: PgCluster(extra_conf=PG_CONF).start(), lambda c: c.stop()),
+                       ("the Kafka broker", lambda: KafkaBroker(num_partitions=args.partitions).start(),
+                        lambda b: b.cleanup())], body)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,43 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def bench_main(args, workdir_prefix, tools, servers, body):
+    """The frame every benchmark's main shares.  The pgfanout binary (args.pgfanout_bin) and
+    tools (paths) must exist; a work directory is made; servers, (what, start, stop) triples,
+    are started in order; body(workdir, *started) runs and returns whether the goals were met.
+    Returns the exit status: 0, 1 when a check failed (BenchError), 3 with args.strict when a
+    goal was missed.  Whatever was started is stopped by its own handle; the work directory is
+    kept when something failed or with args.keep_logs."""
+    import shutil
+    import tempfile
+    if not (os.path.isfile(args.pgfanout_bin) and os.access(args.pgfanout_bin, os.X_OK)):
+        sys.exit(f"pgfanout binary not found at {args.pgfanout_bin} "
+                 "(cmake --build build -j2, or --pgfanout-bin)")
+    for tool in tools:
+        if not os.access(tool, os.X_OK):
+            sys.exit(f"{tool} not found")
+    workdir = tempfile.mkdtemp(prefix=workdir_prefix)
+    started = []
+    ok = False
+    try:
+        log("starting " + " and ".join(what for what, _, _ in servers))
+        for _, start, stop in servers:
+            started.append((start(), stop))
+        met = body(workdir, *(server for server, _ in started))
+        ok = True
+        return 3 if args.strict and not met else 0
+    except BenchError as e:
+        print(f"\nBENCHMARK FAILED: {e}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        for server, stop in reversed(started):
+            stop(server)
+        if args.keep_logs or not ok:
+            print(f"logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 class BenchError(RuntimeError):
     """A failed check: the benchmark stops and exits 1."""
 
