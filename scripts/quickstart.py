@@ -119,6 +119,17 @@ def on_signal(signum, frame):
     raise Interrupted(signal.Signals(signum).name)
 
 
+def connect(dsn):
+    """psycopg.connect with the stop signals held back until it returns: raised inside libpq's
+    connection setup, they leave a half-built PGconn whose destructor prints a traceback."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        return psycopg.connect(dsn, autocommit=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
 def short_path(path):
     """path relative to the current directory when it lies below it, else absolute."""
     rel = os.path.relpath(path)
@@ -199,7 +210,7 @@ def start_postgres_and_redis(pg, rds, out):
         out["pids"]["redis"] = rds.proc.pid
         ver = rds.client().info("server")["redis_version"]
         say(f"Redis {ver} on 127.0.0.1:{rds.port}  pid {rds.proc.pid}")
-        with psycopg.connect(pg.dsn(), autocommit=True) as db:
+        with connect(pg.dsn()) as db:
             db.execute(SCHEMA)
             with db.cursor() as cur:
                 cur.executemany("INSERT INTO products VALUES (%s, %s, %s, %s)", ROWS)
@@ -337,7 +348,7 @@ def run(args, state):
         note("  " + line)
 
     say("changes in PostgreSQL, one transaction each:")
-    with psycopg.connect(pg.dsn(), autocommit=True) as db:
+    with connect(pg.dsn()) as db:
         for sql in CHANGES:
             db.execute(sql)
             note(sql)

@@ -120,17 +120,24 @@ def metric(port, name, table):
 
 
 def post_backfill(port, body):
-    """POSTs body (dict or raw text) to /backfill; returns (status, parsed or raw reply)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("POST", "/backfill", body if isinstance(body, str) else json.dumps(body),
-              {"Content-Type": "application/json"})
-    r = c.getresponse()
-    text = r.read().decode()
-    c.close()
-    try:
-        return r.status, json.loads(text)
-    except ValueError:
-        return r.status, text
+    """POSTs body (dict or raw text) to /backfill; returns (status, parsed or raw reply). A 503
+    "not streaming yet" (the slot exists before the stream starts, longer under ASan) is what
+    the worker asks clients to retry, so it is retried for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("POST", "/backfill", body if isinstance(body, str) else json.dumps(body),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        text = r.read().decode()
+        c.close()
+        if r.status == 503 and "not streaming yet" in text and time.monotonic() < deadline:
+            time.sleep(0.1)
+            continue
+        try:
+            return r.status, json.loads(text)
+        except ValueError:
+            return r.status, text
 
 
 def wait_log(worker, pattern, timeout):
