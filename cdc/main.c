@@ -12,6 +12,7 @@
 #include "cdc/config.h"
 #include "cdc/heartbeat.h"
 #include "cdc/http.h"
+#include "cdc/keys.h"
 #include "cdc/layers.h"
 #include "cdc/metrics.h"
 #include "common/log.h"
@@ -431,6 +432,11 @@ int main(int argc, char **argv)
         bad_kafka = kafka_sink_check(&kc, err, sizeof err) != 0;
     if (bad_kafka)
         culprit = kafka_culprit(&opts, &key);
+    if (!bad_dsn && !bad_kafka && pgf_keys_check(opts.key_columns, err, sizeof err) != 0) {
+        bad_kafka = 1;
+        key = "kafka.key_columns";
+        culprit = pgf_options_origin(&opts, key);
+    }
     if (bad_dsn || bad_kafka) {
         if (culprit)
             pgf_error("%s (%s from %s)", err, key, pgf_origin_describe(culprit, from, sizeof from));

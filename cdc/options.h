@@ -51,6 +51,7 @@ struct pgf_options {
     const char *topic_prefix;
     const char *message_topic;
     int tombstones;
+    const char *key_columns;    /* kafka.key_columns: record-key overrides (cdc/keys.h) */
     const char *on_oversize;       /* "fail", "dead_letter" or "skip" */
     const char *dead_letter_topic; /* template, as topic_template */
     struct pgf_conf_list kafka_conf;

@@ -68,6 +68,9 @@ const struct pgf_setting pgf_settings[] = {
             "T", "topic for dead_letter records"),
     SETTING("kafka.state_topic", "state-topic", PGF_T_STR, "pgfanout.state", state_topic, "T",
             "compacted topic holding pgfanout's state (snapshot progress, slot identity),\nkeyed by the slot"),
+    SETTING("kafka.key_columns", "key-columns", PGF_T_STR, NULL, key_columns, "SPEC",
+            "record-key columns of tables without a suitable key, as Debezium's\nmessage.key.columns: "
+            "\"schema.table:col,col;schema.table:col\" (default:\nthe primary key, else the replica-identity index)"),
     SETTING("kafka.tombstones", "no-tombstones", PGF_T_BOOL, "true", tombstones, NULL,
             "do not follow a delete with a null-value record", .flags = PGF_S_NEGATE),
     SETTING("kafka.conf", "kafka-conf", PGF_T_CONF, NULL, kafka_conf, "K=V",

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "cdc/metrics.h"
+#include "cdc/keys.h"
 #include "cdc/pgconn.h"
 #include "common/log.h"
 #include "common/lsn.h"
@@ -137,6 +138,7 @@ static void run_clear(struct table_run *r)
     for (uint16_t i = 0; i < r->rel.natts; i++)
         free(r->rel.attrs[i].name);
     free(r->rel.attrs);
+    free(r->rel.key_atts);
     free(r->rel.nspname);
     free(r->rel.relname);
     free(r->keyidx);
@@ -353,7 +355,7 @@ static const char describe_sql[] =
     "  AND a.attgenerated = '' AND (p.attnames IS NULL OR a.attname = ANY (p.attnames))), "
     "(SELECT json_agg(a.attname ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
     "  JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum), "
-    "p.rowfilter "
+    "p.rowfilter, " PGF_RECORD_KEY_SQL("c.oid") " "
     "FROM unnest(%s::text[]) WITH ORDINALITY r(name, ord) "
     "LEFT JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(r.name) "
     "LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -367,7 +369,7 @@ static const char describe_sql[] =
     "ORDER BY r.ord";
 
 /* Columns of describe_sql's result. */
-enum { D_ORD, D_NAME, D_OID, D_NSP, D_REL, D_IDENT, D_EST, D_PUB, D_COLS, D_KEY, D_FILTER };
+enum { D_ORD, D_NAME, D_OID, D_NSP, D_REL, D_IDENT, D_EST, D_PUB, D_COLS, D_KEY, D_FILTER, D_RECORD_KEY };
 
 /* Builds describe_sql for the names (already SQL literals, comma-separated) on conn; returns
  * it malloc'd, or NULL. */
@@ -479,6 +481,14 @@ static const char *run_from(struct pgf_snapshot *s, const PGresult *res, char *b
         problem2 = "out of memory";
     if (problem2)
         return problem2;
+    /* Read rows are keyed as the stream keys the table's changes (cdc/keys.h). */
+    r->rel.key_atts = calloc(r->rel.natts, sizeof *r->rel.key_atts);
+    if (r->rel.key_atts == NULL)
+        return "out of memory";
+    char msg[1024];
+    if (pgf_keys_choose(&r->rel, PQgetvalue(res, 0, D_RECORD_KEY), s->opts->key_columns, r->rel.key_atts,
+                        &r->rel.nkey, msg, sizeof msg) < 0)
+        return snprintf(buf, len, "%s", msg), buf;
     char *qs = ident(s, r->rel.nspname), *qt = ident(s, r->rel.relname);
     size_t qlen = (qs ? strlen(qs) : 0) + (qt ? strlen(qt) : 0) + 2;
     if (qs && qt && (r->qname = malloc(qlen)) != NULL)

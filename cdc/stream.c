@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cdc/checkpoint.h"
+#include "cdc/keys.h"
 #include "common/log.h"
 #include "cdc/metrics.h"
 #include "cdc/snapshot.h"
@@ -24,6 +25,7 @@ struct stream {
     struct pgo_decoder *dec;
     struct pgf_txn_asm *txns; /* Begin..Commit, --endpos and heartbeats: pgoutput messages to events */
     struct pgf_snapshot *snap; /* snapshot chunks enter the stream at their high watermarks; or NULL */
+    struct pgf_keys *keys;     /* chooses each relation's record key */
     struct event_base *base;
 
     uint64_t received; /* highest WAL position the server told us about */
@@ -31,6 +33,7 @@ struct stream {
 
     struct event *ev_read;
     int paused; /* too many bytes unacknowledged: not reading the slot */
+    int keying; /* a relation's record key is being looked up: not reading the slot */
     volatile sig_atomic_t *stop_signal;
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
     int failed;
@@ -189,6 +192,24 @@ static int abandon_all(void *ctx, const struct pgf_txn *txn)
     return 0;
 }
 
+/* A relation's record key is chosen: set it, then read the slot again unless held back. */
+static void on_key(void *arg, uint32_t oid, const uint16_t *atts, uint16_t n)
+{
+    struct stream *st = arg;
+    st->keying = 0;
+    if (n == UINT16_MAX || pgo_decoder_set_key(st->dec, oid, atts, n) != 0) {
+        if (n != UINT16_MAX)
+            pgf_error("out of memory setting the record key of relation %u", oid);
+        st->failed = 1;
+        stop_loop(st);
+        return;
+    }
+    if (!st->paused && !st->stopped) {
+        event_add(st->ev_read, NULL);
+        event_active(st->ev_read, EV_READ, 0); /* libpq may hold data already read */
+    }
+}
+
 /* Passes one decoded pgoutput message at WAL position lsn through transaction assembly. */
 static void handle_message(struct stream *st, uint64_t lsn, const struct pgo_msg *msg)
 {
@@ -198,6 +219,19 @@ static void handle_message(struct stream *st, uint64_t lsn, const struct pgo_msg
     const struct pgf_txn_consumer to_sinks = {.event = emit_all, .commit = commit_all, .ctx = st};
     switch (pgf_txn_asm_feed(st->txns, lsn, msg, &to_sinks)) {
     case PGF_TXN_OK:
+        if (msg->type == PGO_MSG_RELATION) {
+            /* No change of the table is keyed before its key is known: hold the slot. */
+            int rc = pgf_keys_resolve(st->keys, msg->u.relation, on_key, st);
+            if (rc > 0) {
+                st->keying = 1;
+                event_del(st->ev_read);
+            } else if (rc < 0) {
+                pgf_error("out of memory looking up the record key of %s.%s", msg->u.relation->nspname,
+                          msg->u.relation->relname);
+                break;
+            }
+            return;
+        }
         /* A signal asks to stop at the next transaction boundary: this may be one. */
         if (st->stop_requested && !pgf_txn_asm_in_txn(st->txns))
             stop_loop(st);
@@ -328,9 +362,11 @@ static void maybe_resume(struct stream *st)
         if (st->sinks[i]->backlogged)
             return;
     st->paused = 0;
+    pgf_debug("back-pressure: resumed reading the slot");
+    if (st->keying)
+        return; /* on_key reads on */
     event_add(st->ev_read, NULL);
     event_active(st->ev_read, EV_READ, 0);
-    pgf_debug("back-pressure: resumed reading the slot");
 }
 
 /* Reads everything the socket has, then returns to the loop so timers and signals run. */
@@ -345,7 +381,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         stop_loop(st);
         return;
     }
-    while (!st->stopped) {
+    while (!st->stopped && !st->keying) {
         if (over_limit(st)) {
             pause_reading(st);
             return;
@@ -426,7 +462,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     *st->stop_signal = (sig_atomic_t)sig;
     /* While paused the transaction cannot finish until the sinks catch up, which may be never
      * (broker down): stop now, the unfinished transaction stays unconfirmed. */
-    if (!pgf_txn_asm_in_txn(st->txns) || st->paused)
+    if (!pgf_txn_asm_in_txn(st->txns) || st->paused || st->keying)
         stop_loop(st);
 }
 
@@ -458,10 +494,12 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     st.cp.written = st.cp.idle = st.cp.confirmed = confirmed;
     st.dec = pgo_decoder_new();
     st.txns = pgf_txn_asm_new(opts->has_endpos, opts->endpos);
-    if (st.dec == NULL || st.txns == NULL) {
+    st.keys = pgf_keys_new(base, opts->dsn, opts->key_columns);
+    if (st.dec == NULL || st.txns == NULL || st.keys == NULL) {
         pgf_error("out of memory starting the stream");
         pgo_decoder_free(st.dec);
         pgf_txn_asm_free(st.txns);
+        pgf_keys_free(st.keys);
         return PGF_STREAM_FAILED;
     }
     struct event *events[8];
@@ -528,6 +566,7 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     for (size_t i = 0; i < nevents; i++)
         event_free(events[i]);
     pgf_txn_asm_free(st.txns);
+    pgf_keys_free(st.keys);
     pgo_decoder_free(st.dec);
     if (st.failed)
         return PGF_STREAM_FAILED;

@@ -53,6 +53,12 @@ struct pgf_relation {
     char replident; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
     uint16_t natts;
     struct pgf_column *attrs;
+    /* The record key: the columns that name a row to consumers (Kafka's record key and
+     * Event.key), as indexes into attrs in key order.  cdc/keys.c chooses them: the table's
+     * kafka.key_columns, else its primary key, else its replica-identity index, else none.
+     * Until chosen they are the replica-identity columns.  Owned with the relation. */
+    uint16_t nkey;
+    uint16_t *key_atts;
 };
 
 /* The transaction an event belongs to. */
@@ -103,6 +109,19 @@ struct pgf_event {
 /* Returns "insert", "update", "delete", "truncate", "message", "read" or "none". */
 const char *pgf_op_name(enum pgf_op op);
 
+/* Returns the value of column att that names ev's row: a delete's from its old image (before,
+ * else key), other row events' from after (an unchanged-TOAST value from the old image when it
+ * carries one).  NULL when no image carries it (ABSENT, or unchanged TOAST with no old value). */
+const struct pgf_value *pgf_event_key_value(const struct pgf_event *ev, uint16_t att);
+
+/* True when ev is an update that moved its row to another record key: its old image carries
+ * every record-key column and one of them differs from the new row's.  (Without an old image,
+ * as under REPLICA IDENTITY DEFAULT when the key did not change, it is false.) */
+int pgf_event_key_changed(const struct pgf_event *ev);
+
+/* Sets rel's record key to the n columns at atts (copied); returns 0, or -1 out of memory. */
+int pgf_relation_set_key(struct pgf_relation *rel, const uint16_t *atts, uint16_t n);
+
 /* Returns a text value of len bytes at data (borrowed), as a SELECT returns it. */
 static inline struct pgf_value pgf_value_text(const char *data, uint32_t len)
 {
@@ -111,7 +130,8 @@ static inline struct pgf_value pgf_value_text(const char *data, uint32_t len)
 
 /* Fills *ev as a row read by a snapshot: op read, after = row (rel->natts values, text or
  * NULL, as a SELECT of the table's columns in order returns them), key = the replica-identity
- * columns of row, written into key_out (rel->natts values, the caller's).  txn may be NULL
+ * columns of row, written into key_out (rel->natts values, the caller's).  The record key is
+ * rel's own (see struct pgf_relation).  txn may be NULL
  * (then the event has no transaction fields) and lsn 0.  ev borrows rel, row, key_out and
  * txn: they must outlive its use. */
 void pgf_event_read(struct pgf_event *ev, const struct pgf_relation *rel, const struct pgf_value *row,

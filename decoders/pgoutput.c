@@ -222,6 +222,7 @@ static void rel_free(struct pgf_relation *rel)
     for (uint16_t i = 0; i < rel->natts; i++)
         free(rel->attrs[i].name);
     free(rel->attrs);
+    free(rel->key_atts);
     free(rel->nspname);
     free(rel->relname);
     free(rel);
@@ -374,6 +375,15 @@ static int read_relation(struct reader *r, const struct pgf_relation **out)
             return rc ? rc : PGO_ERR_OOM;
         }
     }
+    /* Until cdc/keys.c chooses, the record key is the replica identity, in column order. */
+    rel->key_atts = calloc(natts ? natts : 1, sizeof *rel->key_atts);
+    if (rel->key_atts == NULL) {
+        rel_free(rel);
+        return PGO_ERR_OOM;
+    }
+    for (uint16_t i = 0; i < natts; i++)
+        if (rel->attrs[i].is_key)
+            rel->key_atts[rel->nkey++] = i;
     if ((rc = rel_grow(r->dec))) {
         rel_free(rel);
         return rc;
@@ -386,6 +396,18 @@ static int read_relation(struct reader *r, const struct pgf_relation **out)
     *slot = rel;
     *out = rel;
     return PGO_OK;
+}
+
+/* Sets a cached relation's record key; see pgoutput.h. */
+int pgo_decoder_set_key(struct pgo_decoder *dec, uint32_t oid, const uint16_t *atts, uint16_t n)
+{
+    struct pgf_relation *rel = dec->rel_cap ? *rel_slot(dec, oid) : NULL;
+    if (rel == NULL)
+        return 0; /* gone: a later Relation message brings its own key */
+    for (uint16_t i = 0; i < n; i++)
+        if (atts[i] >= rel->natts)
+            return -1;
+    return pgf_relation_set_key(rel, atts, n);
 }
 
 /* Type: OID, namespace, name. */

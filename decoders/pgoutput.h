@@ -136,6 +136,11 @@ const char *pgo_decoder_errstr(const struct pgo_decoder *dec);
 /* Returns the cached relation for oid, or NULL. */
 const struct pgf_relation *pgo_decoder_relation(const struct pgo_decoder *dec, uint32_t oid);
 
+/* Sets the record key of the cached relation oid to the n columns at atts (indexes into its
+ * columns; see struct pgf_relation).  A relation no longer cached is left alone.  Returns 0,
+ * or -1 when out of memory or an index is out of range. */
+int pgo_decoder_set_key(struct pgo_decoder *dec, uint32_t oid, const uint16_t *atts, uint16_t n);
+
 /* Returns a static name for a message type ("begin", "insert", ...) or "unknown". */
 const char *pgo_msg_type_name(int type);
 

@@ -116,11 +116,26 @@ static json_t *row_object(const struct pgf_relation *rel, const struct pgf_value
     return obj;
 }
 
+/* Returns an object of ev's record-key columns, in key order. */
+static json_t *key_object(const struct pgf_event *ev)
+{
+    json_t *obj = json_object();
+    for (uint16_t k = 0; obj && k < ev->rel->nkey; k++) {
+        uint16_t att = ev->rel->key_atts[k];
+        const struct pgf_value *v = pgf_event_key_value(ev, att);
+        if (v && put(obj, ev->rel->attrs[att].name, pgf_json_value(v, ev->rel->attrs[att].type_oid))) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
 /* Adds key, before, after and unchanged_toast of a row event. */
 static int put_row(json_t *obj, const struct pgf_event *ev)
 {
     const struct pgf_relation *rel = ev->rel;
-    int rc = put(obj, "key", row_object(rel, ev->key));
+    int rc = put(obj, "key", key_object(ev));
     rc |= put(obj, "before", ev->before ? row_object(rel, ev->before) : json_null());
     rc |= put(obj, "after", ev->after ? row_object(rel, ev->after) : json_null());
     json_t *toast = json_array();

@@ -769,6 +769,25 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     return sink_fail(&k->base, "cannot produce to topic %s: %s", rd_kafka_topic_name(rkt), rd_kafka_err2str(err));
 }
 
+/* Encodes one row event and produces it to its table's topic under its record key, then a
+ * tombstone after a delete. */
+static int emit_row(struct kafka_sink *k, const struct pgf_event *ev)
+{
+    const uint8_t *value, *key;
+    size_t value_len, key_len;
+    if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
+        return sink_fail(&k->base, "out of memory encoding an event");
+    struct ktopic *kt = topic_for(k, ev->rel);
+    if (kt == NULL)
+        return -1;
+    /* The key buffer is reused by the next encode; produce copies it (RD_KAFKA_MSG_F_COPY). */
+    if (produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, key_len ? key : NULL, key_len, ev))
+        return -1;
+    if (ev->op == PGF_OP_DELETE && k->cfg.tombstones && key_len > 0)
+        return produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, NULL, 0, key, key_len, ev);
+    return 0;
+}
+
 /* Encodes and produces one change; see sink_ops. */
 static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
 {
@@ -780,47 +799,49 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
             return sink_fail(sink, "out of memory");
         ((struct ktxn *)txn_at(k, k->ring.tail - 1))->commit_lsn = ev->txn ? ev->txn->commit_lsn : 0;
     }
+    enum pgf_op op = ev->op;
+    if (op != PGF_OP_MESSAGE && op != PGF_OP_TRUNCATE) {
+        if (!pgf_event_key_changed(ev))
+            return emit_row(k, ev);
+        /* The row moved to another key: as Debezium does, the old key's history ends with a
+         * delete (and its tombstone), and the new key's begins with an insert. */
+        struct pgf_event del = *ev, ins = *ev;
+        del.op = PGF_OP_DELETE;
+        del.key = ev->before;
+        del.after = NULL;
+        ins.op = PGF_OP_INSERT;
+        ins.before = NULL;
+        return emit_row(k, &del) != 0 ? -1 : emit_row(k, &ins);
+    }
     const uint8_t *value, *key;
     size_t value_len, key_len;
     if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
         return sink_fail(sink, "out of memory encoding an event");
-    enum pgf_op op = ev->op;
     if (op == PGF_OP_MESSAGE)
         return produce(k, k->msg_rkt, RD_KAFKA_PARTITION_UA, value, value_len, ev->message.prefix,
                        strlen(ev->message.prefix), ev);
-    if (op == PGF_OP_TRUNCATE) {
-        /* To every partition of every truncated table's topic, so each partition's consumers
-         * see it in order with that partition's rows. */
-        const struct pgf_event_truncate *t = &ev->truncate;
-        for (uint32_t i = 0; i < t->nrels; i++) {
-            struct ktopic *kt = topic_for(k, t->rels[i]);
-            if (kt == NULL)
+    /* A truncate goes to every partition of every truncated table's topic, so each
+     * partition's consumers see it in order with that partition's rows. */
+    const struct pgf_event_truncate *t = &ev->truncate;
+    for (uint32_t i = 0; i < t->nrels; i++) {
+        struct ktopic *kt = topic_for(k, t->rels[i]);
+        if (kt == NULL)
+            return -1;
+        struct tstate *ts = tstate_of(kt->rkt);
+        if (ts->partitions == 0) {
+            /* Unknown yet: look it up off the loop and hold the topic's records meanwhile;
+             * other topics go on. */
+            if (lookup_start(k, kt->rkt) != 0 ||
+                produce(k, kt->rkt, HELD_ALL_PARTITIONS, value, value_len, NULL, 0, ev) != 0)
                 return -1;
-            struct tstate *ts = tstate_of(kt->rkt);
-            if (ts->partitions == 0) {
-                /* Unknown yet: look it up off the loop and hold the topic's records meanwhile;
-                 * other topics go on. */
-                if (lookup_start(k, kt->rkt) != 0 ||
-                    produce(k, kt->rkt, HELD_ALL_PARTITIONS, value, value_len, NULL, 0, ev) != 0)
-                    return -1;
-                continue;
-            }
-            if (ts->partitions < 0 && produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, NULL, 0, ev))
-                return -1;
-            for (int p = 0; p < ts->partitions; p++)
-                if (produce(k, kt->rkt, p, value, value_len, NULL, 0, ev))
-                    return -1;
+            continue;
         }
-        return 0;
+        if (ts->partitions < 0 && produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, NULL, 0, ev))
+            return -1;
+        for (int p = 0; p < ts->partitions; p++)
+            if (produce(k, kt->rkt, p, value, value_len, NULL, 0, ev))
+                return -1;
     }
-    struct ktopic *kt = topic_for(k, ev->rel);
-    if (kt == NULL)
-        return -1;
-    /* The key buffer is reused by the next encode; produce copies it (RD_KAFKA_MSG_F_COPY). */
-    if (produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, value, value_len, key_len ? key : NULL, key_len, ev))
-        return -1;
-    if (op == PGF_OP_DELETE && k->cfg.tombstones && key_len > 0)
-        return produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, NULL, 0, key, key_len, ev);
     return 0;
 }
 

@@ -204,6 +204,23 @@ static void fill_row(struct pgf_proto *p, const struct pgf_relation *rel, const 
     }
 }
 
+/* Converts ev's record-key columns (see pgf_event_key_value) into vals and lists them in row,
+ * in key order. */
+static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, Pgfanout__V1__Value *vals,
+                     Pgfanout__V1__Column *cols, Pgfanout__V1__Column **ptrs, Pgfanout__V1__Row *row)
+{
+    const struct pgf_relation *rel = ev->rel;
+    row->columns = ptrs;
+    for (uint16_t k = 0; k < rel->nkey; k++) {
+        uint16_t att = rel->key_atts[k];
+        const struct pgf_value *v = pgf_event_key_value(ev, att);
+        if (v == NULL)
+            continue;
+        fill_value(p, v, rel->attrs[att].type_oid, &vals[k]);
+        add_column(row, &cols[k], rel, att, &vals[k]);
+    }
+}
+
 /* Encodes one event and its key; see proto_event.h. */
 int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t txn_index,
                      const uint8_t **value, size_t *value_len, const uint8_t **key, size_t *key_len)
@@ -240,12 +257,14 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
         size_t n = rel->natts;
         if (reserve_cols(p, n) ||
             sink_grow((void **)&p->arena, &p->arena_cap,
-                      row_arena_need(rel, ev->key) + row_arena_need(rel, ev->before) + row_arena_need(rel, ev->after)))
+                      /* the key's values come from the images too */
+                      2 * (row_arena_need(rel, ev->key) + row_arena_need(rel, ev->before) +
+                           row_arena_need(rel, ev->after))))
             return -1;
         src.schema = rel->nspname;
         src.table = rel->relname;
         src.relation_oid = rel->oid;
-        fill_row(p, rel, ev->key, p->vals, p->cols, p->ptrs, &rkey);
+        fill_key(p, ev, p->vals, p->cols, p->ptrs, &rkey);
         fill_row(p, rel, ev->before, p->vals + n, p->cols + n, p->ptrs + n, &rbefore);
         fill_row(p, rel, ev->after, p->vals + 2 * n, p->cols + 2 * n, p->ptrs + 2 * n, &rafter);
         e.key = &rkey;

@@ -3,14 +3,17 @@ the server's tables.  Sink-agnostic: any suite that can collect the events as di
 a file, Kafka, Redis) reuses parse_lines(), Replayer and assert_tables_match().
 
 Replay rules (the contract's meaning of each event):
-- insert and update set the row identified by `key`; columns listed in unchanged_toast are
-  taken from the row's previous state;
+- insert and update set the row identified by `key` (the record key: primary key, else the
+  replica-identity index); columns listed in unchanged_toast are taken from the row's
+  previous state;
 - an update with `before` first removes the row identified by the old key (the `before`
-  values of the key columns);
-- delete removes the row identified by `key`;
+  values of the key columns), or, in a table without a key (key {}, REPLICA IDENTITY FULL),
+  the row equal to `before`;
+- delete removes the row identified by `key`, or in a table without a key the row equal to
+  `before`;
 - truncate empties every table in `tables`;
 - message changes nothing.
-Rows of a table with REPLICA IDENTITY NOTHING (key {}) cannot be identified: inserts append.
+Rows of a table without a key (key {}) are not identified by one: inserts append.
 
 Values are compared as PostgreSQL text (each type's output function, as `col::text` in a
 session with the walsender's settings), with the JSON value's type checked against the column's type class: bool columns
@@ -147,10 +150,10 @@ class Replayer:
             if key and identity(key) in tbl.rows and self.strict:
                 self._fail("insert of a key that is already present", ev)
         else:
-            if not key:
-                self._fail("update without a key", ev)
-            old_key = key
-            if before is not None:
+            if not key and before is None:
+                self._fail("update without a key or an old row", ev)
+            old_key = key or before  # no key: the whole old row (REPLICA IDENTITY FULL) names it
+            if key and before is not None:
                 missing = [c for c in key if c not in before]
                 if missing:
                     self._fail(f"update's before lacks key columns {missing}", ev)
@@ -177,9 +180,9 @@ class Replayer:
 
     def _delete(self, ev):
         tbl = self.table(ev["schema"], ev["table"])
-        key = ev["key"]
+        key = ev["key"] or ev.get("before")  # no key: the whole old row (FULL) names it
         if not key:
-            self._fail("delete without a key", ev)
+            self._fail("delete without a key or an old row", ev)
         old = tbl.find(key)
         if old is None:
             if self.strict:

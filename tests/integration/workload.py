@@ -47,11 +47,14 @@ TABLES = [("public", t) for t in (
     "types_tbl", "parent", "child", "seq_tbl", "evolving", "savepoints", "bulk")] + [
     ("inv", "items")]
 
-# The replica-identity columns each table's events must carry in `key` (None: all columns).
+# The record-key columns each table's events must carry in `key`: the primary key, else the
+# replica-identity index, else none.
+FULL_TABLES = {("public", "full_pk"), ("public", "full_nopk")}  # REPLICA IDENTITY FULL
+
 KEY_COLUMNS = {
     ("public", "orders"): {"id"},
-    ("public", "full_pk"): None,
-    ("public", "full_nopk"): None,
+    ("public", "full_pk"): {"id"},
+    ("public", "full_nopk"): set(),
     ("public", "idx_tbl"): {"code", "region"},
     ("public", "nothing_tbl"): set(),
     ("public", "composite_pk"): {"tenant", "id"},

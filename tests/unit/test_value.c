@@ -245,8 +245,9 @@ static void test_read_event(void **state)
     struct pgf_column cols[] = {{.name = id, .type_oid = PGF_OID_INT8, .is_key = 1},
                                 {.name = name, .type_oid = PGF_OID_TEXT},
                                 {.name = raw, .type_oid = PGF_OID_BYTEA}};
+    uint16_t key_atts[] = {0};
     struct pgf_relation rel = {.oid = 16400, .nspname = nsp, .relname = tbl, .replident = 'd', .natts = 3,
-                               .attrs = cols};
+                               .attrs = cols, .nkey = 1, .key_atts = key_atts};
     /* What PQgetvalue gives for SELECT id, name, raw FROM public.items. */
     struct pgf_value row[] = {pgf_value_text("42", 2), pgf_value_text("caf\xc3\xa9", 5),
                               pgf_value_text("\\x00ff", 6)};
