@@ -49,7 +49,10 @@ fi
 [ -s "$tmp" ] || die "Maven wrote no classpath (log: $log)"
 # The artifact's jar, as a regular expression: dots and other specials escaped.
 re="$(printf '%s' "$artifact" | sed 's/[][\.*^$+?(){}|]/\\&/g')"
-tr ':' '\n' <"$tmp" | grep -q "/$re-[^/]*\.jar\$" || die "classpath lacks the $artifact jar"
+tr ':' '\n' <"$tmp" | grep -q "/$re-[^/]*\.jar\$" || {
+  rm -f "$log"
+  die "classpath lacks the $artifact jar (is $pom the right pom?)"
+}
 mv -f "$tmp" "$out"
 rm -f "$log"
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
