@@ -99,6 +99,15 @@ TYPE_COLUMNS = [
     ("c_big", "text"),
 ]
 
+# Every table's columns with their PostgreSQL types (format_type() spelling), in order.
+COLUMNS = {
+    TYPES: TYPE_COLUMNS,
+    TOAST: [("tenant", "integer"), ("id", "bigint"), ("name", "character varying(20)"),
+            ("qty", "integer"), ("big", "text")],
+    NOPK: [("a", "integer"), ("b", "text")],
+    TRUNC: [("id", "integer"), ("v", "text")],
+}
+
 
 def big_text(tag, n=1700):
     """A deterministic text of 5*n+len(tag) characters (8.5 kB by default): out of line."""
