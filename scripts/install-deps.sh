@@ -8,9 +8,11 @@ pkgs=(build-essential cmake pkg-config git
       libhiredis-dev libcyaml-dev libyaml-dev redis-server redis-tools
       python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka python3-redis
       python3-django python3-django-redis python3-django-cachalot python3-psycopg2)
-# Java and Maven fetch and run the Kafka broker for tests; the machine image may already
+# Java and Maven fetch and run the Kafka broker and Flink for tests; the image may already
 # carry its own JDK, so only ask apt when the commands are missing.
 command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)
+# javac as well: tests/flink/flinkapply.py compiles the Flink consumer on the spot.
+command -v javac >/dev/null 2>&1 || pkgs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -10,5 +10,6 @@ cmake --build build-asan -j "$jobs"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_ASAN_BUILD="$PWD/build-asan" >/dev/null
 cmake --build build -j "$jobs"
 bash scripts/fetch-kafka.sh build/kafka.classpath
+bash scripts/fetch-flink.sh build/flink.classpath
 cd build
 ctest --output-on-failure --timeout 1200 "$@"
