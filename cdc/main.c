@@ -214,6 +214,11 @@ static void on_progress(evutil_socket_t fd, short what, void *arg)
 /* The Kafka sink's settings from the options. */
 static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, const char *database)
 {
+    /* Derived from the slot: a second instance on the slot fences the first, and the
+     * checkpoint sits next to the slot's state document. */
+    static char txn_id[300], checkpoint_key[300];
+    snprintf(txn_id, sizeof txn_id, "pgfanout-%s", opts->slot ? opts->slot : "");
+    snprintf(checkpoint_key, sizeof checkpoint_key, "%s:kafka-txn", opts->slot ? opts->slot : "");
     struct kafka_sink_config kc = {
         .brokers = opts->kafka_brokers,
         .topic_template = opts->topic_template,
@@ -227,6 +232,13 @@ static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, c
         .conf = opts->kafka_conf.item,
         .nconf = opts->kafka_conf.n,
         .database = database,
+        .exactly_once = opts->exactly_once,
+        .transactional_id = txn_id,
+        .checkpoint_key = checkpoint_key,
+        .state_topic = opts->state_topic,
+        .txn_max_records = opts->txn_max_records,
+        .txn_max_bytes = opts->txn_max_bytes,
+        .txn_max_ms = (int)opts->txn_max_ms,
     };
     return kc;
 }
@@ -280,6 +292,38 @@ static const struct pgf_origin *kafka_culprit(const struct pgf_options *opts, co
     return NULL;
 }
 
+/* Reads the exactly-once checkpoint (after the sink's producer fenced older ones, so nothing
+ * they left open holds read_committed back) and tells the sink what Kafka holds.  Returns 0,
+ * or -1 with err set. */
+static int resume_exactly_once(struct event_base *base, const struct pgf_options *opts,
+                               const struct kafka_sink_config *kc, struct sink *sink, char *err, size_t errlen)
+{
+    char why[2048];
+    struct pgf_state_store *store = pgf_state_kafka_open(base, opts->kafka_brokers, opts->kafka_conf.item,
+                                                         opts->kafka_conf.n, opts->state_topic, kc->checkpoint_key,
+                                                         why, sizeof why);
+    if (store == NULL) {
+        snprintf(err, errlen, "kafka.exactly_once: cannot open the checkpoint's topic: %s", why);
+        return -1;
+    }
+    char *json = NULL;
+    size_t len = 0;
+    int rc = store->ops->load(store, &json, &len, why, sizeof why);
+    if (rc == 0 && kafka_sink_resume(sink, json, len, why, sizeof why) != 0)
+        rc = -1;
+    if (rc < 0)
+        snprintf(err, errlen, "kafka.exactly_once: cannot read the checkpoint from %s: %s. pgfanout stops rather "
+                 "than write duplicates", store->where, why);
+    else if (rc == 0)
+        pgf_info("kafka: exactly-once checkpoint %.*s; Kafka already holds what it covers, which is skipped",
+                 (int)len, json);
+    else
+        pgf_info("kafka: no exactly-once checkpoint in %s yet: starting from the slot", store->where);
+    free(json);
+    pgf_state_store_close(store);
+    return rc < 0 ? -1 : 0;
+}
+
 /* Opens the sinks the options name, after out (the stdout sink, opened before anything was
  * created on the server, or NULL); returns how many, or 0 with err set.  Takes ownership of
  * rules and out, whatever happens. */
@@ -292,13 +336,16 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
         sinks[n++] = out;
     if (opts->sinks & PGF_SINK_KAFKA) {
         struct kafka_sink_config kc = kafka_settings(opts, database);
-        if ((sinks[n] = kafka_sink_open(&kc, err, errlen)) == NULL) {
+        struct sink *kafka = kafka_sink_open(&kc, err, errlen);
+        if (kafka)
+            sinks[n++] = kafka;
+        if (kafka == NULL ||
+            (opts->exactly_once && resume_exactly_once(base, opts, &kc, kafka, err, errlen) != 0)) {
             pgf_redis_rules_free(rules);
             while (n > 0)
                 sink_close(sinks[--n]);
             return 0;
         }
-        n++;
     }
     if (opts->sinks & PGF_SINK_REDIS) {
         /* Warnings only, but before streaming starts, where a reader of the log expects them. */
@@ -575,6 +622,14 @@ int main(int argc, char **argv)
         }
         /* Reconnect with capped exponential backoff; one log line per attempt. */
         while (conn == NULL && !stop_signal) {
+            /* A sink that failed meanwhile (a fenced Kafka producer, say) ends the run here. */
+            for (size_t i = 0; i < nsinks && rc == 0; i++)
+                if (sink_poll(sinks[i]) != 0) {
+                    pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+                    rc = 1;
+                }
+            if (rc != 0)
+                break;
             attempt++;
             pgf_warn("reconnecting to PostgreSQL in %d ms (attempt %d)", backoff_ms, attempt);
             wait_on_loop(base, backoff_ms);

@@ -52,6 +52,10 @@ struct pgf_options {
     const char *message_topic;
     int tombstones;
     const char *key_columns;    /* kafka.key_columns: record-key overrides (cdc/keys.h) */
+    int exactly_once;           /* kafka.exactly_once */
+    unsigned txn_max_records;   /* kafka.transaction_max_records */
+    size_t txn_max_bytes;       /* kafka.transaction_max_bytes */
+    unsigned txn_max_ms;        /* kafka.transaction_max_ms */
     const char *on_oversize;       /* "fail", "dead_letter" or "skip" */
     const char *dead_letter_topic; /* template, as topic_template */
     struct pgf_conf_list kafka_conf;

@@ -71,6 +71,18 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("kafka.key_columns", "key-columns", PGF_T_STR, NULL, key_columns, "SPEC",
             "record-key columns of tables without a suitable key, as Debezium's\nmessage.key.columns: "
             "\"schema.table:col,col;schema.table:col\" (default:\nthe primary key, else the replica-identity index)"),
+    SETTING("kafka.exactly_once", "exactly-once", PGF_T_BOOL, "false", exactly_once, NULL,
+            "write through Kafka transactions, each with its checkpoint in the state\ntopic, so a restart "
+            "skips what Kafka holds: read_committed consumers\nsee every change once (transactional.id "
+            "pgfanout-<slot>)"),
+    SETTING("kafka.transaction_max_records", "transaction-max-records", PGF_T_UINT, "100000", txn_max_records,
+            "N", "with exactly_once: a Kafka transaction closes at the first commit past\nN records, and a "
+            "larger PostgreSQL transaction is split at N"),
+    SETTING("kafka.transaction_max_bytes", "transaction-max-bytes", PGF_T_BYTES, "64M", txn_max_bytes, "N",
+            "with exactly_once: the same bound in bytes"),
+    SETTING("kafka.transaction_max_ms", "transaction-max-ms", PGF_T_UINT, "100", txn_max_ms, "MS",
+            "with exactly_once: a Kafka transaction closes at the first commit after\nMS milliseconds (or "
+            "once everything in it is delivered)"),
     SETTING("kafka.tombstones", "no-tombstones", PGF_T_BOOL, "true", tombstones, NULL,
             "do not follow a delete with a null-value record", .flags = PGF_S_NEGATE),
     SETTING("kafka.conf", "kafka-conf", PGF_T_CONF, NULL, kafka_conf, "K=V",

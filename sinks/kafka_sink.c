@@ -8,10 +8,20 @@
  * A record too large for Kafka (over the producer's message.max.bytes, refused at produce
  * time, or over the topic's max.message.bytes, rejected in the delivery report) goes by
  * kafka.on_oversize: fail, dead_letter (a small JSON record naming it takes its place in the
- * transaction's count, so the transaction is acked only once that record is) or skip. */
+ * transaction's count, so the transaction is acked only once that record is) or skip.
+ *
+ * With kafka.exactly_once the producer is transactional.  Each Kafka transaction holds whole
+ * PostgreSQL transactions (a larger one is split) and, last, a checkpoint record in the state
+ * topic: the end LSN of the last whole PostgreSQL transaction in Kafka, and for a split one its
+ * commit LSN and how many of its changes are in.  Every PostgreSQL transaction in a Kafka
+ * transaction holds one more "pending" (its token) until that Kafka transaction commits, so
+ * the slot is confirmed only past what read_committed consumers can see.  After a restart the
+ * checkpoint says what to skip.  Commit and abort wait for the brokers, so they run on a thread
+ * (kafka_txn.c); records that come meanwhile are held, in order, for the next transaction. */
 #include "sinks/kafka_sink.h"
 
 #include "sinks/kafka_conf.h"
+#include "sinks/kafka_txn.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -116,12 +126,41 @@ struct kafka_sink {
     size_t failure_size; /* when failure names a record too large for Kafka, its size */
     struct pgf_hist latency;
     int64_t last_broker_warn_us;
+
+    /* exactly-once (cfg.exactly_once): */
+    struct kafka_txn_worker *txw;
+    rd_kafka_topic_t *state_rkt;   /* where each Kafka transaction writes its checkpoint */
+    int eo_in_txn;                 /* begin_transaction done: records go into it */
+    int eo_committing;             /* the worker commits or aborts: records are held */
+    int eo_aborting;
+    int eo_closing;                /* committing, but the commit waits for every delivery */
+    char eo_ckpt[256];             /* the closing transaction's checkpoint document */
+    uint64_t eo_records, eo_bytes; /* in the open Kafka transaction */
+    int64_t eo_began_us;
+    uint64_t eo_gen;               /* the Kafka transaction records go to now (1, 2, ...) */
+    uint64_t eo_done_gen;          /* the last one committed */
+    uint64_t eo_end;               /* end LSN of the last whole PostgreSQL transaction written */
+    int eo_cut;                    /* the last PostgreSQL transaction was cut off (eo_cur_*) */
+    /* the PostgreSQL transaction being emitted: */
+    uint64_t eo_cur_commit;        /* its commit LSN */
+    uint64_t eo_cur_events;        /* its events so far, skipped ones included */
+    uint64_t eo_skip_events;       /* its first events Kafka already holds */
+    int eo_skip_all;
+    /* what Kafka held at startup (kafka_sink_resume): */
+    uint64_t eo_resume_pcommit, eo_resume_pevents; /* a split or cut-off one: its events written */
+    uint64_t eo_commits, eo_splits, eo_skipped;
 };
 
 /* One transaction in the ring: pending counts its records in flight. */
 struct ktxn {
     struct txn_head h;
     uint64_t commit_lsn; /* for naming a record the broker rejects (the headers lack it) */
+    /* exactly-once: eo_gen is the Kafka transaction its last record went to, or goes to when
+     * held (none starts committing while records are held, so held ones go to the open one);
+     * eo_token holds an ack back until that transaction commits. */
+    uint64_t eo_gen;
+    int eo_held;
+    int eo_token;
 };
 
 /* Returns the ring entry of sequence seq. */
@@ -151,6 +190,9 @@ static void txn_advance(struct kafka_sink *k)
     }
     k->base.pending_since = txn_ring_pending_since(&k->ring);
 }
+
+static int eo_can_produce(struct kafka_sink *k);
+static void eo_count(struct kafka_sink *k, size_t bytes);
 
 /* What is known of a record too large for Kafka: from the change when the producer refuses
  * it, from the delivery report and its headers when the broker rejects it. */
@@ -264,6 +306,10 @@ static int hold(struct kafka_sink *k, uint64_t seq, rd_kafka_topic_t *rkt, int32
     tstate_of(rkt)->held++;
     if (count_pending)
         txn_at(k, seq)->pending++;
+    if (k->cfg.exactly_once && seq >= k->ring.head && seq < k->ring.tail) {
+        ((struct ktxn *)txn_at(k, seq))->eo_held++;
+        ((struct ktxn *)txn_at(k, seq))->eo_gen = k->eo_gen;
+    }
     k->base.inflight_msgs++;
     k->base.inflight_bytes += value_len + key_len + KAFKA_RECORD_OVERHEAD;
     return 0;
@@ -300,6 +346,15 @@ static int produce_held(struct kafka_sink *k, struct held *h)
         }
         if (p == last)
             h->hdrs = NULL; /* the last produce took them */
+        if (k->cfg.exactly_once) {
+            eo_count(k, h->value_len + h->key_len);
+            if (h->seq >= k->ring.head && h->seq < k->ring.tail) {
+                struct ktxn *t = (struct ktxn *)txn_at(k, h->seq);
+                t->eo_gen = k->eo_gen;
+                if (p == last && t->eo_held > 0)
+                    t->eo_held--;
+            }
+        }
         if (h->partition == HELD_ALL_PARTITIONS && p != first) {
             /* The hold counted one copy; each further partition is another record. */
             txn_at(k, h->seq)->pending++;
@@ -317,6 +372,8 @@ static int produce_held(struct kafka_sink *k, struct held *h)
  * Returns 0, or -1 with k->failure set. */
 static int drain_held(struct kafka_sink *k)
 {
+    if (k->held_head && !eo_can_produce(k))
+        return k->failure[0] ? -1 : 0; /* a Kafka transaction commits: they wait for the next */
     unsigned pass = ++k->held_pass;
     int full = 0;
     struct held **pp = &k->held_head;
@@ -346,6 +403,176 @@ static int drain_held(struct kafka_sink *k)
     k->queue_full = full;
     k->base.backlogged = full;
     return 0;
+}
+
+/* --- exactly-once --------------------------------------------------------------------- */
+
+/* How long a commit or abort may take, retries included, before it counts as failed. */
+#define EO_CALL_TIMEOUT_MS 60000
+
+/* Opens a Kafka transaction unless one is open or committing; returns 0, or -1 with the
+ * failure set. */
+static int eo_begin(struct kafka_sink *k)
+{
+    if (k->eo_in_txn || k->eo_committing)
+        return 0;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(k->rk);
+    if (e) {
+        if (!k->failure[0])
+            snprintf(k->failure, sizeof k->failure, "cannot begin a Kafka transaction: %s",
+                     rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return -1;
+    }
+    k->eo_in_txn = 1;
+    k->eo_records = k->eo_bytes = 0;
+    k->eo_began_us = pgf_pgtime_now();
+    return 0;
+}
+
+/* True when records may go to librdkafka now: always without exactly-once; with it, while a
+ * Kafka transaction is open (one is begun here when none is and none is committing). */
+static int eo_can_produce(struct kafka_sink *k)
+{
+    if (!k->cfg.exactly_once)
+        return 1;
+    return eo_begin(k) == 0 && k->eo_in_txn;
+}
+
+/* Counts a record produced into the open Kafka transaction. */
+static void eo_count(struct kafka_sink *k, size_t bytes)
+{
+    k->eo_records++;  /* produced now, so into the open Kafka transaction */
+    k->eo_bytes += bytes;
+}
+
+/* Writes the checkpoint document: what read_committed consumers hold once the open Kafka
+ * transaction commits.  partial: the transaction being emitted is split here. */
+static int eo_checkpoint_json(const struct kafka_sink *k, int partial, char *out, size_t room)
+{
+    char end[PGF_LSN_BUFSZ], pc[PGF_LSN_BUFSZ];
+    pgf_lsn_format(k->eo_end, end);
+    if (partial)
+        return snprintf(out, room, "{\"version\":1,\"end_lsn\":\"%s\",\"partial\":{\"commit_lsn\":\"%s\","
+                        "\"events\":%" PRIu64 "}}", end, pgf_lsn_format(k->eo_cur_commit, pc), k->eo_cur_events);
+    return snprintf(out, room, "{\"version\":1,\"end_lsn\":\"%s\",\"partial\":null}", end);
+}
+
+/* Closes the open Kafka transaction: from now on records are held for the next one; its
+ * checkpoint (what it holds, as of now) is written and the commit asked once librdkafka has
+ * reported every record (eo_commit_ready).  partial: it ends inside the PostgreSQL transaction
+ * being emitted.  Returns 0. */
+static int eo_commit_start(struct kafka_sink *k, int partial)
+{
+    partial |= k->open || k->eo_cut;
+    eo_checkpoint_json(k, partial, k->eo_ckpt, sizeof k->eo_ckpt);
+    k->eo_gen++; /* what comes now goes to the next one */
+    k->eo_in_txn = 0;
+    k->eo_committing = k->eo_closing = 1;
+    if (partial)
+        k->eo_splits++;
+    return 0;
+}
+
+/* Asks for the commit of the closing transaction once librdkafka holds nothing of it any more,
+ * checkpoint last.  Waiting for that keeps the commit's own flush from serving delivery
+ * reports (which count acks) on the worker's thread.  Returns 0, or -1 with the failure set. */
+static int eo_commit_ready(struct kafka_sink *k)
+{
+    if (!k->eo_closing || rd_kafka_outq_len(k->rk) > 0)
+        return 0;
+    k->eo_closing = 0;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        k->rk, RD_KAFKA_V_RKT(k->state_rkt), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE(k->eo_ckpt, strlen(k->eo_ckpt)),
+        RD_KAFKA_V_KEY(k->cfg.checkpoint_key, strlen(k->cfg.checkpoint_key)), RD_KAFKA_V_END);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (!k->failure[0])
+            snprintf(k->failure, sizeof k->failure, "cannot write the exactly-once checkpoint to topic %s: %s",
+                     rd_kafka_topic_name(k->state_rkt), rd_kafka_err2str(err));
+        return -1;
+    }
+    if (kafka_txn_worker_ask(k->txw, KAFKA_TXN_COMMIT, EO_CALL_TIMEOUT_MS) != 0) {
+        snprintf(k->failure, sizeof k->failure, "internal error: a Kafka transaction call was already under way");
+        return -1;
+    }
+    return 0;
+}
+
+/* Commits the open Kafka transaction when it is over its bounds, or, at a PostgreSQL commit
+ * (boundary), when it is old enough or everything in it is delivered.  Returns 0 or -1. */
+static int eo_maybe_commit(struct kafka_sink *k, int boundary)
+{
+    /* Never while records wait in the held queue: they belong to the open transaction. */
+    if (!k->cfg.exactly_once || !k->eo_in_txn || k->eo_committing || k->eo_records == 0 || k->held_head ||
+        k->failure[0])
+        return 0;
+    int full = k->eo_records >= k->cfg.txn_max_records || k->eo_bytes >= k->cfg.txn_max_bytes;
+    int old = pgf_pgtime_now() - k->eo_began_us >= (int64_t)k->cfg.txn_max_ms * 1000;
+    if (boundary && (full || old || k->base.inflight_msgs == 0))
+        return eo_commit_start(k, 0);
+    /* Inside a PostgreSQL transaction only size splits it: Kafka's transaction timeout is
+     * far off, and a split costs consumers that transaction's atomicity. */
+    if (!boundary && full)
+        return eo_commit_start(k, 1);
+    return 0;
+}
+
+/* Takes the worker's outcome: after a commit, every PostgreSQL transaction in it may be
+ * acked; after a failure, the sink fails (nothing of the Kafka transaction is acked, so a
+ * restart writes it again, and the checkpoint keeps that from duplicating).  Returns 0 or -1. */
+static int eo_reap(struct kafka_sink *k)
+{
+    rd_kafka_error_t *e = NULL;
+    if (k->txw == NULL || !kafka_txn_worker_take(k->txw, &e))
+        return 0;
+    int aborting = k->eo_aborting;
+    k->eo_committing = k->eo_aborting = 0;
+    if (e == NULL && !aborting) {
+        k->eo_done_gen = k->eo_gen - 1;
+        for (uint64_t seq = k->ring.head; seq < k->ring.tail; seq++) {
+            struct ktxn *t = (struct ktxn *)txn_at(k, seq);
+            if (t->eo_token && t->eo_gen <= k->eo_done_gen && t->eo_held == 0) {
+                t->eo_token = 0;
+                t->h.pending--;
+            }
+        }
+        k->eo_commits++;
+        txn_advance(k);
+        if (k->ring.head < k->ring.tail) {
+            struct ktxn *h = (struct ktxn *)txn_at(k, k->ring.head);
+            pgf_debug("kafka: committed transaction %" PRIu64 "; oldest unacked: pending %u, token %d, gen %" PRIu64
+                      ", held %d, committed %d", k->eo_done_gen, (unsigned)h->h.pending, h->eo_token, h->eo_gen,
+                      h->eo_held, h->h.committed);
+        }
+        return 0;
+    }
+    if (e && rd_kafka_error_txn_requires_abort(e) && !aborting) {
+        pgf_warn("kafka: the transaction could not commit (%s); aborting it", rd_kafka_error_string(e));
+        if (!k->failure[0])
+            snprintf(k->failure, sizeof k->failure, "Kafka could not commit a transaction (%s); it was aborted, so "
+                     "read_committed consumers never see it, and pgfanout stops without confirming it: a restart "
+                     "writes it again", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        k->eo_committing = k->eo_aborting = 1;
+        kafka_txn_worker_ask(k->txw, KAFKA_TXN_ABORT, EO_CALL_TIMEOUT_MS);
+        return -1;
+    }
+    if (e && !k->failure[0]) {
+        rd_kafka_resp_err_t code = rd_kafka_error_code(e);
+        if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+            code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+            snprintf(k->failure, sizeof k->failure, "this pgfanout was fenced: another instance started with "
+                     "transactional.id \"%s\" and writes the output now; this one stops without confirming anything "
+                     "it did not commit (%s)", k->cfg.transactional_id, rd_kafka_error_string(e));
+        else
+            snprintf(k->failure, sizeof k->failure, "Kafka could not %s a transaction: %s; pgfanout stops without "
+                     "confirming it, and a restart writes it again", aborting ? "abort" : "commit",
+                     rd_kafka_error_string(e));
+    }
+    if (e)
+        rd_kafka_error_destroy(e);
+    return k->failure[0] ? -1 : 0;
 }
 
 /* Looks up a topic's partition count off the loop (see struct lookup).  A topic that this
@@ -524,6 +751,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
     (void)rk;
     struct kafka_sink *k = opaque;
+    if (m->rkt == k->state_rkt) {
+        /* A checkpoint: not counted in flight; its transaction's commit says it is in. */
+        if (m->err && !k->failure[0])
+            snprintf(k->failure, sizeof k->failure, "the exactly-once checkpoint could not be written to topic %s: "
+                     "%s; its transaction is not confirmed, a restart writes it again",
+                     rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+        return;
+    }
     uint64_t seq = (uint64_t)(uintptr_t)m->_private;
     int live = seq >= k->ring.head && seq < k->ring.tail;
     size_t bytes = m->len + m->key_len + KAFKA_RECORD_OVERHEAD;
@@ -591,8 +826,15 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     struct kafka_sink *k = opaque;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[256];
-        rd_kafka_fatal_error(rk, why, sizeof why);
-        if (!k->failure[0])
+        rd_kafka_resp_err_t code = rd_kafka_fatal_error(rk, why, sizeof why);
+        if (k->failure[0])
+            return;
+        if (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED ||
+            code == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH)
+            snprintf(k->failure, sizeof k->failure, "this pgfanout was fenced: another instance started with "
+                     "transactional.id \"%s\" and writes the output now; this one stops without confirming anything "
+                     "it did not commit (%s)", k->cfg.transactional_id, why);
+        else
             snprintf(k->failure, sizeof k->failure, "fatal producer error: %s", why);
         return;
     }
@@ -725,6 +967,13 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__QUEUE_FULL;
     /* Behind held records of its topic (or a full queue) a record waits its turn. */
     int tried = !k->queue_full && tstate_of(rkt)->held == 0 && partition != HELD_ALL_PARTITIONS;
+    if (tried && !eo_can_produce(k)) {
+        if (k->failure[0]) {
+            rd_kafka_headers_destroy(hdrs);
+            return sink_fail(&k->base, "%s", k->failure);
+        }
+        tried = 0; /* a Kafka transaction commits: held for the next one, in order */
+    }
     if (tried)
         err = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(partition),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, value_len),
@@ -732,6 +981,10 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
                                 RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         txn_at(k, seq)->pending++;
+        if (k->cfg.exactly_once) {
+            eo_count(k, value_len + key_len);
+            ((struct ktxn *)txn_at(k, seq))->eo_gen = k->eo_gen;
+        }
         k->base.inflight_msgs++;
         k->base.inflight_bytes += value_len + key_len + KAFKA_RECORD_OVERHEAD;
         return 0;
@@ -788,7 +1041,9 @@ static int emit_row(struct kafka_sink *k, const struct pgf_event *ev)
     return 0;
 }
 
-/* Encodes and produces one change; see sink_ops. */
+static int emit_event(struct kafka_sink *k, const struct pgf_event *ev);
+
+/* Produces one change, or skips it when exactly-once says Kafka holds it; see sink_ops. */
 static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
 {
     struct kafka_sink *k = (struct kafka_sink *)sink;
@@ -798,7 +1053,35 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
         if (txn_open(k))
             return sink_fail(sink, "out of memory");
         ((struct ktxn *)txn_at(k, k->ring.tail - 1))->commit_lsn = ev->txn ? ev->txn->commit_lsn : 0;
+        if (k->cfg.exactly_once) {
+            /* Commit LSNs order transactions as their end LSNs do, and Begin already has it. */
+            k->eo_cur_commit = ev->txn ? ev->txn->commit_lsn : ev->lsn;
+            k->eo_cur_events = 0;
+            /* Before eo_end: Kafka holds it (the checkpoint said so), or it is a replay after a
+             * reconnect of one already in the open Kafka transaction. */
+            k->eo_skip_all = k->eo_cur_commit < k->eo_end;
+            k->eo_cut = 0;
+            k->eo_skip_events = k->eo_cur_commit == k->eo_resume_pcommit ? k->eo_resume_pevents : 0;
+        }
     }
+    if (k->cfg.exactly_once) {
+        k->eo_cur_events++;
+        if (k->eo_skip_all || k->eo_cur_events <= k->eo_skip_events) {
+            /* Kafka holds it: keep txn_index as the first run numbered it. */
+            k->txn_index += ev->op != PGF_OP_MESSAGE && ev->op != PGF_OP_TRUNCATE && pgf_event_key_changed(ev) ? 2 : 1;
+            k->eo_skipped++;
+            return 0;
+        }
+        int rc = emit_event(k, ev);
+        return rc != 0 ? rc : eo_maybe_commit(k, 0) != 0 ? sink_fail(sink, "%s", k->failure) : 0;
+    }
+    return emit_event(k, ev);
+}
+
+/* Encodes and produces one event of the open transaction. */
+static int emit_event(struct kafka_sink *k, const struct pgf_event *ev)
+{
+    struct sink *sink = &k->base;
     enum pgf_op op = ev->op;
     if (op != PGF_OP_MESSAGE && op != PGF_OP_TRUNCATE) {
         if (!pgf_event_key_changed(ev))
@@ -856,6 +1139,23 @@ static int kafka_commit(struct sink *sink, const struct pgf_txn *txn)
     t->h.committed = 1;
     t->h.commit_time = txn->commit_time;
     k->open = 0;
+    if (k->cfg.exactly_once) {
+        if (txn->end_lsn == 0) {
+            /* Cut off (a lost connection, a stop): its first events are written, and a replay
+             * after a reconnect must skip them, as a restart would after a checkpoint. */
+            k->eo_cut = 1;
+            k->eo_resume_pcommit = k->eo_cur_commit;
+            k->eo_resume_pevents = k->eo_cur_events;
+        }
+        if (txn->end_lsn != 0 && txn->end_lsn > k->eo_end)
+            k->eo_end = txn->end_lsn;
+        if (t->eo_gen > k->eo_done_gen) {
+            t->eo_token = 1;
+            t->h.pending++;
+        }
+        if (eo_maybe_commit(k, 1) != 0)
+            return sink_fail(sink, "%s", k->failure);
+    }
     txn_advance(k);
     return 0;
 }
@@ -869,11 +1169,53 @@ static int kafka_poll(struct sink *sink)
         ;
     rd_kafka_poll(k->rk, 0);
     lookups_reap(k);
-    drain_held(k); /* records held for room, a partition count, or the dead-letter topic */
+    if (k->cfg.exactly_once) {
+        eo_commit_ready(k);
+        eo_reap(k);
+    }
+    drain_held(k); /* records held for room, a partition count, the dead-letter topic or a commit */
+    if (!k->open)
+        eo_maybe_commit(k, 1);
     txn_advance(k);
     if (k->failure[0])
         return sink_fail(sink, "%s", k->failure);
     return 0;
+}
+
+/* With exactly-once, commits the open Kafka transaction before the deadline (with a partial
+ * checkpoint when it ends inside a cut-off PostgreSQL transaction).  Returns 0, 1 when it did
+ * not commit in time (what it held is not confirmed), -1 on failure. */
+static int eo_finish(struct kafka_sink *k, int64_t deadline)
+{
+    while (!k->failure[0] && pgf_pgtime_now() < deadline) {
+        int left_ms = (int)((deadline - pgf_pgtime_now()) / 1000);
+        rd_kafka_poll(k->rk, 0);
+        if (k->eo_closing) {
+            rd_kafka_poll(k->rk, left_ms < 100 ? left_ms : 100);
+            eo_commit_ready(k);
+            continue;
+        }
+        if (k->eo_committing) {
+            kafka_txn_worker_wait(k->txw, left_ms < 250 ? left_ms : 250);
+            eo_reap(k);
+            continue;
+        }
+        if (k->held_head) {
+            if (drain_held(k) != 0)
+                break;
+            if (k->held_head)
+                rd_kafka_poll(k->rk, left_ms < 100 ? left_ms : 100);
+            continue;
+        }
+        if (k->eo_in_txn && k->eo_records > 0) {
+            eo_commit_start(k, 0);
+            continue;
+        }
+        break;
+    }
+    if (k->failure[0])
+        return -1;
+    return k->eo_committing || k->eo_in_txn ? 1 : 0;
 }
 
 /* Waits up to timeout_ms for every committed transaction to be acked. */
@@ -881,6 +1223,16 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
 {
     struct kafka_sink *k = (struct kafka_sink *)sink;
     int64_t deadline = pgf_pgtime_now() + (int64_t)timeout_ms * 1000;
+    if (k->cfg.exactly_once) {
+        int rc = eo_finish(k, deadline);
+        if (rc < 0)
+            return sink_fail(sink, "%s", k->failure);
+        if (rc > 0) {
+            sink_fail(sink, "the open Kafka transaction did not commit in time; what it held is not confirmed, and "
+                            "a restart writes it again (once: the last checkpoint says what Kafka holds)");
+            return 1;
+        }
+    }
     /* An unfinished transaction (after an error mid-way) can never be acked: stop there. */
     while (k->ring.head < k->ring.tail && txn_at(k, k->ring.head)->committed && !k->failure[0] && pgf_pgtime_now() < deadline) {
         /* Returns as soon as a delivery report is served; the deadline bounds the wait, and a
@@ -909,6 +1261,7 @@ static int kafka_flush(struct sink *sink, int timeout_ms)
 static void kafka_close(struct sink *sink)
 {
     struct kafka_sink *k = (struct kafka_sink *)sink;
+    kafka_txn_worker_stop(k->txw); /* after its call under way: it uses the producer */
     if (k->rk) {
         rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(k->rk, 0);
@@ -919,6 +1272,7 @@ static void kafka_close(struct sink *sink)
         }
         topic_destroy(k->msg_rkt);
         topic_destroy(k->dl_rkt);
+        topic_destroy(k->state_rkt);
         if (k->mainq)
             rd_kafka_queue_destroy(k->mainq);
         rd_kafka_destroy(k->rk);
@@ -969,6 +1323,20 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
         return NULL;
     char val[32];
     size_t vlen = sizeof val;
+    if (cfg->exactly_once) {
+        /* A transactional producer may not wait for a record longer than a transaction may
+         * stay open; a broker outage past that fails the sink, and a restart goes on. */
+        if (rd_kafka_conf_get(conf, "transaction.timeout.ms", val, &vlen) != RD_KAFKA_CONF_OK)
+            snprintf(val, sizeof val, "60000");
+        char why[256];
+        if (rd_kafka_conf_set(conf, "transactional.id", cfg->transactional_id, why, sizeof why) != RD_KAFKA_CONF_OK ||
+            rd_kafka_conf_set(conf, "message.timeout.ms", val, why, sizeof why) != RD_KAFKA_CONF_OK) {
+            snprintf(errbuf, errlen, "kafka.exactly_once: %s", why);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+        vlen = sizeof val;
+    }
     if (rd_kafka_conf_get(conf, "enable.idempotence", val, &vlen) == RD_KAFKA_CONF_OK && strcmp(val, "true") != 0)
         pgf_warn("kafka: enable.idempotence is off; retries may duplicate or reorder records");
     /* The limits a record too large for Kafka is judged and reported by. */
@@ -1006,6 +1374,65 @@ static int check_templates(const struct kafka_sink_config *cfg, char *msg, char 
     if (bad)
         snprintf(errbuf, errlen, "%s: %s", setting, why);
     return bad ? -1 : 0;
+}
+
+/* Readies exactly-once before the loop runs: registers the transactional.id with its
+ * coordinator, which fences any older producer of it and aborts what that one left open (so
+ * read_committed readers of the checkpoint are not held up by it), then starts the worker.
+ * Returns 0, or -1 with why in errbuf. */
+static int eo_open(struct kafka_sink *k, char *errbuf, size_t errlen)
+{
+    k->eo_gen = 1;
+    if ((k->state_rkt = topic_new(k, k->cfg.state_topic)) == NULL) {
+        snprintf(errbuf, errlen, "cannot create the state topic handle %s: %s", k->cfg.state_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_error_t *e = rd_kafka_init_transactions(k->rk, EO_CALL_TIMEOUT_MS);
+    if (e) {
+        snprintf(errbuf, errlen, "kafka.exactly_once: cannot start transactions (transactional.id \"%s\"): %s; the "
+                 "brokers must be reachable, allow transactions (transaction.state.log.*) and this client the "
+                 "IdempotentWrite and transactional-id Write ACLs", k->cfg.transactional_id, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return -1;
+    }
+    if ((k->txw = kafka_txn_worker_start(k->rk, k->pipe_wr)) == NULL) {
+        snprintf(errbuf, errlen, "cannot start the Kafka transaction thread");
+        return -1;
+    }
+    pgf_info("kafka: exactly-once, transactional.id \"%s\"; each transaction's checkpoint goes to topic %s, key %s",
+             k->cfg.transactional_id, k->cfg.state_topic, k->cfg.checkpoint_key);
+    return 0;
+}
+
+/* Reads a checkpoint document into the resume point; see kafka_sink.h. */
+int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err, size_t errlen)
+{
+    if (sink->ops != &kafka_ops || !((struct kafka_sink *)sink)->cfg.exactly_once) {
+        snprintf(err, errlen, "not an exactly-once Kafka sink");
+        return -1;
+    }
+    struct kafka_sink *k = (struct kafka_sink *)sink;
+    json_error_t jerr;
+    json_t *doc = json_loadb(json, len, 0, &jerr);
+    json_t *partial = json_object_get(doc, "partial");
+    const char *end = json_string_value(json_object_get(doc, "end_lsn"));
+    const char *pc = json_string_value(json_object_get(partial, "commit_lsn"));
+    json_t *pe = json_object_get(partial, "events");
+    uint64_t e = 0, p = 0;
+    int ok = end && pgf_lsn_parse(end, &e) == 0 &&
+             (json_is_null(partial) || (pc && pgf_lsn_parse(pc, &p) == 0 && json_is_integer(pe) &&
+                                        json_integer_value(pe) >= 0));
+    if (ok) {
+        k->eo_end = e;
+        k->eo_resume_pcommit = json_is_null(partial) ? 0 : p;
+        k->eo_resume_pevents = json_is_null(partial) ? 0 : (uint64_t)json_integer_value(pe);
+    } else {
+        snprintf(err, errlen, "the exactly-once checkpoint is not a document pgfanout wrote (%.200s)",
+                 doc ? "fields missing" : jerr.text);
+    }
+    json_decref(doc);
+    return ok ? 0 : -1;
 }
 
 /* Opens the sink; see sink.h. */
@@ -1068,6 +1495,10 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->pipe_wr = fds[1];
     k->mainq = rd_kafka_queue_get_main(k->rk);
     rd_kafka_queue_io_event_enable(k->mainq, k->pipe_wr, "1", 1);
+    if (cfg->exactly_once && eo_open(k, errbuf, errlen) != 0) {
+        kafka_close(&k->base);
+        return NULL;
+    }
     return &k->base;
 }
 

@@ -23,11 +23,27 @@ struct kafka_sink_config {
     const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
     size_t nconf;
     const char *database;
+    /* Exactly-once (kafka.exactly_once): a transactional producer whose every Kafka
+     * transaction also writes its checkpoint (key checkpoint_key in state_topic). */
+    int exactly_once;
+    const char *transactional_id;
+    const char *state_topic;
+    const char *checkpoint_key;
+    uint64_t txn_max_records; /* a Kafka transaction's bounds (see README, Exactly once) */
+    uint64_t txn_max_bytes;
+    int txn_max_ms;
 };
 
 /* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
  * NULL with a reason in errbuf (a bad setting names the key; values are never echoed). */
 struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
+
+/* Tells an exactly-once Kafka sink what Kafka already holds, from the checkpoint document
+ * (json, len bytes) its transactions wrote: it then skips every transaction that committed
+ * before the checkpoint's end LSN and the changes of a split transaction already written.
+ * Returns 0, or -1 with why in err (not an exactly-once Kafka sink, or a document it cannot
+ * read). */
+int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err, size_t errlen);
 
 /* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic
  * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
