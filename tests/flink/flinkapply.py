@@ -21,10 +21,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
+
+from kafkabroker import fetched_classpath  # noqa: E402  (the shared Maven-classpath fetch)
 FETCH_SCRIPT = os.path.join(REPO, "scripts", "fetch-flink.sh")
 SOURCE = os.path.join(HERE, "src", "main", "java", "pgfanout", "tests", "flink",
                       "FlinkDebeziumApply.java")
@@ -47,36 +51,10 @@ def classpath_file():
                            or os.path.join(REPO, "build", "flink.classpath"))
 
 
-def _read_classpath(path):
-    try:
-        with open(path) as f:
-            jars = [j for j in f.read().strip().split(os.pathsep) if j]
-    except FileNotFoundError:
-        return None
-    return os.pathsep.join(jars) if jars and all(map(os.path.isfile, jars)) else None
-
-
 def load_classpath():
     """Flink's jars as a classpath, running scripts/fetch-flink.sh when the file (or a jar it
     names) is missing."""
-    path = classpath_file()
-    cp = _read_classpath(path)
-    if cp:
-        return cp
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        cp = _read_classpath(path)
-        if cp:
-            return cp
-        r = subprocess.run(["bash", FETCH_SCRIPT, path], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"scripts/fetch-flink.sh failed ({r.returncode}):\n{r.stdout}")
-    cp = _read_classpath(path)
-    if not cp:
-        raise RuntimeError(f"scripts/fetch-flink.sh left no usable classpath in {path}")
-    return cp
+    return fetched_classpath(classpath_file(), FETCH_SCRIPT)
 
 
 def compiled_classpath():

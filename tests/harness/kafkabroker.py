@@ -86,27 +86,34 @@ def _cds_archive(classpath_file, classpath, java):
     return f"{path}.{key}.jsa"
 
 
-def load_classpath(classpath_file=None):
-    """Returns the broker's Java classpath, running scripts/fetch-kafka.sh to write the
-    classpath file when it (or a jar it names) is missing."""
-    path = os.path.abspath(classpath_file or _default_classpath_file())
+def fetched_classpath(path, fetch_script):
+    """The Java classpath in the file at path, running fetch_script (scripts/fetch-*.sh, which
+    resolves a pom through Maven) to write it when it or a jar it names is missing.  One
+    fetch at a time (a lock beside the file), e.g. under ctest -j."""
     cp = _read_classpath(path)
     if cp:
         return cp
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "w") as lock:  # one fetch at a time, e.g. under ctest -j
+    name = os.path.relpath(fetch_script, REPO)
+    with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         cp = _read_classpath(path)
         if cp:
             return cp
-        r = subprocess.run(["bash", FETCH_SCRIPT, path], stdout=subprocess.PIPE,
+        r = subprocess.run(["bash", fetch_script, path], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
-            raise RuntimeError(f"scripts/fetch-kafka.sh failed ({r.returncode}):\n{r.stdout}")
+            raise RuntimeError(f"{name} failed ({r.returncode}):\n{r.stdout}")
     cp = _read_classpath(path)
     if not cp:
-        raise RuntimeError(f"scripts/fetch-kafka.sh left no usable classpath in {path}")
+        raise RuntimeError(f"{name} left no usable classpath in {path}")
     return cp
+
+
+def load_classpath(classpath_file=None):
+    """Returns the broker's Java classpath, running scripts/fetch-kafka.sh to write the
+    classpath file when it (or a jar it names) is missing."""
+    return fetched_classpath(os.path.abspath(classpath_file or _default_classpath_file()), FETCH_SCRIPT)
 
 
 class KafkaBroker:

@@ -65,6 +65,13 @@ def broker():
     b.cleanup()
 
 
+@pytest.fixture(scope="module")
+def pb2():
+    """The generated pgfanout.v1 protobuf classes (the Kafka suites decode records with them)."""
+    import kafka_replay
+    return kafka_replay.event_pb2()
+
+
 @pytest.fixture
 def rserver():
     """A redis-server of the test's own, stopped by pid afterwards (thawed first if a test

@@ -24,25 +24,12 @@ import kafka_replay
 import runner
 from churn import Churn
 from kafka_replay import Decoded, compare_with_reference, reference_transactions, unique_events
-from kafkabroker import KafkaBroker, consume_all
+from kafkabroker import consume_all
 from runner import is_asan_binary, wait_for
 
 SEED = int(os.environ.get("PGFANOUT_EO_SEED", "20261130"))
 # wal_sender_timeout: a frozen instance loses its slot within seconds (the fencing test).
 PG_CONF = {"wal_sender_timeout": "3s"}
-
-
-@pytest.fixture(scope="module")
-def broker():
-    b = KafkaBroker()
-    b.start()
-    yield b
-    b.cleanup()
-
-
-@pytest.fixture(scope="module")
-def pb2():
-    return kafka_replay.event_pb2()
 
 
 def args_for(cluster, broker, name, exactly_once, *extra, max_records=20000):
@@ -82,6 +69,14 @@ def count(admin, broker, name, tables):
     return n_ref, n_ref - got, dups, problems
 
 
+def catch_up_and_count(admin, broker, args, name, tables):
+    """A last --endpos run to the server's current position (exit 0), then count()."""
+    end = runner.current_lsn(admin)
+    final = runner.run_pgfanout(args + ["--endpos", end], timeout=600)
+    assert not final.timed_out and final.returncode == 0, final.describe()
+    return count(admin, broker, name, tables)
+
+
 def drop(admin, name):
     for slot in (f"{name}_slot", f"{name}_ref"):
         if runner.slot_info(admin, slot) is not None:
@@ -98,10 +93,12 @@ def test_kill9_exactly_once(pgfanout, cluster, admin, broker, pb2, tmp_path, exa
     name = "eo" if exactly_once else "alo"
     kills_wanted, per_churn = (20, 200_000) if exactly_once else (8, 60_000)
     big = 100_000 if exactly_once else 30_000
+    delays = (0.5, 3.0)
     if is_asan_binary(pgfanout):
         # The sanitizer build runs the same kills over a fifth of the changes (about 5x
-        # slower, it would take the suite past its time); the plain build runs them all.
-        per_churn, big = per_churn // 5, big // 5
+        # slower, it would take the suite past its time), with longer runs between kills
+        # (it starts slower); the plain build runs them all.
+        per_churn, big, delays = per_churn // 5, big // 5, (2.0, 6.0)
     rng = random.Random(SEED)
     churns = [Churn(cluster.dsn(), f"{name}1", SEED, per_churn, threads=2, max_seconds=400),
               Churn(cluster.dsn(), f"{name}2", SEED + 1, per_churn, threads=2, max_seconds=400)]
@@ -119,7 +116,7 @@ def test_kill9_exactly_once(pgfanout, cluster, admin, broker, pb2, tmp_path, exa
         while kills < kills_wanted:
             err = str(tmp_path / f"run{kills}.err")
             with runner.Worker(args, stderr_path=err) as w:
-                delay = rng.uniform(0.5, 3.0)
+                delay = rng.uniform(*delays)
                 time.sleep(delay)
                 assert w.running(), (f"pgfanout exited by itself ({w.proc.returncode}) before kill "
                                      f"{kills + 1}:\n{w.stderr_text()[-3000:]}")
@@ -133,10 +130,7 @@ def test_kill9_exactly_once(pgfanout, cluster, admin, broker, pb2, tmp_path, exa
         for c in churns:
             assert c.join(timeout=400), "workload did not finish"
             assert c.fatal is None, c.fatal
-        end = runner.current_lsn(admin)
-        final = runner.run_pgfanout(args + ["--endpos", end], timeout=600)
-        assert not final.timed_out and final.returncode == 0, final.describe()
-        n_ref, missing, dups, problems = count(admin, broker, name, tables)
+        n_ref, missing, dups, problems = catch_up_and_count(admin, broker, args, name, tables)
         print(f"{name}: {kills} kills (delay s, confirmed, changes committed): {log}")
         print(f"{name}: {n_ref} changes; missing {missing}, duplicates {dups}; "
               f"{resumed_partial} restarts resumed inside a split transaction")
@@ -193,10 +187,7 @@ def test_broker_restart_mid_transaction(pgfanout, cluster, admin, broker, pb2, t
         codes = supervise(args, tmp_path, restart_broker_once, "ebr", timeout=400)
         assert restarted, "the broker was not restarted"
         assert churn.join(timeout=300) and churn.fatal is None, churn.fatal
-        end = runner.current_lsn(admin)
-        final = runner.run_pgfanout(args + ["--endpos", end], timeout=300)
-        assert final.returncode == 0, final.describe()
-        n_ref, missing, dups, problems = count(admin, broker, name, tables)
+        n_ref, missing, dups, problems = catch_up_and_count(admin, broker, args, name, tables)
         print(f"\nbroker restart after {restarted[0]} changes; pgfanout exits {codes}; {n_ref} changes, "
               f"missing {missing}, duplicates {dups}")
         assert missing == 0 and not problems, "\n".join(problems[:20])
@@ -240,10 +231,7 @@ def test_two_instances_one_is_fenced(pgfanout, cluster, admin, broker, pb2, tmp_
             assert churn.join(timeout=300) and churn.fatal is None, churn.fatal
             del streaming
             assert other.terminate() == 0, other.stderr_text()[-3000:]
-        end = runner.current_lsn(admin)
-        final = runner.run_pgfanout(args + ["--endpos", end], timeout=300)
-        assert final.returncode == 0, final.describe()
-        n_ref, missing, dups, problems = count(admin, broker, name, tables)
+        n_ref, missing, dups, problems = catch_up_and_count(admin, broker, args, name, tables)
         print(f"two instances: {n_ref} changes, missing {missing}, duplicates {dups}")
         assert missing == 0 and not problems, "\n".join(problems[:20])
         assert dups == 0

@@ -53,11 +53,6 @@ OUTAGE_INFLIGHT = "8M"      # --max-inflight-bytes in the outage test
 # --- fixtures and helpers ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pb2():
-    return kafka_replay.event_pb2()
-
-
-@pytest.fixture(scope="module")
 def broker():
     b = KafkaBroker()
     t0 = time.monotonic()

@@ -20,7 +20,6 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-import kafka_replay
 import runner
 from kafka_replay import Decoded
 from kafkabroker import KafkaBroker, consume_all
@@ -37,11 +36,6 @@ def broker():
     b.start()
     yield b
     b.cleanup()
-
-
-@pytest.fixture(scope="module")
-def pb2():
-    return kafka_replay.event_pb2()
 
 
 def kafka_args(cluster, broker, name, *extra):
