@@ -73,6 +73,25 @@ const struct pgf_setting pgf_settings[] = {
             "\"schema.table:col,col;schema.table:col\" (default:\nthe primary key, else the replica-identity index)"),
     SETTING("kafka.tombstones", "no-tombstones", PGF_T_BOOL, "true", tombstones, NULL,
             "do not follow a delete with a null-value record", .flags = PGF_S_NEGATE),
+    SETTING("kafka.format", "kafka-format", PGF_T_CHOICE, "protobuf", kafka_format, "F",
+            "record format: protobuf (pgfanout.v1.Event) or debezium-json (the change\nevents of Debezium's "
+            "PostgreSQL connector, as its JsonConverter writes them\nwith schemas.enable=false)",
+            .choices = "protobuf, debezium-json"),
+    SETTING("kafka.debezium_name", "debezium-name", PGF_T_STR, NULL, dbz_name, "NAME",
+            "debezium-json: source.name and the connectorLogicalName header\n(Debezium's topic.prefix); "
+            "default: kafka.topic_prefix"),
+    SETTING("kafka.debezium_decimal_handling_mode", "debezium-decimal-handling-mode", PGF_T_CHOICE, "precise",
+            dbz_decimal, "MODE", "debezium-json: numeric as Debezium's decimal.handling.mode:\nprecise "
+            "(base64 of the unscaled value), string or double", .choices = "precise, string, double"),
+    SETTING("kafka.debezium_time_precision_mode", "debezium-time-precision-mode", PGF_T_CHOICE, "adaptive",
+            dbz_time, "MODE", "debezium-json: times as Debezium's time.precision.mode: adaptive,\n"
+            "adaptive_time_microseconds or connect", .choices = "adaptive, adaptive_time_microseconds, connect"),
+    SETTING("kafka.debezium_binary_handling_mode", "debezium-binary-handling-mode", PGF_T_CHOICE, "bytes",
+            dbz_binary, "MODE", "debezium-json: bytea as Debezium's binary.handling.mode: bytes,\nbase64 "
+            "(both base64 in JSON) or hex", .choices = "bytes, base64, hex"),
+    SETTING("kafka.debezium_truncates", "debezium-truncates", PGF_T_CHOICE, "skip", dbz_truncates, "A",
+            "debezium-json: TRUNCATE as Debezium's skipped.operations: skip (its\ndefault, t skipped) or emit "
+            "(op \"t\" records with a null key)", .choices = "skip, emit"),
     SETTING("kafka.conf", "kafka-conf", PGF_T_CONF, NULL, kafka_conf, "K=V",
             "any librdkafka setting, applied after pgfanout's defaults (repeatable;\ne.g. "
             "security.protocol=SASL_SSL); its variables are PGFANOUT_KAFKA_CONF_<KEY>\nwith '_' for '.' "

@@ -6,10 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sinks/debezium_event.h"
 #include "sinks/sink.h"
 
 /* What the Kafka sink does with a record larger than the broker accepts. */
 enum kafka_oversize { KAFKA_OVERSIZE_FAIL = 0, KAFKA_OVERSIZE_DEAD_LETTER, KAFKA_OVERSIZE_SKIP };
+
+/* The records' format: pgfanout.v1.Event, or Debezium's change events in JSON. */
+enum kafka_format { KAFKA_FORMAT_PROTOBUF = 0, KAFKA_FORMAT_DEBEZIUM_JSON };
 
 /* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
 struct kafka_sink_config {
@@ -23,6 +27,9 @@ struct kafka_sink_config {
     const char *const *conf;     /* extra librdkafka "key=value" settings, applied last */
     size_t nconf;
     const char *database;
+    enum kafka_format format;
+    struct pgf_dbz_config dbz;   /* with KAFKA_FORMAT_DEBEZIUM_JSON */
+    int dbz_truncates;           /* with it: write op "t" records (else skipped, as Debezium's default) */
 };
 
 /* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
