@@ -50,7 +50,8 @@ const struct pgf_setting pgf_settings[] = {
             "stop cleanly once the stream reaches LSN (e.g. 0/16B3748)"),
     SETTING("sinks", "sink", PGF_T_SINKS, "stdout", sinks, "LIST",
             "where events go, comma-separated: stdout (one JSON object per line),\nkafka (protobuf "
-            "pgfanout.v1.Event records) and/or redis (cache\ninvalidation by the redis section's rules)"),
+            "pgfanout.v1.Event records, or Debezium's JSON: kafka.format)\nand/or redis (cache "
+            "invalidation by the redis section's rules)"),
     SETTING("stdout.output", "output", PGF_T_STR, NULL, output, "FILE",
             "append JSON lines to FILE instead of standard output", .short_flag = 'o'),
     SETTING("kafka.brokers", "kafka-brokers", PGF_T_STR, NULL, kafka_brokers, "LIST",
