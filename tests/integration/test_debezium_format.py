@@ -287,9 +287,12 @@ def captured(cluster, broker, tmp_path_factory):
         with runner.connect(cluster.dsn()) as conn:
             ops = workload.run_stream(conn)
             final = {t: workload.read_table(conn, t) for t in workload.TABLES}
+            # A logical message after the workload: it must reach the message topic only.
+            conn.execute("SELECT pg_logical_emit_message(true, 'app', decode('68656c6c6f2001', 'hex'))")
         want = {}
         for variant in VARIANTS:
             want.update(expected_counts(variant, keyed(pre) + ops))
+            want[f"{variant}.messages"] = 1
         wait_counts(broker, workers, want, "stream")
         for name, w in workers.items():
             rc = w.terminate()
@@ -299,21 +302,22 @@ def captured(cluster, broker, tmp_path_factory):
     finally:
         for w in workers.values():
             w.kill()
-    return {v: pgfanout_records(broker, v) for v in VARIANTS}, final
+    messages = {v: consume_all(broker.bootstrap, [f"{v}.messages"], timeout=60) for v in VARIANTS}
+    return {v: pgfanout_records(broker, v) for v in VARIANTS}, final, messages
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_records_equal_debeziums(captured, variant):
     """pgfanout's records of the variant are Debezium's, field by field (see the module
     docstring for what differs between any two runs and is left out)."""
-    records, _ = captured
+    records, _, _ = captured
     problems = compare_variant(variant, records[variant])
     assert not problems, f"{len(problems)} differences:\n" + "\n".join(problems[:40])
 
 
 def test_the_comparison_can_fail(captured):
     """One wrong value, one missing header, one swapped op: each is reported."""
-    records, _ = captured
+    records, _, _ = captured
     good = records["default"]
 
     def changed(edit):
@@ -355,7 +359,7 @@ def test_the_comparison_can_fail(captured):
 def test_flink_applies_pgfanouts_records(captured):
     """Flink's own debezium-json format applies pgfanout's records of dbz_types (REPLICA
     IDENTITY FULL, every type; every variant) and ends with exactly the PostgreSQL table."""
-    records, final = captured
+    records, final, _ = captured
     jobs = []
     for variant in VARIANTS:
         options = OPTIONS.get(variant, {})
@@ -378,3 +382,24 @@ def test_flink_applies_pgfanouts_records(captured):
             if res.changes["-U"] == 0 or res.changes["-D"] == 0:
                 problems.append(f"{variant}/{table}: no updates or deletes applied: {res.changes}")
     assert not problems, "\n".join(problems[:40])
+
+
+def test_messages_as_debeziums_message_events(captured):
+    """pg_logical_emit_message goes to the message topic (never a table topic: the table
+    topics held exactly the workload's records above) as Debezium documents its message
+    events: op "m", key {"prefix"}, message {prefix, content in base64 (hex under hex)}."""
+    _, _, messages = captured
+    for variant, recs in messages.items():
+        assert len(recs) == 1, (variant, recs)
+        r = recs[0]
+        assert json.loads(r.key) == {"prefix": "app"}
+        v = ordered(r.value.decode("utf-8"))
+        assert v.order == ["op", "ts_ms", "ts_us", "ts_ns", "source", "message"], v.order
+        assert v["op"] == "m"
+        assert v["source"].order == SOURCE and v["source"]["name"] == variant
+        assert v["source"]["schema"] == "" and v["source"]["table"] == ""
+        want = "68656c6c6f2001" if variant == "binary-hex" else "aGVsbG8gAQ=="
+        assert v["message"] == {"prefix": "app", "content": want}, v["message"]
+        names = [n for n, _ in r.headers]
+        assert names[:4] == ["__debezium.context.connectorLogicalName", "__debezium.context.taskId",
+                             "__debezium.context.connectorName", RUN_ID], names
