@@ -330,9 +330,10 @@ static void put_unscaled(struct pgf_dbz *d, struct dbuf *b, const char *digits, 
     put_base64(b, m, len);
 }
 
-/* Appends a numeric's text as decimal.handling.mode says.  scale is the column's (from its
- * typmod), or -1 for an unconstrained numeric, whose precise form carries its own scale. */
-static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t n, int scale)
+/* Appends a numeric's text as decimal.handling.mode says.  A constrained column's scale
+ * (from its typmod; PostgreSQL 15 allows it negative) is fixed; an unconstrained numeric's
+ * precise form carries its own, the text's. */
+static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t n, int constrained, int scale)
 {
     int nan = text_is(s, n, "NaN"), pinf = text_is(s, n, "Infinity"), ninf = text_is(s, n, "-Infinity");
     if (d->cfg.decimal == PGF_DBZ_DECIMAL_STRING) {
@@ -364,7 +365,7 @@ static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t
     int neg = 0;
     if (i < n && (s[i] == '-' || s[i] == '+'))
         neg = s[i++] == '-';
-    char *digits = malloc(n + (scale > 0 ? (size_t)scale : 0) + 1);
+    char *digits = malloc(n + (constrained && scale > 0 ? (size_t)scale : 0) + 1);
     if (digits == NULL) {
         b->oom = 1;
         return;
@@ -382,22 +383,22 @@ static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t
     }
     if (frac < 0)
         frac = 0;
-    int out_scale = scale >= 0 ? scale : frac;
+    int out_scale = constrained ? scale : frac;
     for (int k = frac; k < out_scale; k++)
         digits[nd++] = '0';
     if (out_scale < frac)
-        nd -= (size_t)(frac - out_scale); /* more digits than the column's scale: cannot happen */
+        nd -= (size_t)(frac - out_scale); /* a negative scale: the text's trailing zeros */
     size_t lead = 0;
     while (lead + 1 < nd && digits[lead] == '0')
         lead++;
     int is_zero = nd - lead == 1 && digits[lead] == '0';
-    if (scale < 0) {
+    if (!constrained) {
         puts_(b, "{\"scale\":");
         put_i64(b, out_scale);
         puts_(b, ",\"value\":");
     }
     put_unscaled(d, b, digits + lead, nd - lead, neg && !is_zero);
-    if (scale < 0)
+    if (!constrained)
         puts_(b, "}");
     free(digits);
 }
@@ -693,7 +694,8 @@ static void put_text_value(struct pgf_dbz *d, struct dbuf *b, uint32_t oid, int3
         break;
     }
     case PGF_OID_NUMERIC:
-        put_numeric(d, b, s, n, typmod >= 4 ? (int)((typmod - 4) & 0xffff) : -1);
+        /* numeric(p,s)'s typmod: ((p << 16) | s) + 4, s an 11-bit signed field since PG 15 */
+        put_numeric(d, b, s, n, typmod >= 4, typmod >= 4 ? (int)((((typmod - 4) & 0x7ff) ^ 1024) - 1024) : 0);
         return;
     case PGF_OID_DATE:
         if (text_is(s, n, "infinity")) {

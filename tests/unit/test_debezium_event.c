@@ -402,6 +402,74 @@ static void test_unparsable_kept(void **state)
     pgf_dbz_free(d);
 }
 
+/* Returns the JSON Debezium writes for one value of a column (oid, typmod) under cfg, as
+ * this encoder writes it; malloc'd. */
+static char *one(const struct pgf_dbz_config *cfg, uint32_t oid, int32_t typmod, const char *text, enum pgf_op op)
+{
+    struct pgf_column col[] = {{(char *)"v", oid, typmod, 0}};
+    struct pgf_relation rel = {.nspname = (char *)"public", .relname = (char *)"one", .replident = 'd',
+                               .natts = 1, .attrs = col};
+    struct pgf_value row[] = {pgf_value_text(text, (uint32_t)strlen(text))};
+    struct pgf_event ev = {.op = op, .lsn = 1, .txn = &txn, .rel = &rel, .key = row, .after = row};
+    struct pgf_dbz *d = pgf_dbz_new(cfg);
+    struct pgf_dbz_record rec;
+    assert_int_equal(pgf_dbz_encode(d, &ev, NULL, 0, &rec), 0);
+    char *v = between(rec.value, "\"after\":{\"v\":", "},\"source\":");
+    pgf_dbz_free(d);
+    return v;
+}
+
+/* Values the fixtures do not hold: the unscaled two's complement at its byte edges, negative
+ * scales, 24:00:00, long intervals, offsets with seconds, -infinity. */
+static void test_more_values(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t oid;
+        int32_t typmod;
+        const char *text, *want;
+    } cases[] = {
+        {1700, (5 << 16) + 4, "128", "\"AIA=\""},        /* 0x0080: a sign byte */
+        {1700, (5 << 16) + 4, "-128", "\"gA==\""},       /* 0x80 fits */
+        {1700, (5 << 16) + 4, "-129", "\"/38=\""},       /* 0xFF7F */
+        {1700, (5 << 16) + 4, "0", "\"AA==\""},
+        {1700, (5 << 16 | 3) + 4, "-0.001", "\"/w==\""}, /* -1 */
+        {1700, (5 << 16 | 3) + 4, "0.000", "\"AA==\""},
+        {1700, (3 << 16 | 0x7fe) + 4, "12300", "\"ew==\""}, /* numeric(3,-2): unscaled 123 */
+        {1700, -1, "-0.5", "{\"scale\":1,\"value\":\"+w==\"}"},
+        {1083, -1, "24:00:00", "86400000000"},
+        {1083, 0, "12:00:01", "43201000"},
+        {1186, -1, "1000:00:00.000001", "3600000000001"},
+        {1186, -1, "-1 years +2 mons", "-26298000000000"},
+        {1266, -1, "00:00:00+00:00:01", "\"23:59:59Z\""},
+        {1114, -1, "-infinity", "-9223372036832400000"},
+        {1184, -1, "-infinity", "\"-infinity\""},
+        {1184, 3, "2024-01-01 00:00:00.5+00", "\"2024-01-01T00:00:00.500Z\""},
+        {1082, -1, "-infinity", "-2147472691"},
+        {700, -1, "3.4028235e+38", "3.4028235E38"},
+        {701, -1, "1e-05", "1.0E-5"},
+        {1000, -1, "{t,f,NULL}", "[true,false,null]"},
+        {1022, -1, "{1.5,NaN}", "[1.5,\"NaN\"]"},
+        {1009, -1, "{\"a\\\"b\",\"c,d\"}", "[\"a\\\"b\",\"c,d\"]"},
+        {1001, -1, "{\"\\\\x0102\"}", "[\"AQI=\"]"},
+        {25, -1, "\xf0\x9f\x98\x80 \x7f\r\b\f", "\"\\uD83D\\uDE00 \x7f\\r\\b\\f\""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *got = one(&variants[0].cfg, cases[i].oid, cases[i].typmod, cases[i].text, PGF_OP_INSERT);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("type %u typmod %d text %s: got %s, want %s", cases[i].oid, cases[i].typmod, cases[i].text,
+                     got, cases[i].want);
+        free(got);
+    }
+    /* date 'infinity' as Debezium's two paths read it. */
+    char *s = one(&variants[0].cfg, 1082, -1, "infinity", PGF_OP_READ), *t = one(&variants[0].cfg, 1082, -1,
+                                                                                   "infinity", PGF_OP_INSERT);
+    assert_string_equal(s, "-622191234");
+    assert_string_equal(t, "-2147472692");
+    free(s);
+    free(t);
+}
+
 int main(int argc, char **argv)
 {
     fixture_dir = argc > 1 ? argv[1] : "tests/fixtures/debezium";
@@ -411,6 +479,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_key),              cmocka_unit_test(test_envelope),
         cmocka_unit_test(test_truncate),            cmocka_unit_test(test_message),
         cmocka_unit_test(test_java_double),         cmocka_unit_test(test_unparsable_kept),
+        cmocka_unit_test(test_more_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
