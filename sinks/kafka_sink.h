@@ -1,5 +1,5 @@
-/* kafka_sink.h - protobuf events to Kafka: the sink's settings, opening it, checking its
- * settings before anything connects, and its own counters. */
+/* kafka_sink.h - events to Kafka (protobuf, or Debezium's JSON): the sink's settings, opening
+ * it, checking its settings before anything connects, and its own counters. */
 #ifndef PGFANOUT_KAFKA_SINK_H
 #define PGFANOUT_KAFKA_SINK_H
 
