@@ -239,6 +239,20 @@ static struct kafka_sink_config kafka_settings(const struct pgf_options *opts, c
         .txn_max_records = opts->txn_max_records,
         .txn_max_bytes = opts->txn_max_bytes,
         .txn_max_ms = (int)opts->txn_max_ms,
+        .format = strcmp(opts->kafka_format, "debezium-json") == 0 ? KAFKA_FORMAT_DEBEZIUM_JSON : KAFKA_FORMAT_PROTOBUF,
+        .dbz = {.decimal = strcmp(opts->dbz_decimal, "string") == 0   ? PGF_DBZ_DECIMAL_STRING
+                           : strcmp(opts->dbz_decimal, "double") == 0 ? PGF_DBZ_DECIMAL_DOUBLE
+                                                                      : PGF_DBZ_DECIMAL_PRECISE,
+                .time = strcmp(opts->dbz_time, "connect") == 0                      ? PGF_DBZ_TIME_CONNECT
+                        : strcmp(opts->dbz_time, "adaptive_time_microseconds") == 0 ? PGF_DBZ_TIME_ADAPTIVE_MICROS
+                                                                                    : PGF_DBZ_TIME_ADAPTIVE,
+                .binary = strcmp(opts->dbz_binary, "hex") == 0      ? PGF_DBZ_BINARY_HEX
+                          : strcmp(opts->dbz_binary, "base64") == 0 ? PGF_DBZ_BINARY_BASE64
+                                                                    : PGF_DBZ_BINARY_BYTES,
+                .name = opts->dbz_name ? opts->dbz_name : opts->topic_prefix,
+                .database = database,
+                .version = PGFANOUT_VERSION},
+        .dbz_truncates = strcmp(opts->dbz_truncates, "emit") == 0,
     };
     return kc;
 }

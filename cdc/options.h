@@ -8,7 +8,7 @@
 
 #include "cdc/config.h"
 
-#define PGF_MAX_SETTINGS 64 /* rows of the settings table */
+#define PGF_MAX_SETTINGS 80 /* rows of the settings table */
 #define PGF_MAX_CONF 64     /* kafka.conf entries, all layers together */
 
 /* The layers a value can come from, lowest precedence first. */
@@ -59,6 +59,12 @@ struct pgf_options {
     const char *on_oversize;       /* "fail", "dead_letter" or "skip" */
     const char *dead_letter_topic; /* template, as topic_template */
     struct pgf_conf_list kafka_conf;
+    const char *kafka_format;   /* "protobuf" or "debezium-json" */
+    const char *dbz_name;       /* kafka.debezium_name, or NULL: the topic prefix */
+    const char *dbz_decimal;    /* "precise", "string" or "double" */
+    const char *dbz_time;       /* "adaptive", "adaptive_time_microseconds" or "connect" */
+    const char *dbz_binary;     /* "bytes", "base64" or "hex" */
+    const char *dbz_truncates;  /* "skip" or "emit" */
     size_t max_inflight_bytes;
     int shutdown_timeout_ms;
     const char *http_listen;  /* --http-listen HOST:PORT, or NULL: no HTTP listener */

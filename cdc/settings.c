@@ -50,7 +50,8 @@ const struct pgf_setting pgf_settings[] = {
             "stop cleanly once the stream reaches LSN (e.g. 0/16B3748)"),
     SETTING("sinks", "sink", PGF_T_SINKS, "stdout", sinks, "LIST",
             "where events go, comma-separated: stdout (one JSON object per line),\nkafka (protobuf "
-            "pgfanout.v1.Event records) and/or redis (cache\ninvalidation by the redis section's rules)"),
+            "pgfanout.v1.Event records, or Debezium's JSON: kafka.format)\nand/or redis (cache "
+            "invalidation by the redis section's rules)"),
     SETTING("stdout.output", "output", PGF_T_STR, NULL, output, "FILE",
             "append JSON lines to FILE instead of standard output", .short_flag = 'o'),
     SETTING("kafka.brokers", "kafka-brokers", PGF_T_STR, NULL, kafka_brokers, "LIST",
@@ -85,6 +86,25 @@ const struct pgf_setting pgf_settings[] = {
             "once everything in it is delivered)"),
     SETTING("kafka.tombstones", "no-tombstones", PGF_T_BOOL, "true", tombstones, NULL,
             "do not follow a delete with a null-value record", .flags = PGF_S_NEGATE),
+    SETTING("kafka.format", "kafka-format", PGF_T_CHOICE, "protobuf", kafka_format, "F",
+            "record format: protobuf (pgfanout.v1.Event) or debezium-json (the change\nevents of Debezium's "
+            "PostgreSQL connector, as its JsonConverter writes them\nwith schemas.enable=false)",
+            .choices = "protobuf, debezium-json"),
+    SETTING("kafka.debezium_name", "debezium-name", PGF_T_STR, NULL, dbz_name, "NAME",
+            "debezium-json: source.name and the connectorLogicalName header\n(Debezium's topic.prefix); "
+            "default: kafka.topic_prefix"),
+    SETTING("kafka.debezium_decimal_handling_mode", "debezium-decimal-handling-mode", PGF_T_CHOICE, "precise",
+            dbz_decimal, "MODE", "debezium-json: numeric as Debezium's decimal.handling.mode:\nprecise "
+            "(base64 of the unscaled value), string or double", .choices = "precise, string, double"),
+    SETTING("kafka.debezium_time_precision_mode", "debezium-time-precision-mode", PGF_T_CHOICE, "adaptive",
+            dbz_time, "MODE", "debezium-json: times as Debezium's time.precision.mode: adaptive,\n"
+            "adaptive_time_microseconds or connect", .choices = "adaptive, adaptive_time_microseconds, connect"),
+    SETTING("kafka.debezium_binary_handling_mode", "debezium-binary-handling-mode", PGF_T_CHOICE, "bytes",
+            dbz_binary, "MODE", "debezium-json: bytea as Debezium's binary.handling.mode: bytes,\nbase64 "
+            "(both base64 in JSON) or hex", .choices = "bytes, base64, hex"),
+    SETTING("kafka.debezium_truncates", "debezium-truncates", PGF_T_CHOICE, "skip", dbz_truncates, "A",
+            "debezium-json: TRUNCATE as Debezium's skipped.operations: skip (its\ndefault, t skipped) or emit "
+            "(op \"t\" records with a null key)", .choices = "skip, emit"),
     SETTING("kafka.conf", "kafka-conf", PGF_T_CONF, NULL, kafka_conf, "K=V",
             "any librdkafka setting, applied after pgfanout's defaults (repeatable;\ne.g. "
             "security.protocol=SASL_SSL); its variables are PGFANOUT_KAFKA_CONF_<KEY>\nwith '_' for '.' "

@@ -105,6 +105,13 @@ struct kafka_sink {
     int pipe_wr;
     struct kafka_sink_config cfg;
     struct pgf_proto *proto;
+    /* kafka.format debezium-json: the encoder, the update whose key change is being written
+     * as a delete and an insert, the record being produced (its key-change header), and this
+     * run's id (Debezium's runId header). */
+    struct pgf_dbz *dbz;
+    const struct pgf_event *moved;
+    const struct pgf_dbz_record *dbz_rec;
+    char run_id[37];
 
     struct txn_ring ring; /* one txn_head per transaction; pending counts records in flight */
     int open; /* ring.tail - 1 is the transaction being emitted */
@@ -936,6 +943,27 @@ static struct ktopic *topic_for(struct kafka_sink *k, const struct pgf_relation 
     return t;
 }
 
+/* Adds Debezium's headers of the record being produced to hdrs: the key-change header, then
+ * the four __debezium.context ones Kafka Connect adds to every record. */
+static void dbz_headers(const struct kafka_sink *k, rd_kafka_headers_t *hdrs)
+{
+    if (k->dbz_rec && k->dbz_rec->header)
+        rd_kafka_header_add(hdrs, k->dbz_rec->header, -1, k->dbz_rec->header_value,
+                            (ssize_t)k->dbz_rec->header_len);
+    rd_kafka_header_add(hdrs, "__debezium.context.connectorLogicalName", -1, k->cfg.dbz.name, -1);
+    rd_kafka_header_add(hdrs, "__debezium.context.taskId", -1, "0", -1);
+    rd_kafka_header_add(hdrs, "__debezium.context.connectorName", -1, "postgresql", -1);
+    rd_kafka_header_add(hdrs, "__debezium.context.runId", -1, k->run_id, -1);
+}
+
+/* Returns the wall clock in nanoseconds since 1970: a Debezium envelope's ts_ms/us/ns. */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Produces one record into the open transaction; value may be NULL (a tombstone), partition
  * may be HELD_ALL_PARTITIONS (a truncate whose topic's partition count is being looked up).
  * Never waits: a record that cannot go now is held (see struct held).  Returns 0 or -1. */
@@ -959,7 +987,9 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
         }
     }
     uint64_t seq = k->ring.tail - 1;
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(k->dbz ? 9 : 4);
+    if (k->dbz) /* Debezium's headers first, in its order; pgfanout's own follow */
+        dbz_headers(k, hdrs);
     rd_kafka_header_add(hdrs, "op", -1, op, -1);
     rd_kafka_header_add(hdrs, "table", -1, table, -1);
     rd_kafka_header_add(hdrs, "lsn", -1, lsn, -1);
@@ -1022,10 +1052,29 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     return sink_fail(&k->base, "cannot produce to topic %s: %s", rd_kafka_topic_name(rkt), rd_kafka_err2str(err));
 }
 
+/* Encodes one row event as Debezium's change event and produces it to kt under its JSON
+ * key, then a tombstone after a delete (keyless too, as Debezium writes one). */
+static int emit_dbz_row(struct kafka_sink *k, const struct pgf_event *ev, struct ktopic *kt)
+{
+    struct pgf_dbz_record rec;
+    if (pgf_dbz_encode(k->dbz, ev, k->moved, now_ns(), &rec))
+        return sink_fail(&k->base, "out of memory encoding an event");
+    k->dbz_rec = &rec;
+    int rc = produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, rec.value, rec.value_len, rec.key, rec.key_len, ev);
+    if (rc == 0 && ev->op == PGF_OP_DELETE && k->cfg.tombstones)
+        rc = produce(k, kt->rkt, RD_KAFKA_PARTITION_UA, NULL, 0, rec.key, rec.key_len, ev);
+    k->dbz_rec = NULL;
+    return rc;
+}
+
 /* Encodes one row event and produces it to its table's topic under its record key, then a
  * tombstone after a delete. */
 static int emit_row(struct kafka_sink *k, const struct pgf_event *ev)
 {
+    if (k->dbz) {
+        struct ktopic *kt = topic_for(k, ev->rel);
+        return kt ? emit_dbz_row(k, ev, kt) : -1;
+    }
     const uint8_t *value, *key;
     size_t value_len, key_len;
     if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
@@ -1094,11 +1143,22 @@ static int emit_event(struct kafka_sink *k, const struct pgf_event *ev)
         del.after = NULL;
         ins.op = PGF_OP_INSERT;
         ins.before = NULL;
-        return emit_row(k, &del) != 0 ? -1 : emit_row(k, &ins);
+        k->moved = ev; /* debezium-json names each half's other key in a header */
+        int rc = emit_row(k, &del) != 0 ? -1 : emit_row(k, &ins);
+        k->moved = NULL;
+        return rc;
     }
-    const uint8_t *value, *key;
-    size_t value_len, key_len;
-    if (pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
+    const uint8_t *value = NULL, *key = NULL;
+    size_t value_len = 0, key_len = 0;
+    struct pgf_dbz_record rec;
+    if (k->dbz && op == PGF_OP_MESSAGE) {
+        if (pgf_dbz_encode(k->dbz, ev, NULL, now_ns(), &rec))
+            return sink_fail(sink, "out of memory encoding an event");
+        return produce(k, k->msg_rkt, RD_KAFKA_PARTITION_UA, rec.value, rec.value_len, rec.key, rec.key_len, ev);
+    }
+    if (k->dbz && !k->cfg.dbz_truncates)
+        return 0; /* Debezium's default skipped.operations=t */
+    if (!k->dbz && pgf_proto_encode(k->proto, ev, k->txn_index++, &value, &value_len, &key, &key_len))
         return sink_fail(sink, "out of memory encoding an event");
     if (op == PGF_OP_MESSAGE)
         return produce(k, k->msg_rkt, RD_KAFKA_PARTITION_UA, value, value_len, ev->message.prefix,
@@ -1110,6 +1170,12 @@ static int emit_event(struct kafka_sink *k, const struct pgf_event *ev)
         struct ktopic *kt = topic_for(k, t->rels[i]);
         if (kt == NULL)
             return -1;
+        if (k->dbz) { /* one op "t" record per table, naming it */
+            if (pgf_dbz_encode_truncate(k->dbz, ev, i, now_ns(), &rec))
+                return sink_fail(sink, "out of memory encoding an event");
+            value = (const uint8_t *)rec.value;
+            value_len = rec.value_len;
+        }
         struct tstate *ts = tstate_of(kt->rkt);
         if (ts->partitions == 0) {
             /* Unknown yet: look it up off the loop and hold the topic's records meanwhile;
@@ -1289,6 +1355,7 @@ static void kafka_close(struct sink *sink)
         free(h);
     }
     pgf_proto_free(k->proto);
+    pgf_dbz_free(k->dbz);
     free(k->topics);
     txn_ring_free(&k->ring);
     free(k);
@@ -1435,6 +1502,28 @@ int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err
     return ok ? 0 : -1;
 }
 
+/* Writes a random (version 4) UUID into out: Debezium's runId, new at every start.  Reads
+ * /dev/urandom once, at startup, not on the loop; falls back to the clock and pid. */
+static void make_run_id(char out[37])
+{
+    uint8_t b[16];
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f == NULL || fread(b, 1, sizeof b, f) != sizeof b) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+        uint64_t y = (uint64_t)getpid() * UINT64_C(0x9E3779B97F4A7C15) ^ x;
+        memcpy(b, &x, 8);
+        memcpy(b + 8, &y, 8);
+    }
+    if (f)
+        fclose(f);
+    b[6] = (uint8_t)((b[6] & 0x0F) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3F) | 0x80);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
+             b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
 /* Opens the sink; see sink.h. */
 struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen)
 {
@@ -1451,7 +1540,12 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
     k->base.latency = &k->latency;
     k->base.connected = 1; /* until librdkafka says every broker is down */
-    if (txn_ring_init(&k->ring, sizeof(struct ktxn)) != 0 || k->proto == NULL) {
+    if (cfg->format == KAFKA_FORMAT_DEBEZIUM_JSON) {
+        k->dbz = pgf_dbz_new(&cfg->dbz);
+        make_run_id(k->run_id);
+    }
+    if (txn_ring_init(&k->ring, sizeof(struct ktxn)) != 0 || k->proto == NULL ||
+        (cfg->format == KAFKA_FORMAT_DEBEZIUM_JSON && k->dbz == NULL)) {
         snprintf(errbuf, errlen, "out of memory");
         kafka_close(&k->base);
         return NULL;

@@ -1,15 +1,19 @@
-/* kafka_sink.h - protobuf events to Kafka: the sink's settings, opening it, checking its
- * settings before anything connects, and its own counters. */
+/* kafka_sink.h - events to Kafka (protobuf, or Debezium's JSON): the sink's settings, opening
+ * it, checking its settings before anything connects, and its own counters. */
 #ifndef PGFANOUT_KAFKA_SINK_H
 #define PGFANOUT_KAFKA_SINK_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sinks/debezium_event.h"
 #include "sinks/sink.h"
 
 /* What the Kafka sink does with a record larger than the broker accepts. */
 enum kafka_oversize { KAFKA_OVERSIZE_FAIL = 0, KAFKA_OVERSIZE_DEAD_LETTER, KAFKA_OVERSIZE_SKIP };
+
+/* The records' format: pgfanout.v1.Event, or Debezium's change events in JSON. */
+enum kafka_format { KAFKA_FORMAT_PROTOBUF = 0, KAFKA_FORMAT_DEBEZIUM_JSON };
 
 /* What the Kafka sink needs to know; strings are borrowed for the sink's lifetime. */
 struct kafka_sink_config {
@@ -32,6 +36,9 @@ struct kafka_sink_config {
     uint64_t txn_max_records; /* a Kafka transaction's bounds (see README, Exactly once) */
     uint64_t txn_max_bytes;
     int txn_max_ms;
+    enum kafka_format format;
+    struct pgf_dbz_config dbz;   /* with KAFKA_FORMAT_DEBEZIUM_JSON */
+    int dbz_truncates;           /* with it: write op "t" records (else skipped, as Debezium's default) */
 };
 
 /* Opens the Kafka sink: an idempotent librdkafka producer (acks=all).  Returns the sink, or
