@@ -248,6 +248,10 @@ DEFAULTS = {
     "kafka.dead_letter_topic": "{prefix}.dead_letter",
     "kafka.state_topic": "pgfanout.state",
     "kafka.key_columns": None,
+    "kafka.exactly_once": False,
+    "kafka.transaction_max_records": 100000,
+    "kafka.transaction_max_bytes": 64 * 1024 * 1024,
+    "kafka.transaction_max_ms": 100,
     "kafka.tombstones": True,
     "kafka.format": "protobuf",
     "kafka.debezium_name": None,
@@ -1195,7 +1199,7 @@ def test_example_file_is_valid_and_complete(pgfanout):
         printed = eff.value(path)
         if path == "redis.rules":
             assert printed == 0, eff.text  # the count of rules
-        elif path == "max_inflight_bytes":
+        elif path in ("max_inflight_bytes", "kafka.transaction_max_bytes"):
             assert printed == parse_bytes(str(value)), (path, printed)
         elif yaml is not None:
             assert printed == value, (path, value, printed)
