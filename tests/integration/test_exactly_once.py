@@ -8,8 +8,8 @@ Against a real PostgreSQL 15, a real Kafka broker (KRaft) and a reference test_d
   transactions and one 100k-row transaction split over several Kafka transactions:
   0 missing, 0 duplicates (the seed is printed);
 - the same run with exactly-once off shows duplicates, so the counting can fail;
-- a broker restart in the middle of a transaction: pgfanout stops without confirming, the
-  restarted one goes on, nothing lost or doubled;
+- a broker restart in the middle of a transaction: pgfanout rides it out (or stops without
+  confirming and is restarted, as a service manager would), nothing lost or doubled;
 - two instances started at once on one slot: the one holding the slot is frozen (a zombie),
   the other takes the slot over and fences it; the zombie, woken, exits saying it was fenced,
   and nothing is duplicated."""
@@ -91,8 +91,8 @@ def test_kill9_exactly_once(pgfanout, cluster, admin, broker, pb2, tmp_path, exa
     read_committed consumer finds each change exactly once.  Without exactly-once the same
     run must show duplicates (fewer kills and changes there: they only need to show)."""
     name = "eo" if exactly_once else "alo"
-    kills_wanted, per_churn = (20, 200_000) if exactly_once else (8, 60_000)
-    big = 100_000 if exactly_once else 30_000
+    kills_wanted, per_churn = (20, 200_000) if exactly_once else (6, 40_000)
+    big = 100_000 if exactly_once else 20_000
     delays, pause = (0.5, 3.0), 0.0
     if is_asan_binary(pgfanout):
         # The sanitizer build runs the same kills over a fifth of the changes (about 5x
@@ -100,7 +100,8 @@ def test_kill9_exactly_once(pgfanout, cluster, admin, broker, pb2, tmp_path, exa
         # (it starts slower) and the writers paced so that changes still flow for most of
         # the kills; the plain build runs them all.
         per_churn, big, delays = per_churn // 5, big // 5, (2.0, 6.0)
-        pause = 0.05 if exactly_once else 0.1
+        pause = 0.05 if exactly_once else 0.2
+        kills_wanted = min(kills_wanted, 10)
     rng = random.Random(SEED)
     churns = [Churn(cluster.dsn(), f"{name}1", SEED, per_churn, threads=2, pause=pause, max_seconds=400),
               Churn(cluster.dsn(), f"{name}2", SEED + 1, per_churn, threads=2, pause=pause, max_seconds=400)]
@@ -173,14 +174,15 @@ def test_broker_restart_mid_transaction(pgfanout, cluster, admin, broker, pb2, t
     does (wait, or stop without confirming and be restarted), a read_committed consumer ends
     with every change exactly once."""
     name = "ebr"
-    churn = Churn(cluster.dsn(), name, SEED + 7, 60_000, threads=2, max_seconds=300)
+    churn = Churn(cluster.dsn(), name, SEED + 7, 20_000 if is_asan_binary(pgfanout) else 60_000, threads=2,
+                  max_seconds=300)
     tables = make_tables(admin, name, [churn])
     args = args_for(cluster, broker, name, True)
     churn.start()
     restarted = []
 
     def restart_broker_once():
-        if not restarted and churn.changes > 15_000:
+        if not restarted and churn.changes > 5_000:
             broker.restart()
             restarted.append(churn.changes)
         return churn.done() and not churn.alive()
