@@ -173,8 +173,8 @@ def event_lines(rec, pb):
     if rec.value is None:  # a tombstone: same key as the delete before it, null value
         key = pb.Key()
         key.ParseFromString(rec.key)
-        ident = ", ".join(f"{c.name}: {show_value(c.value)}" for c in key.columns[:1])
-        return [f"{'tombstone':9} {key.table:9} key {{{ident}, ...}}, null value:"
+        ident = ", ".join(f"{c.name}: {show_value(c.value)}" for c in key.columns)
+        return [f"{'tombstone':9} {key.table:9} key {{{ident}}}, null value:"
                 " lets a compacted topic forget the row"]
     ev = pb.Event()
     ev.ParseFromString(rec.value)
@@ -185,10 +185,7 @@ def event_lines(rec, pb):
                 f" ({'transactional' if m.transactional else 'non-transactional'})"]
     head = f"{op:9} {ev.source.table:9}"
     pad = " " * len(head)
-    # Under REPLICA IDENTITY FULL the key is the whole row: name it instead of repeating it.
-    image = ev.after if ev.HasField("after") else ev.before
-    key = ("key = after" if ev.HasField("after") else "key = before") \
-        if ev.key == image else f"key {show_row(ev.key)}"
+    key = f"key {show_row(ev.key)}"
     lines = []
     if ev.HasField("before"):
         lines.append(f"before {show_row(ev.before)}")
@@ -371,7 +368,7 @@ def run(args, state):
 
     print(flush=True)
     print(f"Kafka records (protobuf pgfanout.v1.Event, decoded with {pb.where}); a record's key is")
-    print("the row's replica identity, here every column (REPLICA IDENTITY FULL):")
+    print("the row's primary key, under REPLICA IDENTITY FULL too:")
     for topic in (TOPIC, MESSAGE_TOPIC):
         print(f"  topic {topic}")
         for r in (r for r in records if r.topic == topic):

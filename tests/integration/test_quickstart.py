@@ -220,9 +220,9 @@ def test_quickstart(pgfanout, qs_tmp):
     assert summary_of == [("insert", None, row4), ("update", row2_old, row2_new),
                           ("delete", row3, None), ("tombstone", None, None)], rows
     assert all(e["table"] == "public.products" for e in rows[:3])
-    # REPLICA IDENTITY FULL: the key is the whole row (the new one, or the old for a delete);
-    # the tombstone carries the delete's key.
-    assert [e["key"] for e in rows] == [row4, row2_new, row3, row3]
+    # The key is the primary key, also under REPLICA IDENTITY FULL (the new row's, or the old
+    # row's for a delete); the tombstone carries the delete's key.
+    assert [e["key"] for e in rows] == [{"id": 4}, {"id": 2}, {"id": 3}, {"id": 3}]
     # one transaction each, in commit order
     assert [e["txn_index"] for e in rows[:3]] == [0, 0, 0]
     assert rows[0]["commit_lsn"] < rows[1]["commit_lsn"] < rows[2]["commit_lsn"]
@@ -232,11 +232,11 @@ def test_quickstart(pgfanout, qs_tmp):
     # ... and the output shows each of them, decoded, in this order.
     lines = out.splitlines()
     want = [r"^\s+topic pgfanout\.public\.products$",
-            rf"insert\s+products\s+after\s+{re.escape(shown_row(row4))}\s+key = after",
+            rf"insert\s+products\s+after\s+{re.escape(shown_row(row4))}\s+key \{{id: 4\}}$",
             rf"update\s+products\s+before\s+{re.escape(shown_row(row2_old))}$",
-            rf"^\s+after\s+{re.escape(shown_row(row2_new))}\s+key = after",
-            rf"delete\s+products\s+before\s+{re.escape(shown_row(row3))}\s+key = before",
-            r"tombstone\s+products\s+key \{id: 3\b",
+            rf"^\s+after\s+{re.escape(shown_row(row2_new))}\s+key \{{id: 2\}}$",
+            rf"delete\s+products\s+before\s+{re.escape(shown_row(row3))}\s+key \{{id: 3\}}$",
+            r"tombstone\s+products\s+key \{id: 3\}, null value",
             r"^\s+topic pgfanout\.messages$",
             r'message\s+pgfanout\.invalidate\s+"homepage:featured" \(transactional\)']
     at = -1
