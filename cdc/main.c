@@ -310,7 +310,8 @@ static const struct pgf_origin *kafka_culprit(const struct pgf_options *opts, co
  * they left open holds read_committed back) and tells the sink what Kafka holds.  Returns 0,
  * or -1 with err set. */
 static int resume_exactly_once(struct event_base *base, const struct pgf_options *opts,
-                               const struct kafka_sink_config *kc, struct sink *sink, char *err, size_t errlen)
+                               const struct pgf_server_info *info, const struct kafka_sink_config *kc,
+                               struct sink *sink, char *err, size_t errlen)
 {
     char why[2048];
     struct pgf_state_store *store = pgf_state_kafka_open(base, opts->kafka_brokers, opts->kafka_conf.item,
@@ -323,16 +324,27 @@ static int resume_exactly_once(struct event_base *base, const struct pgf_options
     char *json = NULL;
     size_t len = 0;
     int rc = store->ops->load(store, &json, &len, why, sizeof why);
-    if (rc == 0 && kafka_sink_resume(sink, json, len, why, sizeof why) != 0)
-        rc = -1;
+    if (rc == 1) {
+        pgf_info("kafka: no exactly-once checkpoint in %s yet: starting from the slot", store->where);
+    } else if (rc == 0 && (info->slot_created || info->slot_lost)) {
+        /* A new slot starts at today's WAL: nothing it sends is in Kafka, and LSNs of another
+         * history (a restore, a rebuilt cluster) must not make it skip anything. */
+        pgf_warn("kafka: the exactly-once checkpoint in %s (%.*s) is not used: the slot is new, so everything it "
+                 "sends is new to Kafka", store->where, (int)len, json);
+    } else if (rc == 0) {
+        int used = kafka_sink_resume(sink, json, len, why, sizeof why);
+        if (used < 0) {
+            rc = -1;
+        } else if (used > 0) {
+            pgf_warn("kafka: the exactly-once checkpoint in %s is not used: %s", store->where, why);
+        } else {
+            pgf_info("kafka: exactly-once checkpoint %.*s; Kafka already holds what it covers, which is skipped",
+                     (int)len, json);
+        }
+    }
     if (rc < 0)
         snprintf(err, errlen, "kafka.exactly_once: cannot read the checkpoint from %s: %s. pgfanout stops rather "
                  "than write duplicates", store->where, why);
-    else if (rc == 0)
-        pgf_info("kafka: exactly-once checkpoint %.*s; Kafka already holds what it covers, which is skipped",
-                 (int)len, json);
-    else
-        pgf_info("kafka: no exactly-once checkpoint in %s yet: starting from the slot", store->where);
     free(json);
     pgf_state_store_close(store);
     return rc < 0 ? -1 : 0;
@@ -341,7 +353,8 @@ static int resume_exactly_once(struct event_base *base, const struct pgf_options
 /* Opens the sinks the options name, after out (the stdout sink, opened before anything was
  * created on the server, or NULL); returns how many, or 0 with err set.  Takes ownership of
  * rules and out, whatever happens. */
-static size_t open_sinks(const struct pgf_options *opts, const char *database, const struct pgf_redis_cfg *redis,
+static size_t open_sinks(const struct pgf_options *opts, const struct pgf_server_info *info,
+                         const struct pgf_redis_cfg *redis,
                          struct pgf_redis_rules *rules, struct sink *out, struct event_base *base, struct sink **sinks,
                          char *err, size_t errlen)
 {
@@ -349,12 +362,13 @@ static size_t open_sinks(const struct pgf_options *opts, const char *database, c
     if (out)
         sinks[n++] = out;
     if (opts->sinks & PGF_SINK_KAFKA) {
-        struct kafka_sink_config kc = kafka_settings(opts, database);
+        struct kafka_sink_config kc = kafka_settings(opts, info->database);
+        kc.system_id = info->system_id;
         struct sink *kafka = kafka_sink_open(&kc, err, errlen);
         if (kafka)
             sinks[n++] = kafka;
         if (kafka == NULL ||
-            (opts->exactly_once && resume_exactly_once(base, opts, &kc, kafka, err, errlen) != 0)) {
+            (opts->exactly_once && resume_exactly_once(base, opts, info, &kc, kafka, err, errlen) != 0)) {
             pgf_redis_rules_free(rules);
             while (n > 0)
                 sink_close(sinks[--n]);
@@ -491,8 +505,12 @@ int main(int argc, char **argv)
         culprit = pgf_options_origin(&opts, key);
     else if ((opts.sinks & PGF_SINK_KAFKA) || opts.check_config)
         bad_kafka = kafka_sink_check(&kc, err, sizeof err) != 0;
-    if (bad_kafka)
+    if (bad_kafka && kc.exactly_once && kc.on_oversize != KAFKA_OVERSIZE_FAIL) {
+        key = "kafka.on_oversize"; /* the combination, checked before anything else */
+        culprit = pgf_options_origin(&opts, key);
+    } else if (bad_kafka) {
         culprit = kafka_culprit(&opts, &key);
+    }
     if (!bad_dsn && !bad_kafka && pgf_keys_check(opts.key_columns, err, sizeof err) != 0) {
         bad_kafka = 1;
         key = "kafka.key_columns";
@@ -593,7 +611,7 @@ int main(int argc, char **argv)
         return stop_signal ? 0 : 1;
     }
     struct sink *sinks[3];
-    size_t nsinks = open_sinks(&opts, info.database, redis, rules, out, base, sinks, err, sizeof err);
+    size_t nsinks = open_sinks(&opts, &info, redis, rules, out, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);
         pgf_snapshot_free(snap);
@@ -636,17 +654,20 @@ int main(int argc, char **argv)
         }
         /* Reconnect with capped exponential backoff; one log line per attempt. */
         while (conn == NULL && !stop_signal) {
-            /* A sink that failed meanwhile (a fenced Kafka producer, say) ends the run here. */
-            for (size_t i = 0; i < nsinks && rc == 0; i++)
-                if (sink_poll(sinks[i]) != 0) {
-                    pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
-                    rc = 1;
-                }
-            if (rc != 0)
-                break;
             attempt++;
             pgf_warn("reconnecting to PostgreSQL in %d ms (attempt %d)", backoff_ms, attempt);
-            wait_on_loop(base, backoff_ms);
+            /* The sinks go on meanwhile (acks, a Kafka transaction to commit), every 100 ms;
+             * one that fails (a fenced Kafka producer, say) ends the run here. */
+            for (int waited = 0; waited < backoff_ms && rc == 0 && !stop_signal; waited += 100) {
+                wait_on_loop(base, backoff_ms - waited < 100 ? backoff_ms - waited : 100);
+                for (size_t i = 0; i < nsinks && rc == 0; i++)
+                    if (sink_poll(sinks[i]) != 0) {
+                        pgf_error("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
+                        rc = 1;
+                    }
+            }
+            if (rc != 0)
+                break;
             if (stop_signal)
                 break;
             struct pgf_resume resume = {.confirmed = pgf_metrics.confirmed_lsn};

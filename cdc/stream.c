@@ -199,7 +199,8 @@ static void on_key(void *arg, uint32_t oid, const uint16_t *atts, uint16_t n)
     st->keying = 0;
     if (n == UINT16_MAX || pgo_decoder_set_key(st->dec, oid, atts, n) != 0) {
         if (n != UINT16_MAX)
-            pgf_error("out of memory setting the record key of relation %u", oid);
+            pgf_error("cannot set the record key of relation %u (out of memory, or a column it no longer has)",
+                      oid);
         st->failed = 1;
         stop_loop(st);
         return;

@@ -136,7 +136,10 @@ static enum pgf_txn_result change(struct pgf_txn_asm *a, uint64_t lsn, const str
             /* Decoded on its own, outside any transaction: delivered and confirmed as one. */
             if (past_endpos(a, m->lsn))
                 return PGF_TXN_ENDPOS;
-            struct pgf_txn alone = {.end_lsn = m->lsn + 1};
+            /* m->lsn is the end of the message's record (PostgreSQL hands on its endptr),
+             * so confirming it skips the message on a replay, which tests the record's start,
+             * but not a commit record that starts right there: one past it would lose it. */
+            struct pgf_txn alone = {.end_lsn = m->lsn};
             ev.txn = NULL;
             enum pgf_txn_result rc = hand_on(&ev, c);
             if (rc == PGF_TXN_OK && c->commit(c->ctx, &alone) != 0)

@@ -136,10 +136,15 @@ struct kafka_sink {
 
     /* exactly-once (cfg.exactly_once): */
     struct kafka_txn_worker *txw;
+    pthread_t loop_thread;         /* callbacks served elsewhere (a commit's flush) are deferred */
+    pthread_mutex_t deferred_mu;
+    int deferred_err;
+    char deferred_reason[512];
     rd_kafka_topic_t *state_rkt;   /* where each Kafka transaction writes its checkpoint */
     int eo_in_txn;                 /* begin_transaction done: records go into it */
     int eo_committing;             /* the worker commits or aborts: records are held */
     int eo_aborting;
+    int eo_txn_timeout_ms;         /* transaction.timeout.ms */
     int eo_closing;                /* committing, but the commit waits for every delivery */
     char eo_ckpt[256];             /* the closing transaction's checkpoint document */
     uint64_t eo_records, eo_bytes; /* in the open Kafka transaction */
@@ -147,14 +152,16 @@ struct kafka_sink {
     uint64_t eo_gen;               /* the Kafka transaction records go to now (1, 2, ...) */
     uint64_t eo_done_gen;          /* the last one committed */
     uint64_t eo_end;               /* end LSN of the last whole PostgreSQL transaction written */
-    int eo_cut;                    /* the last PostgreSQL transaction was cut off (eo_cur_*) */
     /* the PostgreSQL transaction being emitted: */
     uint64_t eo_cur_commit;        /* its commit LSN */
     uint64_t eo_cur_events;        /* its events so far, skipped ones included */
     uint64_t eo_skip_events;       /* its first events Kafka already holds */
     int eo_skip_all;
     /* what Kafka held at startup (kafka_sink_resume): */
-    uint64_t eo_resume_pcommit, eo_resume_pevents; /* a split or cut-off one: its events written */
+    /* The one PostgreSQL transaction Kafka holds only part of (split, or cut off by a lost
+     * connection): its commit LSN and how many of its events are written; 0 when none.  It
+     * outlives replays of earlier transactions and is cleared once the transaction ends. */
+    uint64_t eo_part_commit, eo_part_events;
     uint64_t eo_commits, eo_splits, eo_skipped;
 };
 
@@ -200,6 +207,7 @@ static void txn_advance(struct kafka_sink *k)
 
 static int eo_can_produce(struct kafka_sink *k);
 static void eo_count(struct kafka_sink *k, size_t bytes);
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 
 /* What is known of a record too large for Kafka: from the change when the producer refuses
  * it, from the delivery report and its headers when the broker rejects it. */
@@ -379,7 +387,7 @@ static int produce_held(struct kafka_sink *k, struct held *h)
  * Returns 0, or -1 with k->failure set. */
 static int drain_held(struct kafka_sink *k)
 {
-    if (k->held_head && !eo_can_produce(k))
+    if (k->held_head && (k->failure[0] || !eo_can_produce(k)))
         return k->failure[0] ? -1 : 0; /* a Kafka transaction commits: they wait for the next */
     unsigned pass = ++k->held_pass;
     int full = 0;
@@ -455,28 +463,28 @@ static void eo_count(struct kafka_sink *k, size_t bytes)
 
 /* Writes the checkpoint document: what read_committed consumers hold once the open Kafka
  * transaction commits.  partial: the transaction being emitted is split here. */
-static int eo_checkpoint_json(const struct kafka_sink *k, int partial, char *out, size_t room)
+static int eo_checkpoint_json(const struct kafka_sink *k, char *out, size_t room)
 {
     char end[PGF_LSN_BUFSZ], pc[PGF_LSN_BUFSZ];
     pgf_lsn_format(k->eo_end, end);
-    if (partial)
-        return snprintf(out, room, "{\"version\":1,\"end_lsn\":\"%s\",\"partial\":{\"commit_lsn\":\"%s\","
-                        "\"events\":%" PRIu64 "}}", end, pgf_lsn_format(k->eo_cur_commit, pc), k->eo_cur_events);
-    return snprintf(out, room, "{\"version\":1,\"end_lsn\":\"%s\",\"partial\":null}", end);
+    if (k->eo_part_commit)
+        return snprintf(out, room, "{\"version\":1,\"system_id\":\"%s\",\"end_lsn\":\"%s\",\"partial\":"
+                        "{\"commit_lsn\":\"%s\",\"events\":%" PRIu64 "}}", k->cfg.system_id ? k->cfg.system_id : "",
+                        end, pgf_lsn_format(k->eo_part_commit, pc), k->eo_part_events);
+    return snprintf(out, room, "{\"version\":1,\"system_id\":\"%s\",\"end_lsn\":\"%s\",\"partial\":null}",
+                    k->cfg.system_id ? k->cfg.system_id : "", end);
 }
 
 /* Closes the open Kafka transaction: from now on records are held for the next one; its
  * checkpoint (what it holds, as of now) is written and the commit asked once librdkafka has
- * reported every record (eo_commit_ready).  partial: it ends inside the PostgreSQL transaction
- * being emitted.  Returns 0. */
-static int eo_commit_start(struct kafka_sink *k, int partial)
+ * reported every record (eo_commit_ready).  Returns 0. */
+static int eo_commit_start(struct kafka_sink *k)
 {
-    partial |= k->open || k->eo_cut;
-    eo_checkpoint_json(k, partial, k->eo_ckpt, sizeof k->eo_ckpt);
+    eo_checkpoint_json(k, k->eo_ckpt, sizeof k->eo_ckpt);
     k->eo_gen++; /* what comes now goes to the next one */
     k->eo_in_txn = 0;
     k->eo_committing = k->eo_closing = 1;
-    if (partial)
+    if (k->eo_part_commit)
         k->eo_splits++;
     return 0;
 }
@@ -515,14 +523,29 @@ static int eo_maybe_commit(struct kafka_sink *k, int boundary)
         k->failure[0])
         return 0;
     int full = k->eo_records >= k->cfg.txn_max_records || k->eo_bytes >= k->cfg.txn_max_bytes;
-    int old = pgf_pgtime_now() - k->eo_began_us >= (int64_t)k->cfg.txn_max_ms * 1000;
+    int64_t age_us = pgf_pgtime_now() - k->eo_began_us;
+    int old = age_us >= (int64_t)k->cfg.txn_max_ms * 1000;
     if (boundary && (full || old || k->base.inflight_msgs == 0))
-        return eo_commit_start(k, 0);
-    /* Inside a PostgreSQL transaction only size splits it: Kafka's transaction timeout is
-     * far off, and a split costs consumers that transaction's atomicity. */
-    if (!boundary && full)
-        return eo_commit_start(k, 1);
+        return eo_commit_start(k);
+    /* Inside a PostgreSQL transaction only size splits it (a split costs consumers that
+     * transaction's atomicity), or a pause long enough (a record key being looked up, a
+     * truncate waiting for its partition count) to bring Kafka's transaction timeout near. */
+    if (!boundary && (full || age_us >= (int64_t)k->eo_txn_timeout_ms * 500))
+        return eo_commit_start(k);
     return 0;
+}
+
+/* Serves an error event that a commit's flush took on the transaction thread. */
+static void eo_take_deferred(struct kafka_sink *k)
+{
+    pthread_mutex_lock(&k->deferred_mu);
+    int err = k->deferred_err;
+    char reason[sizeof k->deferred_reason];
+    memcpy(reason, k->deferred_reason, sizeof reason);
+    k->deferred_err = 0;
+    pthread_mutex_unlock(&k->deferred_mu);
+    if (err)
+        on_error(k->rk, err, reason, k);
 }
 
 /* Takes the worker's outcome: after a commit, every PostgreSQL transaction in it may be
@@ -758,14 +781,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 {
     (void)rk;
     struct kafka_sink *k = opaque;
-    if (m->rkt == k->state_rkt) {
-        /* A checkpoint: not counted in flight; its transaction's commit says it is in. */
-        if (m->err && !k->failure[0])
-            snprintf(k->failure, sizeof k->failure, "the exactly-once checkpoint could not be written to topic %s: "
-                     "%s; its transaction is not confirmed, a restart writes it again",
-                     rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
-        return;
-    }
+    if (m->rkt == k->state_rkt)
+        return; /* a checkpoint, maybe served on the transaction thread: its commit's outcome tells */
     uint64_t seq = (uint64_t)(uintptr_t)m->_private;
     int live = seq >= k->ring.head && seq < k->ring.tail;
     size_t bytes = m->len + m->key_len + KAFKA_RECORD_OVERHEAD;
@@ -831,6 +848,16 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     struct kafka_sink *k = opaque;
+    if (!pthread_equal(pthread_self(), k->loop_thread)) {
+        /* Served by a commit's flush on the transaction thread: the loop takes it up. */
+        pthread_mutex_lock(&k->deferred_mu);
+        if (!k->deferred_err) {
+            k->deferred_err = err;
+            snprintf(k->deferred_reason, sizeof k->deferred_reason, "%s", reason ? reason : "");
+        }
+        pthread_mutex_unlock(&k->deferred_mu);
+        return;
+    }
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char why[256];
         rd_kafka_resp_err_t code = rd_kafka_fatal_error(rk, why, sizeof why);
@@ -1103,14 +1130,15 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
             return sink_fail(sink, "out of memory");
         ((struct ktxn *)txn_at(k, k->ring.tail - 1))->commit_lsn = ev->txn ? ev->txn->commit_lsn : 0;
         if (k->cfg.exactly_once) {
-            /* Commit LSNs order transactions as their end LSNs do, and Begin already has it. */
-            k->eo_cur_commit = ev->txn ? ev->txn->commit_lsn : ev->lsn;
+            /* Commit LSNs order transactions as their end LSNs do, and Begin already has it.  A
+             * message alone counts by its record's start, just before its LSN (the record's
+             * end, which a commit record may start at). */
+            k->eo_cur_commit = ev->txn ? ev->txn->commit_lsn : ev->lsn - 1;
             k->eo_cur_events = 0;
             /* Before eo_end: Kafka holds it (the checkpoint said so), or it is a replay after a
              * reconnect of one already in the open Kafka transaction. */
             k->eo_skip_all = k->eo_cur_commit < k->eo_end;
-            k->eo_cut = 0;
-            k->eo_skip_events = k->eo_cur_commit == k->eo_resume_pcommit ? k->eo_resume_pevents : 0;
+            k->eo_skip_events = k->eo_cur_commit == k->eo_part_commit ? k->eo_part_events : 0;
         }
     }
     if (k->cfg.exactly_once) {
@@ -1122,6 +1150,11 @@ static int kafka_emit(struct sink *sink, const struct pgf_event *ev)
             return 0;
         }
         int rc = emit_event(k, ev);
+        if (rc == 0 && ev->txn) {
+            /* Written (or held for the next Kafka transaction) as far as this event. */
+            k->eo_part_commit = k->eo_cur_commit;
+            k->eo_part_events = k->eo_cur_events;
+        }
         return rc != 0 ? rc : eo_maybe_commit(k, 0) != 0 ? sink_fail(sink, "%s", k->failure) : 0;
     }
     return emit_event(k, ev);
@@ -1206,15 +1239,13 @@ static int kafka_commit(struct sink *sink, const struct pgf_txn *txn)
     t->h.commit_time = txn->commit_time;
     k->open = 0;
     if (k->cfg.exactly_once) {
-        if (txn->end_lsn == 0) {
-            /* Cut off (a lost connection, a stop): its first events are written, and a replay
-             * after a reconnect must skip them, as a restart would after a checkpoint. */
-            k->eo_cut = 1;
-            k->eo_resume_pcommit = k->eo_cur_commit;
-            k->eo_resume_pevents = k->eo_cur_events;
-        }
+        /* Cut off (end LSN 0: a lost connection, a stop), its written events stay in
+         * eo_part_*, which a replay after a reconnect skips, as a restart would after a
+         * checkpoint.  Ended, it is whole. */
         if (txn->end_lsn != 0 && txn->end_lsn > k->eo_end)
             k->eo_end = txn->end_lsn;
+        if (k->eo_part_commit && k->eo_part_commit < k->eo_end)
+            k->eo_part_commit = k->eo_part_events = 0;
         if (t->eo_gen > k->eo_done_gen) {
             t->eo_token = 1;
             t->h.pending++;
@@ -1236,6 +1267,7 @@ static int kafka_poll(struct sink *sink)
     rd_kafka_poll(k->rk, 0);
     lookups_reap(k);
     if (k->cfg.exactly_once) {
+        eo_take_deferred(k);
         eo_commit_ready(k);
         eo_reap(k);
     }
@@ -1256,6 +1288,8 @@ static int eo_finish(struct kafka_sink *k, int64_t deadline)
     while (!k->failure[0] && pgf_pgtime_now() < deadline) {
         int left_ms = (int)((deadline - pgf_pgtime_now()) / 1000);
         rd_kafka_poll(k->rk, 0);
+        lookups_reap(k); /* a truncate held for its partition count */
+        eo_take_deferred(k);
         if (k->eo_closing) {
             rd_kafka_poll(k->rk, left_ms < 100 ? left_ms : 100);
             eo_commit_ready(k);
@@ -1274,14 +1308,14 @@ static int eo_finish(struct kafka_sink *k, int64_t deadline)
             continue;
         }
         if (k->eo_in_txn && k->eo_records > 0) {
-            eo_commit_start(k, 0);
+            eo_commit_start(k);
             continue;
         }
         break;
     }
     if (k->failure[0])
         return -1;
-    return k->eo_committing || k->eo_in_txn ? 1 : 0;
+    return k->eo_committing || (k->eo_in_txn && k->eo_records > 0) || k->held_head ? 1 : 0;
 }
 
 /* Waits up to timeout_ms for every committed transaction to be acked. */
@@ -1328,6 +1362,13 @@ static void kafka_close(struct sink *sink)
 {
     struct kafka_sink *k = (struct kafka_sink *)sink;
     kafka_txn_worker_stop(k->txw); /* after its call under way: it uses the producer */
+    if (k->rk && k->cfg.exactly_once && (k->eo_in_txn || k->eo_closing)) {
+        /* Abort what did not commit, so read_committed readers need not wait out the
+         * coordinator's timeout for it; it was not confirmed, and a restart writes it. */
+        rd_kafka_error_t *e = rd_kafka_abort_transaction(k->rk, 5000);
+        if (e)
+            rd_kafka_error_destroy(e);
+    }
     if (k->rk) {
         rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(k->rk, 0);
@@ -1358,6 +1399,7 @@ static void kafka_close(struct sink *sink)
     pgf_dbz_free(k->dbz);
     free(k->topics);
     txn_ring_free(&k->ring);
+    pthread_mutex_destroy(&k->deferred_mu);
     free(k);
 }
 
@@ -1395,6 +1437,7 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
          * stay open; a broker outage past that fails the sink, and a restart goes on. */
         if (rd_kafka_conf_get(conf, "transaction.timeout.ms", val, &vlen) != RD_KAFKA_CONF_OK)
             snprintf(val, sizeof val, "60000");
+        k->eo_txn_timeout_ms = atoi(val);
         char why[256];
         if (rd_kafka_conf_set(conf, "transactional.id", cfg->transactional_id, why, sizeof why) != RD_KAFKA_CONF_OK ||
             rd_kafka_conf_set(conf, "message.timeout.ms", val, why, sizeof why) != RD_KAFKA_CONF_OK) {
@@ -1486,14 +1529,21 @@ int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err
     const char *end = json_string_value(json_object_get(doc, "end_lsn"));
     const char *pc = json_string_value(json_object_get(partial, "commit_lsn"));
     json_t *pe = json_object_get(partial, "events");
+    const char *sys = json_string_value(json_object_get(doc, "system_id"));
+    if (sys && sys[0] && k->cfg.system_id && strcmp(sys, k->cfg.system_id) != 0) {
+        snprintf(err, errlen, "it was written against system %s, and this server is system %s", sys,
+                 k->cfg.system_id);
+        json_decref(doc);
+        return 1;
+    }
     uint64_t e = 0, p = 0;
     int ok = end && pgf_lsn_parse(end, &e) == 0 &&
              (json_is_null(partial) || (pc && pgf_lsn_parse(pc, &p) == 0 && json_is_integer(pe) &&
                                         json_integer_value(pe) >= 0));
     if (ok) {
         k->eo_end = e;
-        k->eo_resume_pcommit = json_is_null(partial) ? 0 : p;
-        k->eo_resume_pevents = json_is_null(partial) ? 0 : (uint64_t)json_integer_value(pe);
+        k->eo_part_commit = json_is_null(partial) ? 0 : p;
+        k->eo_part_events = json_is_null(partial) ? 0 : (uint64_t)json_integer_value(pe);
     } else {
         snprintf(err, errlen, "the exactly-once checkpoint is not a document pgfanout wrote (%.200s)",
                  doc ? "fields missing" : jerr.text);
@@ -1536,6 +1586,8 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
     k->base.wake_fd = -1;
     k->pipe_wr = -1;
     k->held_tail = &k->held_head;
+    k->loop_thread = pthread_self();
+    pthread_mutex_init(&k->deferred_mu, NULL);
     k->cfg = *cfg;
     k->proto = pgf_proto_new(cfg->database ? cfg->database : "");
     k->base.latency = &k->latency;
@@ -1602,6 +1654,15 @@ int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t e
     char name[256], dl_name[256];
     if (check_templates(cfg, name, dl_name, errbuf, errlen))
         return -1;
+    if (cfg->exactly_once && cfg->on_oversize != KAFKA_OVERSIZE_FAIL) {
+        /* A record the broker rejects fails its whole Kafka transaction (librdkafka aborts a
+         * transaction with any failed delivery), so neither could take effect. */
+        snprintf(errbuf, errlen, "kafka.on_oversize: %s does not work with kafka.exactly_once (a record the broker "
+                 "rejects aborts its whole transaction); use fail, and keep the producer's message.max.bytes "
+                 "below the topics' max.message.bytes so that such a record is refused before it is sent",
+                 cfg->on_oversize == KAFKA_OVERSIZE_SKIP ? "skip" : "dead_letter");
+        return -1;
+    }
     struct kafka_sink *k = calloc(1, sizeof *k);
     if (k == NULL) {
         snprintf(errbuf, errlen, "out of memory");

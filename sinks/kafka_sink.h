@@ -33,6 +33,7 @@ struct kafka_sink_config {
     const char *transactional_id;
     const char *state_topic;
     const char *checkpoint_key;
+    const char *system_id;    /* the server's, written into each checkpoint and checked on resume */
     uint64_t txn_max_records; /* a Kafka transaction's bounds (see README, Exactly once) */
     uint64_t txn_max_bytes;
     int txn_max_ms;
@@ -49,7 +50,7 @@ struct sink *kafka_sink_open(const struct kafka_sink_config *cfg, char *errbuf, 
  * (json, len bytes) its transactions wrote: it then skips every transaction that committed
  * before the checkpoint's end LSN and the changes of a split transaction already written.
  * Returns 0, or -1 with why in err (not an exactly-once Kafka sink, or a document it cannot
- * read). */
+ * read); 1, with why in err, when the checkpoint is another system's (it is not used). */
 int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err, size_t errlen);
 
 /* For a Kafka sink, sets the records too large for Kafka that went to the dead-letter topic

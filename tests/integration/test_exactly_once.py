@@ -243,3 +243,35 @@ def test_two_instances_one_is_fenced(pgfanout, cluster, admin, broker, pb2, tmp_
         churn.stop()
         churn.join(timeout=60)
         drop(admin, name)
+
+
+def test_commit_right_after_a_message(pgfanout, cluster, admin, broker, pb2):
+    """A non-transactional message written last inside a transaction: the commit record starts
+    exactly where the message's record ends (the message's LSN).  The transaction must not be
+    taken for one Kafka already holds (nor confirmed past): its row reaches Kafka once, and a
+    second run adds nothing."""
+    name = "emsg"
+    admin.execute(f"CREATE TABLE {name} (id int8 PRIMARY KEY, v text)")
+    admin.execute(f"CREATE PUBLICATION {name}_pub FOR TABLE {name}")
+    admin.execute(f"SELECT pg_create_logical_replication_slot('{name}_slot', 'pgoutput')")
+    admin.execute(f"SELECT pg_create_logical_replication_slot('{name}_ref', 'test_decoding')")
+    try:
+        with runner.connect(cluster.dsn(), autocommit=False) as conn:
+            for i in range(1, 4):
+                conn.execute(f"INSERT INTO {name} VALUES (%s, 'x')", (i,))
+                msg = conn.execute("SELECT pg_logical_emit_message(false, 'emsg', 'between')::text").fetchone()[0]
+                conn.commit()
+        args = args_for(cluster, broker, name, True)
+        for _ in range(2):
+            end = runner.current_lsn(admin)
+            run = runner.run_pgfanout(args + ["--endpos", end], timeout=120)
+            assert run.returncode == 0, run.describe()
+        n_ref, missing, dups, problems = count(admin, broker, name, [("public", name)])
+        commits = {r.ev["commit_lsn"] for r in Decoded(consume_all(
+            broker.bootstrap, [f"{name}.public.{name}"], timeout=60)).records if r.ev}
+        print(f"\nmessage then commit: {n_ref} changes, missing {missing}, duplicates {dups}; the last commit "
+              f"record starts at the message's end {msg}: {msg in commits}")
+        assert msg in commits, f"no commit starts at the message's end {msg}: {commits}"
+        assert n_ref == 3 and missing == 0 and dups == 0 and not problems, problems
+    finally:
+        drop(admin, name)

@@ -244,10 +244,11 @@ static void test_grouping_and_events(void **state)
         size_t c = i;
         while (r.recs[c].what != 'C')
             c++;
-        if (!x->has_txn) { /* the non-transactional message: its own commit, just past it */
+        if (!x->has_txn) { /* the non-transactional message: its own commit, at its record's end
+                            * (not past it: a commit record may start right there) */
             assert_int_equal(x->op, PGF_OP_MESSAGE);
             assert_int_equal(c, i + 1);
-            assert_int_equal(r.recs[c].txn.end_lsn, x->lsn + 1);
+            assert_int_equal(r.recs[c].txn.end_lsn, x->lsn);
             assert_int_equal(r.recs[c].txn.xid, 0);
             continue;
         }
@@ -397,13 +398,13 @@ static void test_heartbeat_filtered(void **state)
     assert_int_equal(r.recs[0].what, 'C');
     assert_int_equal(r.recs[0].txn.end_lsn, 520);
     assert_int_equal(r.recs[0].txn.xid, 9);
-    /* Non-transactional: no event, still its own commit just past it. */
+    /* Non-transactional: no event, still its own commit, at its record's end. */
     hb.u.message.transactional = 0;
     hb.u.message.lsn = 600;
     assert_int_equal(pgf_txn_asm_feed(a, 600, &hb, &c), PGF_TXN_OK);
     assert_int_equal(r.n, 2);
     assert_int_equal(r.recs[1].what, 'C');
-    assert_int_equal(r.recs[1].txn.end_lsn, 601);
+    assert_int_equal(r.recs[1].txn.end_lsn, 600);
     /* Only the exact prefix is ours. */
     hb.u.message.prefix = PGF_HEARTBEAT_PREFIX "x";
     assert_int_equal(pgf_txn_asm_feed(a, 700, &hb, &c), PGF_TXN_OK);
