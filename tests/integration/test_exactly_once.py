@@ -183,8 +183,8 @@ def test_broker_restart_mid_transaction(pgfanout, cluster, admin, broker, pb2, t
 
     def restart_broker_once():
         if not restarted and churn.changes > 5_000:
+            restarted.append(churn.changes)  # the changes made when the restart began
             broker.restart()
-            restarted.append(churn.changes)
         return churn.done() and not churn.alive()
 
     try:
