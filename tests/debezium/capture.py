@@ -50,20 +50,7 @@ PUBLICATION = "dbz_pub"
 DEFAULT_OUT = os.path.join(REPO, "tests", "fixtures", "debezium")
 DEFAULT_CLASSPATH = os.path.join(REPO, "build", "debezium.classpath")
 
-# name -> connector options on top of the common ones.  "default" is Debezium's defaults:
-# decimal.handling.mode=precise, time.precision.mode=adaptive, binary.handling.mode=bytes,
-# interval.handling.mode=numeric, hstore/json as strings, skipped.operations=t (no truncates),
-# tombstones.on.delete=true.
-VARIANTS = {
-    "default": {},
-    "decimal-string": {"decimal.handling.mode": "string"},
-    "decimal-double": {"decimal.handling.mode": "double"},
-    "time-connect": {"time.precision.mode": "connect"},
-    "binary-hex": {"binary.handling.mode": "hex"},
-    "binary-base64": {"binary.handling.mode": "base64"},
-    # Truncates come through only when skipped.operations lets them.
-    "truncate": {"skipped.operations": "none"},
-}
+VARIANTS = workload.VARIANTS
 
 LOG4J2 = """\
 status = warn

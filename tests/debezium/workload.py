@@ -22,6 +22,21 @@ import sys
 
 import psycopg
 
+# The captured variants: name -> Debezium connector options on top of the common ones
+# (capture.py).  "default" is Debezium's defaults: decimal.handling.mode=precise,
+# time.precision.mode=adaptive, binary.handling.mode=bytes, interval.handling.mode=numeric,
+# skipped.operations=t (no truncates), tombstones.on.delete=true.
+VARIANTS = {
+    "default": {},
+    "decimal-string": {"decimal.handling.mode": "string"},
+    "decimal-double": {"decimal.handling.mode": "double"},
+    "time-connect": {"time.precision.mode": "connect"},
+    "binary-hex": {"binary.handling.mode": "hex"},
+    "binary-base64": {"binary.handling.mode": "base64"},
+    # Truncates come through only when skipped.operations lets them.
+    "truncate": {"skipped.operations": "none"},
+}
+
 SCHEMA = "public"
 
 # The one table per identity/key shape.

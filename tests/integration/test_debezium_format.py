@@ -53,15 +53,6 @@ VARIANTS = {
     "binary-base64": ["--debezium-binary-handling-mode", "base64"],
     "truncate": ["--debezium-truncates", "emit"],
 }
-# Connector options of each variant, for the Flink check's expected values.
-OPTIONS = {
-    "decimal-string": {"decimal.handling.mode": "string"},
-    "decimal-double": {"decimal.handling.mode": "double"},
-    "time-connect": {"time.precision.mode": "connect"},
-    "binary-hex": {"binary.handling.mode": "hex"},
-    "binary-base64": {"binary.handling.mode": "base64"},
-}
-
 ENVELOPE = ["before", "after", "source", "transaction", "op", "ts_ms", "ts_us", "ts_ns"]
 SOURCE = ["version", "connector", "name", "ts_ms", "snapshot", "db", "sequence", "ts_us", "ts_ns",
           "schema", "table", "txId", "lsn", "xmin", "origin", "origin_lsn"]
@@ -362,7 +353,7 @@ def test_flink_applies_pgfanouts_records(captured):
     records, final, _ = captured
     jobs = []
     for variant in VARIANTS:
-        options = OPTIONS.get(variant, {})
+        options = workload.VARIANTS[variant]
         for table in (workload.TYPES,):
             values = [r.value for r in records[variant] if r.topic == topic(variant, table)]
             jobs.append(flinkapply.job(f"{variant}/{table}", columns(table, options),
@@ -370,7 +361,7 @@ def test_flink_applies_pgfanouts_records(captured):
     results = flinkapply.run_jobs(jobs)
     problems = []
     for variant in VARIANTS:
-        options = OPTIONS.get(variant, {})
+        options = workload.VARIANTS[variant]
         for table in (workload.TYPES,):
             res = results[f"{variant}/{table}"]
             if res.error is not None:

@@ -77,6 +77,12 @@ def catch_up_and_count(admin, broker, args, name, tables):
     return count(admin, broker, name, tables)
 
 
+def assert_once(missing, dups, problems):
+    """Every change of the reference is in Kafka, exactly once."""
+    assert missing == 0 and not problems, "\n".join(problems[:20])
+    assert dups == 0, f"{dups} duplicates with exactly-once"
+
+
 def drop(admin, name):
     for slot in (f"{name}_slot", f"{name}_ref"):
         if runner.slot_info(admin, slot) is not None:
@@ -194,8 +200,7 @@ def test_broker_restart_mid_transaction(pgfanout, cluster, admin, broker, pb2, t
         n_ref, missing, dups, problems = catch_up_and_count(admin, broker, args, name, tables)
         print(f"\nbroker restart after {restarted[0]} changes; pgfanout exits {codes}; {n_ref} changes, "
               f"missing {missing}, duplicates {dups}")
-        assert missing == 0 and not problems, "\n".join(problems[:20])
-        assert dups == 0
+        assert_once(missing, dups, problems)
     finally:
         churn.stop()
         churn.join(timeout=60)
@@ -217,7 +222,6 @@ def test_two_instances_one_is_fenced(pgfanout, cluster, admin, broker, pb2, tmp_
                 runner.Worker(args, stderr_path=str(tmp_path / "b.err")) as b:
             slot = lambda: runner.slot_info(admin, f"{name}_slot")  # noqa: E731
             assert wait_for(lambda: slot()["active"], 60)
-            streaming = {w: "streaming slot" in w.stderr_text() for w in (a, b)}
             assert wait_for(lambda: any("streaming slot" in w.stderr_text() for w in (a, b)), 60)
             first = a if "streaming slot" in a.stderr_text() else b
             other = b if first is a else a
@@ -233,12 +237,10 @@ def test_two_instances_one_is_fenced(pgfanout, cluster, admin, broker, pb2, tmp_
             assert "fenced" in text and "pgfanout-efz_slot" in text, text[-3000:]
             assert other.running(), other.stderr_text()[-3000:]
             assert churn.join(timeout=300) and churn.fatal is None, churn.fatal
-            del streaming
             assert other.terminate() == 0, other.stderr_text()[-3000:]
         n_ref, missing, dups, problems = catch_up_and_count(admin, broker, args, name, tables)
         print(f"two instances: {n_ref} changes, missing {missing}, duplicates {dups}")
-        assert missing == 0 and not problems, "\n".join(problems[:20])
-        assert dups == 0
+        assert_once(missing, dups, problems)
     finally:
         churn.stop()
         churn.join(timeout=60)

@@ -35,16 +35,7 @@ import workload  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 
 FIXTURES = os.path.join(TESTS, "fixtures", "debezium")
-# The captured variants and their connector options (as tests/debezium/capture.py ran them).
-VARIANTS = {
-    "default": {},
-    "decimal-string": {"decimal.handling.mode": "string"},
-    "decimal-double": {"decimal.handling.mode": "double"},
-    "time-connect": {"time.precision.mode": "connect"},
-    "binary-hex": {"binary.handling.mode": "hex"},
-    "binary-base64": {"binary.handling.mode": "base64"},
-    "truncate": {"skipped.operations": "none"},
-}
+VARIANTS = workload.VARIANTS  # the captured variants and their connector options
 # Tables whose every change Flink can apply (REPLICA IDENTITY FULL: updates carry `before`).
 FULL_TABLES = [workload.TYPES, workload.NOPK]
 
