@@ -456,6 +456,30 @@ static const struct sink_ops redis_ops = {
     .close = redis_close,
 };
 
+/* Returns 1 when s ends with suffix (of len n), else 0. */
+static int ends_with(const char *s, const char *suffix, size_t n)
+{
+    size_t len = strlen(s);
+    return n > 0 && len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* Warns about each key template or table key that ends with the lease suffix: that key could
+ * be some other key's lease, and the lease scripts would then read a cached value as a token. */
+static void warn_lease_collisions(const struct redis_sink *r)
+{
+    const struct pgf_redis_cfg *cfg = r->cfg;
+    for (unsigned i = 0; r->leases && r->lease_layout == PGF_LEASE_SUFFIX && i < cfg->rules_count; i++) {
+        const struct pgf_redis_rule_cfg *ru = &cfg->rules[i];
+        for (unsigned k = 0; k < ru->keys_count + ru->table_keys_count; k++) {
+            const char *key = k < ru->keys_count ? ru->keys[k] : ru->table_keys[k - ru->keys_count];
+            if (ends_with(key, r->lease_suffix, r->lease_suffix_len))
+                pgf_warn("redis: key '%s' of the rule for %s ends with redis.lease_suffix '%s', so it can be "
+                         "another key's lease key; choose another suffix or key name", key, ru->table,
+                         r->lease_suffix);
+        }
+    }
+}
+
 /* Checks what can be checked before connecting; see redis_sink.h. */
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
@@ -524,6 +548,7 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
         redis_close(&r->base);
         return NULL;
     }
+    warn_lease_collisions(r);
     redis_conn_start(r->conn);
     return &r->base;
 }

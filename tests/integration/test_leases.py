@@ -205,7 +205,8 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
     """Each key's lease, named as the README says, is deleted with it.  Django: the lease of
     make_key(k) is make_key(k + ':lease') (Django's own default_key_func).  Cluster: a tagged
     key's lease is key + suffix, an untagged one's is '{' key '}' + suffix, and a key with a
-    '}' but no tag (named in a logical message) is deleted alone, and warned about."""
+    '}' but no tag (named in a logical message) is deleted alone, and warned about.  A rule's
+    key that ends with the suffix is warned about at startup."""
     db.execute(f"CREATE TABLE ln_{layout} (id int4 PRIMARY KEY, v text)")
     db.execute(f"INSERT INTO ln_{layout} VALUES (1, 'a')")
     client = rserver.client()
@@ -214,7 +215,7 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
         from redis_util import django_key_func
         make_key = django_key_func("shop", 7)
         section = {"django": {"key_prefix": "shop", "version": 7}, "lease_suffix": "#lease",
-                   "rules": [{"table": t, "keys": [t + ":{id}"]}]}
+                   "rules": [{"table": t, "keys": [t + ":{id}"], "table_keys": [t + ":all#lease"]}]}
         key = make_key(f"{t}:1")
         pairs = {key: make_key(f"{t}:1#lease")}
         alone = []
@@ -246,6 +247,9 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
         text = w.stderr_text()
         if alone:
             assert "no valid {hash tag}" in text, text[-2000:]
+        else:   # a table key that looks like a lease is pointed out at startup
+            assert f"key '{t}:all#lease' of the rule for {t} ends with redis.lease_suffix '#lease'" in text, \
+                text[-2000:]
     finally:
         w.__exit__(None, None, None)
 
