@@ -13,7 +13,9 @@ means the slot's confirmed_flush_lsn passed the write, which pgfanout confirms o
 has answered the DEL (and, for the staged race, the DEL count in commandstats grew)."""
 import os
 import random
+import re
 import secrets
+import signal
 import threading
 import time
 
@@ -112,6 +114,17 @@ def start(cluster, db, slots, rserver, tmp_path, name, redis_section, tables):
     return w
 
 
+def stop_worker(w):
+    """SIGTERM; asserts a clean exit (an ASan build exits non-zero on a leak or an error) and
+    returns the numbers of the exit summary: keys, commands and lease keys."""
+    rc = w.terminate(signal.SIGTERM, timeout=30)
+    text = w.stderr_text()
+    assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
+    m = re.findall(r"redis: \d+ transactions, (\d+) keys in (\d+) commands \(and (\d+) lease keys\)", text)
+    assert m, text[-2000:]
+    return dict(zip(("keys", "commands", "leases"), (int(x) for x in m[-1])))
+
+
 def del_calls(client):
     return client.info("commandstats").get("cmdstat_del", {}).get("calls", 0)
 
@@ -173,6 +186,7 @@ def test_staged_stale_fill_is_refused_with_a_lease_and_kept_without(pgfanout, cl
         print(f"staged race with a plain SET: cached={client.get('st:2')!r}, database=b'new'")
         assert client.get("st:2") == b"old", "the race was not reproduced: the check could not fail"
         reader.close()
+        assert stop_worker(w) == {"keys": 2, "commands": 2, "leases": 2}
     finally:
         w.__exit__(None, None, None)
 
@@ -194,6 +208,7 @@ def test_leases_off_deletes_no_lease(pgfanout, cluster, db, rserver, slots, tmp_
         invalidate_and_wait(db, client, "so_slot", "so", 1, "new", w)
         assert client.exists("so:1:lease")
         assert cache.fill("so:1", token, old) and client.get("so:1") == b"old"
+        assert stop_worker(w) == {"keys": 1, "commands": 1, "leases": 0}
     finally:
         w.__exit__(None, None, None)
 
@@ -250,6 +265,8 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
         else:   # a table key that looks like a lease is pointed out at startup
             assert f"key '{t}:all#lease' of the rule for {t} ends with redis.lease_suffix '#lease'" in text, \
                 text[-2000:]
+        summary = stop_worker(w)
+        assert summary["leases"] == summary["keys"] - len(alone), summary
     finally:
         w.__exit__(None, None, None)
 
@@ -335,6 +352,8 @@ def test_concurrent_readers_and_writers_leave_no_stale_key(pgfanout, cluster, db
         assert counts.get("lc_filled", 0) > 50 and counts.get("writes", 0) > 100, counts
         assert stale["lc"] == [], f"stale keys with the lease protocol: {stale['lc']}"
         assert not client.keys("lc:*:lease"), "a lease was left behind"
+        summary = stop_worker(w)
+        assert summary["leases"] == summary["keys"] > 0, summary
     finally:
         stop.set()
         w.__exit__(None, None, None)
