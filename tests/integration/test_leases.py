@@ -120,7 +120,7 @@ def stop_worker(w):
     rc = w.terminate(signal.SIGTERM, timeout=30)
     text = w.stderr_text()
     assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
-    m = re.findall(r"redis: \d+ transactions, (\d+) keys in (\d+) commands \(and (\d+) lease keys\)", text)
+    m = re.findall(r"redis: \d+ transactions, (\d+) keys in (\d+) commands; .*; (\d+) lease keys deleted", text)
     assert m, text[-2000:]
     return dict(zip(("keys", "commands", "leases"), (int(x) for x in m[-1])))
 
