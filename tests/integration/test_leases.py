@@ -11,6 +11,7 @@ Expectations never come from pgfanout: lease names are built here (key + ":lease
 own make_key for the preset, the hash-tag rule for the cluster layout); "pgfanout has deleted"
 means the slot's confirmed_flush_lsn passed the write, which pgfanout confirms only once Redis
 has answered the DEL (and, for the staged race, the DEL count in commandstats grew)."""
+import http.client
 import os
 import random
 import re
@@ -22,6 +23,7 @@ import time
 import pytest
 
 import runner
+from ports import free_port
 from redis_util import create_slot, drop_slots, wait_confirmed, wait_started, worker_args, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -97,13 +99,13 @@ def slots(db):
     drop_slots(db, *names)
 
 
-def start(cluster, db, slots, rserver, tmp_path, name, redis_section, tables):
+def start(cluster, db, slots, rserver, tmp_path, name, redis_section, tables, *extra):
     """Creates slot and publication name_slot/name_pub for tables, writes the config, and
-    returns a started runner.Worker (the caller stops it)."""
+    returns a started runner.Worker (the caller stops it); extra are more pgfanout flags."""
     slots.append(f"{name}_slot")
     create_slot(db, f"{name}_slot", f"{name}_pub", [f"public.{t}" for t in tables])
     cfg = write_config(tmp_path / f"{name}.yaml", redis_section)
-    w = runner.Worker(worker_args(cluster, f"{name}_slot", f"{name}_pub", cfg, rserver.addr),
+    w = runner.Worker(worker_args(cluster, f"{name}_slot", f"{name}_pub", cfg, rserver.addr, *extra),
                       stderr_path=str(tmp_path / f"{name}.log"))
     w.__enter__()
     try:
@@ -123,6 +125,18 @@ def stop_worker(w):
     m = re.findall(r"redis: \d+ transactions, (\d+) keys in (\d+) commands; .*; (\d+) lease keys deleted", text)
     assert m, text[-2000:]
     return dict(zip(("keys", "commands", "leases"), (int(x) for x in m[-1])))
+
+
+def metric_values(port, *names):
+    """The values of unlabelled samples on /metrics, in the order of names (None if missing)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = dict(line.split(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+    return [int(float(values[n])) if n in values else None for n in names]
 
 
 def del_calls(client):
@@ -220,8 +234,8 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
     """Each key's lease, named as the README says, is deleted with it.  Django: the lease of
     make_key(k) is make_key(k + ':lease') (Django's own default_key_func).  Cluster: a tagged
     key's lease is key + suffix, an untagged one's is '{' key '}' + suffix, and a key with a
-    '}' but no tag (named in a logical message) is deleted alone, and warned about.  A rule's
-    key that ends with the suffix is warned about at startup."""
+    '}' but no tag (named in a logical message) is deleted alone, warned about, and counted on
+    /metrics.  A rule's key that ends with the suffix is warned about at startup."""
     db.execute(f"CREATE TABLE ln_{layout} (id int4 PRIMARY KEY, v text)")
     db.execute(f"INSERT INTO ln_{layout} VALUES (1, 'a')")
     client = rserver.client()
@@ -239,7 +253,8 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
                    "rules": [{"table": t, "keys": [t + ":{id}", "{{" + t + "}}:x:{id}"]}]}
         pairs = {f"{t}:1": "{" + f"{t}:1" + "}:lease", "{" + t + "}:x:1": "{" + t + "}:x:1:lease"}
         alone = [f"{t}:}}:1"]
-    w = start(cluster, db, slots, rserver, tmp_path, t, section, [t])
+    port = free_port()
+    w = start(cluster, db, slots, rserver, tmp_path, t, section, [t], "--http-listen", f"127.0.0.1:{port}")
     try:
         for k, lease in pairs.items():
             client.set(k, "v")
@@ -265,8 +280,10 @@ def test_lease_names(pgfanout, cluster, db, rserver, slots, tmp_path, layout):
         else:   # a table key that looks like a lease is pointed out at startup
             assert f"key '{t}:all#lease' of the rule for {t} ends with redis.lease_suffix '#lease'" in text, \
                 text[-2000:]
+        metrics = metric_values(port, "pgfanout_redis_lease_keys_total", "pgfanout_redis_lease_unsupported_total")
         summary = stop_worker(w)
         assert summary["leases"] == summary["keys"] - len(alone), summary
+        assert metrics == [summary["leases"], len(alone)], metrics
     finally:
         w.__exit__(None, None, None)
 
