@@ -5,7 +5,8 @@ contrib/redis/*.lua and with plain cache-aside (GET, read, SET) for comparison.
 The race: a reader misses and reads the old row; a writer commits; pgfanout deletes the key;
 the reader then stores the old value, which stays until its TTL.  With the protocol the
 reader's store goes through lease_fill.lua, and pgfanout's DEL of the key and its lease in one
-command makes that store fail.
+command makes that store fail.  The scripts' own answers are checked against redis-server
+alone first.
 
 Expectations never come from pgfanout: lease names are built here (key + ":lease", Django's
 own make_key for the preset, the hash-tag rule for the cluster layout); "pgfanout has deleted"
@@ -154,6 +155,41 @@ def invalidate_and_wait(db, client, slot, table, id_, new_value, worker):
     db.execute(f"UPDATE {table} SET v = %s WHERE id = %s", (new_value, id_))
     wait_confirmed(db, slot, runner.current_lsn(db), worker=worker)
     assert del_calls(client) > before, "pgfanout sent no DEL for the update"
+
+
+# --- the scripts alone -----------------------------------------------------------------------------
+
+def test_scripts_without_pgfanout(rserver):
+    """What each script returns, against redis-server alone: a hit, a lease, a busy lease with
+    its remaining time; a fill with and without a TTL; a fill refused once the lease expired or
+    another caller took it over; a release only by the lease's holder."""
+    client = rserver.client()
+    cache = LeaseCache(client)
+    client.set("sc:hit", "v")
+    assert cache.take("sc:hit") == ("hit", b"v")
+    kind, token = cache.take("sc:a")
+    assert kind == "lease" and 0 < client.pttl("sc:a:lease") <= LEASE_TTL_MS
+    busy, pttl = cache.take("sc:a")
+    assert busy == "busy" and 0 < pttl <= LEASE_TTL_MS
+    assert not cache.fill("sc:a", "not-the-token", "x") and client.get("sc:a") is None
+    assert cache.fill("sc:a", token, "value", 60000)
+    assert client.get("sc:a") == b"value" and 0 < client.pttl("sc:a") <= 60000
+    assert not client.exists("sc:a:lease")
+    assert not cache.fill("sc:a", token, "again")        # a token fills once
+    # A lease that expired, then was taken by another caller: the first caller's fill fails.
+    first = client.register_script(_lua("lease_get.lua"))(keys=["sc:b", "sc:b:lease"], args=["t1", 50])
+    assert first == [2]
+    time.sleep(0.1)
+    kind, second = cache.take("sc:b")
+    assert kind == "lease"
+    assert not cache.fill("sc:b", "t1", "old") and client.get("sc:b") is None
+    # Release: only the holder's token deletes the lease.
+    assert cache.release_script(keys=["sc:b:lease"], args=["t1"]) == 0 and client.exists("sc:b:lease")
+    assert cache.release_script(keys=["sc:b:lease"], args=[second]) == 1 and not client.exists("sc:b:lease")
+    assert cache.fill("sc:b", second, "v") is False
+    # ttl 0: no expiry.
+    kind, token = cache.take("sc:c")
+    assert cache.fill("sc:c", token, "forever", 0) and client.pttl("sc:c") == -1
 
 
 # --- (a) the stale fill, staged -------------------------------------------------------------------
