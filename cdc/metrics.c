@@ -10,6 +10,7 @@
 #include "common/histogram.h"
 #include "common/lsn.h"
 #include "sinks/kafka_sink.h"
+#include "sinks/redis_sink.h"
 
 struct pgf_metrics pgf_metrics;
 
@@ -191,6 +192,20 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
                     "# TYPE pgfanout_kafka_oversize_records_total counter\n");
         put(&t, "pgfanout_kafka_oversize_records_total{action=\"dead_letter\"} %" PRIu64 "\n"
                 "pgfanout_kafka_oversize_records_total{action=\"skip\"} %" PRIu64 "\n", dead_lettered, skipped);
+    }
+    /* Only a Redis sink has them; rendered from 0 so an alert can watch the series. */
+    for (size_t i = 0; i < m->nsinks; i++) {
+        uint64_t leases, unsupported;
+        if (redis_sink_lease_counts(m->sinks[i], &leases, &unsupported) != 0)
+            continue;
+        put(&t, "# HELP pgfanout_redis_lease_keys_total Lease keys deleted together with their cache keys "
+                "(redis.leases).\n# TYPE pgfanout_redis_lease_keys_total counter\n"
+                "pgfanout_redis_lease_keys_total %" PRIu64 "\n"
+                "# HELP pgfanout_redis_lease_unsupported_total Keys deleted without a lease: with "
+                "redis.lease_layout: cluster, no lease name shares their hash slot.\n"
+                "# TYPE pgfanout_redis_lease_unsupported_total counter\n"
+                "pgfanout_redis_lease_unsupported_total %" PRIu64 "\n", leases, unsupported);
+        break;
     }
     put(&t, "# HELP pgfanout_sink_ack_latency_seconds Commit (timestamp in pgoutput's Commit) to the sink's "
             "acknowledgement of the whole transaction.\n# TYPE pgfanout_sink_ack_latency_seconds histogram\n");

@@ -158,6 +158,14 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("redis.on_read", NULL, PGF_T_CHOICE, "ignore", redis.on_read, "A",
             "what rows read by a snapshot do to Redis: ignore (caches are filled by\nthe application), or "
             "invalidate (delete their keys: makes caches safe after a gap)", .choices = "ignore, invalidate"),
+    SETTING("redis.leases", NULL, PGF_T_BOOL, "true", redis.leases, "BOOL",
+            "delete each key's lease key (key + redis.lease_suffix) in the same command,\nso a "
+            "cache fill that holds a lease and races the invalidation is refused"),
+    SETTING("redis.lease_suffix", NULL, PGF_T_STR, ":lease", redis.lease_suffix, "S",
+            "what a lease key appends to its cache key"),
+    SETTING("redis.lease_layout", NULL, PGF_T_CHOICE, "suffix", redis.lease_layout, "L",
+            "suffix (lease = key + suffix; with the Django preset, Django's\nmake_key(key + suffix)) or "
+            "cluster (the lease in its key's Redis Cluster hash slot)", .choices = "suffix, cluster"),
     SETTING("redis.password", NULL, PGF_T_PASSWORD, NULL, redis_password, "PW",
             "Redis password (or redis.password_file); never logged", .flags = PGF_S_SECRET | PGF_S_NOFILE),
     SETTING("redis.django", NULL, PGF_T_PRESET, NULL, redis.django, NULL,

@@ -24,7 +24,8 @@ struct buf {
     size_t len, cap;
 };
 
-/* Entries are [kind:1][alen:4][a][blen:4][b]; a is the key or channel, b the payload (or empty).
+/* Entries are [kind:1][alen:4][a][blen:4][b]; a is the key or channel, b the payload, or a DEL's
+ * or UNLINK's lease key (or empty).
  * Offsets run over the spilled prefix first, then mem. */
 struct redis_cmdbuf {
     size_t spill_bytes;
@@ -191,6 +192,16 @@ int redis_cmdbuf_add_key(struct redis_cmdbuf *b, enum redis_cmd_kind kind, const
     return add_entry(b, kind, key, len, NULL, 0);
 }
 
+/* Appends a key with its lease; see redis_cmdbuf.h. */
+int redis_cmdbuf_add_key_lease(struct redis_cmdbuf *b, enum redis_cmd_kind kind, const char *key, size_t len,
+                               const char *lease, size_t lease_len)
+{
+    if (kind != REDIS_CMD_DEL && kind != REDIS_CMD_UNLINK)
+        return -1;
+    /* Deduplicated on the key alone: its lease is a function of it. */
+    return add_entry(b, kind, key, len, lease, lease_len);
+}
+
 /* Appends a PUBLISH; see redis_cmdbuf.h. */
 int redis_cmdbuf_add_publish(struct redis_cmdbuf *b, const char *channel, size_t chlen, const char *payload,
                              size_t len)
@@ -300,30 +311,46 @@ fail:
     return -1;
 }
 
-/* Gathers the run of DEL or UNLINK entries starting with e into one command. */
+/* Copies len bytes into the argument buffer and records where; returns 0 or -1. */
+static int put_arg(struct redis_cmdbuf *b, const char *p, size_t len, size_t *off)
+{
+    if (sink_grow((void **)&b->args.p, &b->args.cap, b->args.len + len + 1) != 0)
+        return -1;
+    memcpy(b->args.p + b->args.len, p, len);
+    *off = b->args.len;
+    b->args.len += len;
+    return 0;
+}
+
+/* Gathers the run of DEL or UNLINK entries starting with e into one command, each key followed
+ * by its lease key: one command deletes both, so no fill can land between the two deletes. */
 static int next_del(struct redis_cmdbuf *b, struct entry *e, struct redis_cmd *cmd, char *err, size_t errlen)
 {
     int kind = e->kind, argc = 0;
     size_t offs[REDIS_CMDBUF_KEYS_PER_DEL];
     uint64_t end = redis_cmdbuf_size(b);
     b->args.len = 0;
+    cmd->nleases = 0;
     /* Copy the keys: reading further entries may move the spill window under them. */
-    while (argc < REDIS_CMDBUF_KEYS_PER_DEL) {
-        if (sink_grow((void **)&b->args.p, &b->args.cap, b->args.len + e->alen) != 0) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        memcpy(b->args.p + b->args.len, e->a, e->alen);
-        offs[argc] = b->args.len;
+    for (;;) {
+        if (put_arg(b, e->a, e->alen, &offs[argc]) != 0)
+            goto oom;
         cmd->argl[argc + 1] = e->alen;
-        b->args.len += e->alen;
         argc++;
+        if (e->blen > 0) {
+            if (put_arg(b, e->b, e->blen, &offs[argc]) != 0)
+                goto oom;
+            cmd->argl[argc + 1] = e->blen;
+            argc++;
+            cmd->nleases++;
+        }
         b->sent += e->size;
-        if (b->sent >= end)
+        if (b->sent >= end || argc >= REDIS_CMDBUF_KEYS_PER_DEL)
             break;
         if (read_entry(b, b->sent, e, err, errlen) != 0)
             return -1;
-        if (e->kind != kind)
+        /* The next key and its lease must fit whole. */
+        if (e->kind != kind || argc + 1 + (e->blen > 0) > REDIS_CMDBUF_KEYS_PER_DEL)
             break;
     }
     cmd->argv[0] = kind == REDIS_CMD_UNLINK ? "UNLINK" : "DEL";
@@ -332,6 +359,9 @@ static int next_del(struct redis_cmdbuf *b, struct entry *e, struct redis_cmd *c
     cmd->nkeys = (size_t)argc;
     cmd->argc = argc + 1;
     return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
 }
 
 /* Builds the next command; see redis_cmdbuf.h. */
@@ -373,6 +403,7 @@ int redis_cmdbuf_next(struct redis_cmdbuf *b, uint64_t commit_lsn, struct redis_
     }
     cmd->argl[0] = strlen(cmd->argv[0]);
     cmd->nkeys = 1;
+    cmd->nleases = 0;
     b->sent += e.size;
     return 1;
 }

@@ -28,6 +28,7 @@ struct redis_cmd {
     const char *argv[REDIS_CMDBUF_KEYS_PER_DEL + 1];
     size_t argl[REDIS_CMDBUF_KEYS_PER_DEL + 1];
     size_t nkeys; /* keys or channels the command names, for metrics */
+    size_t nleases; /* of those keys, how many are lease keys */
     char lsn[24];
 };
 
@@ -43,6 +44,13 @@ void redis_cmdbuf_free(struct redis_cmdbuf *b);
 /* Appends a DEL, UNLINK, GEN_LSN or GEN_INCR of key (copied) unless the same kind and key is
  * already there since the last spill.  Returns 0, or -1 when out of memory or too large. */
 int redis_cmdbuf_add_key(struct redis_cmdbuf *b, enum redis_cmd_kind kind, const char *key, size_t len);
+
+/* Appends a DEL or UNLINK of key together with its lease key (both copied), unless the same
+ * kind and key is already there since the last spill; the two are always sent in one command,
+ * key first.  A lease_len of 0 is a key without a lease.  Returns 0, or -1 when out of memory,
+ * too large, or kind is not DEL or UNLINK. */
+int redis_cmdbuf_add_key_lease(struct redis_cmdbuf *b, enum redis_cmd_kind kind, const char *key, size_t len,
+                               const char *lease, size_t lease_len);
 
 /* Appends a PUBLISH of payload on channel (both copied); never deduplicated, since two
  * changes' messages differ in what they say.  Returns 0, or -1 when out of memory. */
@@ -70,7 +78,7 @@ size_t redis_cmdbuf_memory(const struct redis_cmdbuf *b);
 int redis_cmdbuf_unsent(const struct redis_cmdbuf *b);
 
 /* Builds the next command into cmd: up to REDIS_CMDBUF_KEYS_PER_DEL consecutive keys of one
- * kind as one DEL or UNLINK, or one PUBLISH, SET (to commit_lsn) or INCR.  Returns 1 with cmd
+ * kind (a key's lease counted, and never split from it) as one DEL or UNLINK, or one PUBLISH, SET (to commit_lsn) or INCR.  Returns 1 with cmd
  * filled, 0 when every command was read, or -1 with a reason in err. */
 int redis_cmdbuf_next(struct redis_cmdbuf *b, uint64_t commit_lsn, struct redis_cmd *cmd, char *err, size_t errlen);
 

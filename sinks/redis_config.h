@@ -42,6 +42,9 @@ struct pgf_redis_cfg {
     unsigned command_timeout_ms; /* no reply for this long: reconnect and resend; 0 = 10000 */
     char *message_prefix;        /* NULL = "pgfanout.invalidate" */
     const char *on_read;         /* "invalidate": rows read by a snapshot delete their keys; else ignored */
+    int leases;                  /* each deleted key's lease key is deleted in the same command */
+    char *lease_suffix;          /* NULL = ":lease" */
+    const char *lease_layout;    /* "suffix" (NULL) or "cluster"; see sinks/redis_lease.h */
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
     struct pgf_redis_rule_cfg *rules;

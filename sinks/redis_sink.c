@@ -24,6 +24,7 @@
 #include "common/lsn.h"
 #include "sinks/redis_cmdbuf.h"
 #include "sinks/redis_conn.h"
+#include "sinks/redis_lease.h"
 #include "sinks/txn_ring.h"
 
 /* An open transaction's commands move to disk beyond this many bytes. */
@@ -55,8 +56,18 @@ struct redis_sink {
     int pipe_wr;
     int wake_pending;
 
+    /* Leases (redis.leases): how their names are made, and scratch to build one in. */
+    int leases;
+    enum pgf_lease_layout lease_layout;
+    const char *lease_suffix;
+    size_t lease_suffix_len;
+    char *lease_buf;
+    size_t lease_cap;
+    uint64_t lease_unsupported; /* keys given no lease: no name shares their hash slot */
+    int lease_unsupported_warned;
+
     struct pgf_hist latency;
-    uint64_t keys_sent, commands_sent, txns_done;
+    uint64_t keys_sent, leases_sent, commands_sent, txns_done;
     char failure[SINK_ERRSTR_SIZE];
 };
 
@@ -125,8 +136,30 @@ static struct redis_cmdbuf *open_cmds(struct redis_sink *r)
 /* pgf_inval_out callbacks: the rules' keys become commands of the open transaction. */
 static int out_key(void *ctx, enum pgf_redis_action action, const char *key, size_t len)
 {
-    struct redis_cmdbuf *b = open_cmds(ctx);
-    return b ? redis_cmdbuf_add_key(b, action == PGF_REDIS_UNLINK ? REDIS_CMD_UNLINK : REDIS_CMD_DEL, key, len) : -1;
+    struct redis_sink *r = ctx;
+    struct redis_cmdbuf *b = open_cmds(r);
+    enum redis_cmd_kind kind = action == PGF_REDIS_UNLINK ? REDIS_CMD_UNLINK : REDIS_CMD_DEL;
+    if (b == NULL)
+        return -1;
+    if (!r->leases)
+        return redis_cmdbuf_add_key(b, kind, key, len);
+    if (sink_grow((void **)&r->lease_buf, &r->lease_cap, pgf_redis_lease_key_max(r->lease_suffix_len, len)) != 0)
+        return -1;
+    long n = pgf_redis_lease_key(r->lease_layout, r->lease_suffix, r->lease_suffix_len, key, len, r->lease_buf,
+                                 r->lease_cap);
+    if (n < 0)
+        return -1;
+    if (n == 0) {
+        r->lease_unsupported++;
+        if (!r->lease_unsupported_warned) {
+            r->lease_unsupported_warned = 1;
+            pgf_warn("redis: key '%.*s' contains a '}' but no valid {hash tag}, so no lease key can share its "
+                     "Redis Cluster hash slot; it is deleted without a lease (counted in "
+                     "pgfanout_redis_lease_unsupported_total). Give such keys an explicit {tag}",
+                     (int)(len > 200 ? 200 : len), key);
+        }
+    }
+    return redis_cmdbuf_add_key_lease(b, kind, key, len, r->lease_buf, (size_t)n);
 }
 
 static int out_generation(void *ctx, enum pgf_redis_generation mode, const char *key, size_t len)
@@ -187,7 +220,8 @@ static int send_next(struct redis_sink *r, uint64_t seq, struct rtxn *t)
     if (redis_conn_send(r->conn, seq, cmd.argc, cmd.argv, cmd.argl, r->base.errstr, sizeof r->base.errstr) != 0)
         return -1;
     t->h.pending++;
-    r->keys_sent += cmd.nkeys;
+    r->keys_sent += cmd.nkeys - cmd.nleases;
+    r->leases_sent += cmd.nleases;
     r->commands_sent++;
     return 0;
 }
@@ -390,10 +424,12 @@ static void redis_close(struct sink *sink)
 {
     struct redis_sink *r = (struct redis_sink *)sink;
     if (r->commands_sent > 0)
+        /* The lease count goes last: scripts and the bench parse the line as it was before. */
         pgf_info("redis: %" PRIu64 " transactions, %" PRIu64 " keys in %" PRIu64
-                 " commands; commit-to-ack latency p50 %.1f ms, p99 %.1f ms, max %.1f ms",
+                 " commands; commit-to-ack latency p50 %.1f ms, p99 %.1f ms, max %.1f ms; %" PRIu64
+                 " lease keys deleted with the keys",
                  r->txns_done, r->keys_sent, r->commands_sent, pgf_hist_quantile(&r->latency, 0.5) / 1000.0,
-                 pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0);
+                 pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0, r->leases_sent);
     redis_conn_close(r->conn);
     if (r->ev_send)
         event_free(r->ev_send);
@@ -408,6 +444,7 @@ static void redis_close(struct sink *sink)
     if (r->pipe_wr >= 0)
         close(r->pipe_wr);
     pgf_redis_rules_free(r->rules);
+    free(r->lease_buf);
     free(r);
 }
 
@@ -420,10 +457,52 @@ static const struct sink_ops redis_ops = {
     .close = redis_close,
 };
 
+/* Returns 1 when s ends with suffix (of len n), else 0. */
+static int ends_with(const char *s, const char *suffix, size_t n)
+{
+    size_t len = strlen(s);
+    return n > 0 && len >= n && memcmp(s + len - n, suffix, n) == 0;
+}
+
+/* Warns about each key template or table key that ends with the lease suffix: that key could
+ * be some other key's lease, and the lease scripts would then read a cached value as a token. */
+static void warn_lease_collisions(const struct redis_sink *r)
+{
+    const struct pgf_redis_cfg *cfg = r->cfg;
+    for (unsigned i = 0; r->leases && r->lease_layout == PGF_LEASE_SUFFIX && i < cfg->rules_count; i++) {
+        const struct pgf_redis_rule_cfg *ru = &cfg->rules[i];
+        for (unsigned k = 0; k < ru->keys_count + ru->table_keys_count; k++) {
+            const char *key = k < ru->keys_count ? ru->keys[k] : ru->table_keys[k - ru->keys_count];
+            if (ends_with(key, r->lease_suffix, r->lease_suffix_len))
+                pgf_warn("redis: key '%s' of the rule for %s ends with redis.lease_suffix '%s', so it can be "
+                         "another key's lease key; choose another suffix or key name", key, ru->table,
+                         r->lease_suffix);
+        }
+    }
+}
+
 /* Checks what can be checked before connecting; see redis_sink.h. */
 int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t errlen)
 {
+    /* An empty suffix would make every lease its own key: the fill script would then see its
+     * token as the cached value. */
+    if (cfg->leases && cfg->lease_suffix && cfg->lease_suffix[0] == '\0') {
+        snprintf(errbuf, errlen, "redis.lease_suffix is empty, so each lease key would be its cache key; set "
+                 "a suffix such as \":lease\", or redis.leases: false");
+        return -1;
+    }
     return redis_conn_check(cfg, errbuf, errlen);
+}
+
+/* Reports the lease counters; see redis_sink.h. */
+int redis_sink_lease_counts(const struct sink *sink, uint64_t *leases, uint64_t *unsupported)
+{
+    if (sink == NULL || sink->ops != &redis_ops)
+        return -1;
+    const struct redis_sink *r = (const struct redis_sink *)sink;
+    *leases = r->leases_sent;
+    *unsupported = r->lease_unsupported;
+    return 0;
 }
 
 /* Opens the sink; see redis_sink.h. */
@@ -441,6 +520,11 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->pipe_wr = -1;
     r->rules = c->rules;
     r->cfg = c->cfg;
+    r->leases = c->cfg->leases;
+    r->lease_layout = c->cfg->lease_layout && strcmp(c->cfg->lease_layout, "cluster") == 0 ? PGF_LEASE_CLUSTER
+                                                                                          : PGF_LEASE_SUFFIX;
+    r->lease_suffix = c->cfg->lease_suffix ? c->cfg->lease_suffix : ":lease";
+    r->lease_suffix_len = strlen(r->lease_suffix);
     r->evbase = c->base;
     r->handler = (struct redis_conn_handler){.up = on_conn_up, .down = on_conn_down, .retrying = on_conn_retrying,
                                              .reply = on_conn_reply, .refused = on_conn_refused, .ctx = r};
@@ -465,6 +549,7 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
         redis_close(&r->base);
         return NULL;
     }
+    warn_lease_collisions(r);
     redis_conn_start(r->conn);
     return &r->base;
 }

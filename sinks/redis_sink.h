@@ -3,6 +3,7 @@
 #define PGFANOUT_REDIS_SINK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sinks/redis_config.h"
 #include "sinks/redis_rules.h"
@@ -24,5 +25,9 @@ int redis_sink_validate(const struct pgf_redis_cfg *cfg, char *errbuf, size_t er
  * password comes from PGFANOUT_REDIS_PASSWORD or redis.password_file and is never logged.
  * Returns the sink, or NULL with a reason in errbuf. */
 struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, size_t errlen);
+
+/* Sets *leases to the lease keys sent (resends count again) and *unsupported to the keys that
+ * got no lease (cluster layout); returns 0, or -1 when sink is not a Redis sink. */
+int redis_sink_lease_counts(const struct sink *sink, uint64_t *leases, uint64_t *unsupported);
 
 #endif

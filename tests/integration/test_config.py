@@ -277,6 +277,7 @@ REDIS_SCALARS = {
     "redis.host": "127.0.0.1", "redis.port": 6379, "redis.db": 0, "redis.username": None,
     "redis.password_file": None, "redis.tls": False, "redis.window": 64, "redis.linger_ms": 0,
     "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate", "redis.on_read": "ignore",
+    "redis.leases": True, "redis.lease_suffix": ":lease", "redis.lease_layout": "suffix",
 }
 # Then the password (redacted; the comment says where it came from), the presets and the
 # number of rules.

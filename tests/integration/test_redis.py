@@ -732,6 +732,8 @@ SETTINGS_ERRORS = {
                               ["redis.password_file", "/nonexistent/redis-password"]),
     "password_file_empty": ({"password_file": "EMPTY"}, "", ["redis.password_file", "empty"]),
     "tls": ({"tls": True}, "", ["redis.tls", "TLS"]),
+    "empty_lease_suffix": ({"lease_suffix": ""}, "", ["redis.lease_suffix", "redis.leases: false"]),
+    "bad_lease_layout": ({"lease_layout": "ring"}, "", ["redis.lease_layout", "suffix, cluster"]),
 }
 
 

@@ -249,6 +249,64 @@ static void test_reset(void **state)
     redis_cmdbuf_free(NULL);
 }
 
+/* Adds a key with its lease ("<key>:lease"), asserting success. */
+static void add_leased(struct redis_cmdbuf *b, enum redis_cmd_kind kind, const char *key)
+{
+    char lease[64];
+    int n = snprintf(lease, sizeof lease, "%s:lease", key);
+    assert_int_equal(redis_cmdbuf_add_key_lease(b, kind, key, strlen(key), lease, (size_t)n), 0);
+}
+
+/* A key's lease follows it in the same command, is counted as a lease, is never split from it
+ * at the 256-key limit, and survives a spill; a key without a lease (length 0) goes alone. */
+static void test_leases_go_with_their_keys(void **state)
+{
+    (void)state;
+    for (int spill = 0; spill < 2; spill++) {
+        struct redis_cmdbuf *b = redis_cmdbuf_new(spill ? 64 : NO_SPILL);
+        char key[32], err[256];
+        add_leased(b, REDIS_CMD_DEL, "a");
+        add_leased(b, REDIS_CMD_DEL, "a"); /* a duplicate: dropped with its lease */
+        assert_int_equal(redis_cmdbuf_add_key_lease(b, REDIS_CMD_DEL, "b}", 2, "", 0), 0);
+        assert_int_equal(redis_cmdbuf_end_change(b, err, sizeof err), 0);
+        add_leased(b, REDIS_CMD_UNLINK, "u");
+        assert_int_equal(redis_cmdbuf_add_key_lease(b, REDIS_CMD_GEN_LSN, "g", 1, "g:lease", 7), -1);
+        assert_int_equal(redis_cmdbuf_end_change(b, err, sizeof err), 0);
+        redis_cmdbuf_seal(b);
+        struct script s = drain(b);
+        assert_string_equal(s.text, "4 DEL a a:lease b}\n"
+                                    "3 UNLINK u u:lease\n");
+        free(s.text);
+        redis_cmdbuf_free(b);
+
+        /* 200 leased keys: 128 pairs fill the first DEL exactly, then 72 pairs. */
+        b = redis_cmdbuf_new(spill ? 1024 : NO_SPILL);
+        assert_int_equal(redis_cmdbuf_add_key_lease(b, REDIS_CMD_DEL, "odd", 3, "", 0), 0);
+        for (int i = 0; i < 200; i++) {
+            snprintf(key, sizeof key, "k%d", i);
+            add_leased(b, REDIS_CMD_DEL, key);
+            assert_int_equal(redis_cmdbuf_end_change(b, err, sizeof err), 0);
+        }
+        redis_cmdbuf_seal(b);
+        struct redis_cmd cmd;
+        /* One lone key first, so a pair would straddle the limit at 255 + 2: it moves whole. */
+        size_t want[][2] = {{255, 127}, {146, 73}};
+        for (int c = 0; c < 2; c++) {
+            assert_int_equal(redis_cmdbuf_next(b, 42, &cmd, err, sizeof err), 1);
+            assert_int_equal(cmd.nkeys, want[c][0]);
+            assert_int_equal(cmd.nleases, want[c][1]);
+            assert_int_equal(cmd.argc, (int)want[c][0] + 1);
+            for (int i = c == 0 ? 2 : 1; i + 1 < cmd.argc; i += 2) { /* each key, then its lease */
+                assert_int_equal(cmd.argl[i + 1], cmd.argl[i] + 6);
+                assert_memory_equal(cmd.argv[i + 1], cmd.argv[i], cmd.argl[i]);
+                assert_memory_equal(cmd.argv[i + 1] + cmd.argl[i], ":lease", 6);
+            }
+        }
+        assert_int_equal(redis_cmdbuf_next(b, 42, &cmd, err, sizeof err), 0);
+        redis_cmdbuf_free(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +314,7 @@ int main(void)
         cmocka_unit_test(test_batches_of_256),
         cmocka_unit_test(test_spill_replays_identically),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_leases_go_with_their_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
