@@ -253,7 +253,9 @@ def test_quickstart(pgfanout, qs_tmp):
                      "products:list", "homepage:featured"}
     cmds = [c.split() for c in facts["redis_commands"]]
     assert cmds and all(c[0].upper() == "DEL" for c in cmds), facts["redis_commands"]
-    assert {k for c in cmds for k in c[1:]} == named
+    # Each key goes with its lease key (redis.leases, on by default), in the same DEL.
+    assert {k for c in cmds for k in c[1:]} == named | {k + ":lease" for k in named}
+    assert all(k + ":lease" in c[1:] for c in cmds for k in c[1:] if not k.endswith(":lease"))
     assert len(cmds) == 4  # one per transaction
     # ... of the cached keys exactly those vanished, and the rest stayed ...
     before, after = set(facts["redis_before"]), set(facts["redis_after"])
