@@ -11,5 +11,6 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_ASAN_BUILD="$PW
 cmake --build build -j "$jobs"
 bash scripts/fetch-kafka.sh build/kafka.classpath
 bash scripts/fetch-flink.sh build/flink.classpath
+bash scripts/fetch-pyenv.sh build/venv
 cd build
 ctest --output-on-failure --timeout 1200 "$@"
