@@ -115,12 +115,15 @@ class PgStandby(PgCluster):
     primary into a data directory of its own, then started on its own port and socket
     directory, by its own pid (stop() as for a PgCluster).  With slot, pg_basebackup also
     creates that physical slot on the primary (-C -S), so the primary keeps the WAL the
-    standby has not received.  promote() makes it a primary of its own (a failover)."""
+    standby has not received.  promote() makes it a primary of its own (a failover).
+    With application_name, the standby's primary_conninfo (written by -R) carries it, so the
+    primary's pg_stat_replication shows the standby under that name."""
 
-    def __init__(self, primary, slot=None, extra_conf=None):
+    def __init__(self, primary, slot=None, extra_conf=None, application_name=None):
         super().__init__(wal_level=primary.wal_level, extra_conf=extra_conf)
         self.primary = primary
         self.slot = slot
+        self.application_name = application_name
 
     def start(self):
         """Takes the base backup and starts the standby; returns once it accepts (read-only)
@@ -130,6 +133,9 @@ class PgStandby(PgCluster):
                 "-c", "fast", "--no-sync"]
         if self.slot:
             argv += ["-C", "-S", self.slot]
+        if self.application_name:
+            # -R copies the connection's options into primary_conninfo, application_name too.
+            argv += ["-d", f"application_name={self.application_name}"]
         r = subprocess.run(argv, user=self._user, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
         if r.returncode != 0:
