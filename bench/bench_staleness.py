@@ -24,11 +24,12 @@ ratio to plain in the same run; pgfanout's keys/s, peak RSS (VmHWM) and CPU; the
 own replay lag (sampled), and pgfanout's second-pass latency and replica lag from /metrics
 when it publishes them.  A PNG chart of the three modes goes to --png.
 
-  /tmp/venv/bin/python bench/bench_staleness.py                  # 3 x 60 s, ~4 min
-  /tmp/venv/bin/python bench/bench_staleness.py --seconds 10 --png /tmp/s.png
+  scripts/fetch-pyenv.sh                                          # build/venv
+  build/venv/bin/python bench/bench_staleness.py                  # 3 x 60 s, ~4 min
+  build/venv/bin/python bench/bench_staleness.py --seconds 10 --png /tmp/s.png
 
-Needs psycopg and redis-py, and matplotlib for the chart (a venv made from Debian's python3 by
-scripts/fetch-pyenv.sh has all three).  Not part of ctest.  Every process it starts is stopped
+Needs psycopg and redis-py, and matplotlib for the chart: build/venv (scripts/fetch-pyenv.sh,
+made from Debian's python3) has all three.  Not part of ctest.  Every process it starts is stopped
 by its own handle.  Exit status: 0, 1 when a check failed, 3 with --strict when a goal was
 missed (plain shows no stale key, leases+replica shows some, RSS above 32 MB).
 """
