@@ -35,6 +35,8 @@ def scenario(pgfanout, tmp_path_factory):
 def test_plain_cache_aside_leaves_stale_keys(scenario):
     r = scenario.run_mode("plain", SECONDS, **SIZE)
     assert r.writes > 100 and r.reads > 1000, r.summary()
+    lag = staleness.percentile(r.replay_lag, 0.5)
+    assert lag is not None and lag > 0.15, f"the standby is not lagging: replay lag p50 {lag} s"
     assert r.stale_keys > 0, "the race did not show: the other test proves nothing\n" + r.summary()
 
 
