@@ -11,7 +11,8 @@ stamp="$venv/.requirements"
 if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
   exit 0
 fi
-python3 -m venv --system-site-packages "$venv"
+# Debian's python3 by path: a pyenv or other python3 first on PATH does not see its packages.
+/usr/bin/python3 -m venv --system-site-packages "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
 cp "$req" "$stamp"
 echo "fetch-pyenv: $venv ready ($("$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(django|django-cacheops|redis|matplotlib) ' | tr -s ' ' | paste -sd, -))" >&2
