@@ -385,12 +385,13 @@ static size_t open_sinks(const struct pgf_options *opts, const struct pgf_server
     if (opts->sinks & PGF_SINK_REDIS) {
         /* Warnings only, but before streaming starts, where a reader of the log expects them. */
         int checked;
-        struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules, &checked);
+        struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules,
+                                                                    redis->cacheops != NULL, &checked);
         run_until(base, &checked);
         if (!checked)
             pgf_catalog_check_cancel(check);
-        if (pgf_redis_rules_count(rules) == 0 && redis->cachalot == NULL)
-            pgf_warn("redis: no rules (redis.rules is empty and the cachalot preset is off), so no row change "
+        if (pgf_redis_rules_count(rules) == 0 && redis->cachalot == NULL && redis->cacheops == NULL)
+            pgf_warn("redis: no rules (redis.rules is empty and the cachalot and cacheops presets are off), so no row change "
                      "invalidates anything; only pg_logical_emit_message(true, '%s', 'key ...') messages will. "
                      "Add rules to the redis section of the config file (see pgfanout.example.yaml)",
                      redis->message_prefix ? redis->message_prefix : "pgfanout.invalidate");

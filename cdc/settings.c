@@ -190,6 +190,9 @@ const struct pgf_setting pgf_settings[] = {
             "Django's cache key format KEY_PREFIX:VERSION:key (key_prefix, version)", .flags = PGF_S_NOENV),
     SETTING("redis.cachalot", NULL, PGF_T_PRESET, NULL, redis.cachalot, NULL,
             "django-cachalot's table keys (db_alias)", .flags = PGF_S_NOENV),
+    SETTING("redis.cacheops", NULL, PGF_T_PRESET, NULL, redis.cacheops, NULL,
+            "django-cacheops' conj keys from every row change (prefix, insideout,\ndecimal_variants); needs "
+            "REPLICA IDENTITY FULL", .flags = PGF_S_NOENV),
     SETTING("redis.rules", NULL, PGF_T_RULES, NULL, redis.rules, NULL,
             "the keys each table's changes invalidate (see pgfanout.example.yaml)", .flags = PGF_S_NOENV),
     SETTING("redis_addr", "redis", PGF_T_HOSTPORT, NULL, redis_addr, "HOST:PORT",

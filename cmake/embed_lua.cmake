@@ -1,6 +1,7 @@
 # Writes a C header with each Lua script of contrib/redis as a string pgf_lua_<name>[]:
-# cmake -DOUT=<header> -DSCRIPTS="<path>;<path>" -P embed_lua.cmake
+# cmake -DOUT=<header> -DSCRIPTS=<path>,<path> -P embed_lua.cmake
 set(body "/* Generated from contrib/redis Lua files by cmake/embed_lua.cmake; do not edit. */\n")
+string(REPLACE "," ";" SCRIPTS "${SCRIPTS}")
 foreach(path ${SCRIPTS})
   get_filename_component(name ${path} NAME_WE)
   file(READ ${path} text)

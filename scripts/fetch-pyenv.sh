@@ -12,6 +12,7 @@ stamp="$venv/.requirements"
 if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
   exit 0
 fi
+# Debian's python3 by path: a pyenv or other python3 first on PATH does not see its packages.
 /usr/bin/python3 -m venv --system-site-packages "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
 cp "$req" "$stamp"

@@ -30,6 +30,13 @@ struct pgf_cachalot_cfg {
     char *db_alias;  /* Django DATABASES alias; NULL = "default" */
 };
 
+/* The django-cacheops preset: invalidate cacheops' conj keys from every row change. */
+struct pgf_cacheops_cfg {
+    char *prefix;        /* CACHEOPS_PREFIX as a constant; NULL = "" */
+    int insideout;       /* CACHEOPS_INSIDEOUT: conj keys are stamps, values str()'d */
+    int *decimal_variants; /* NULL = on: decimals also without their trailing zeros */
+};
+
 struct pgf_redis_cfg {
     char *host;                  /* NULL = 127.0.0.1; a path starting with / is a unix socket */
     unsigned port;               /* 0 = 6379 */
@@ -53,6 +60,7 @@ struct pgf_redis_cfg {
     int replica_max_wait_ms;
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
+    struct pgf_cacheops_cfg *cacheops;
     struct pgf_redis_rule_cfg *rules;
     unsigned rules_count;
 };

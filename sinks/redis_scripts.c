@@ -9,6 +9,7 @@
 
 static const char *const texts[REDIS_SCRIPT_COUNT] = {
     [REDIS_SCRIPT_RAISE] = pgf_lua_raise,
+    [REDIS_SCRIPT_CACHEOPS] = pgf_lua_cacheops_invalidate,
 };
 
 static char shas[REDIS_SCRIPT_COUNT][41];

@@ -9,7 +9,8 @@
 #include <stddef.h>
 
 enum redis_script {
-    REDIS_SCRIPT_RAISE = 0, /* contrib/redis/raise.lua */
+    REDIS_SCRIPT_RAISE = 0,    /* contrib/redis/raise.lua */
+    REDIS_SCRIPT_CACHEOPS,     /* contrib/redis/cacheops_invalidate.lua */
     REDIS_SCRIPT_COUNT
 };
 

@@ -29,6 +29,7 @@
 #include "common/histogram.h"
 #include "common/log.h"
 #include "common/lsn.h"
+#include "sinks/redis_cacheops.h"
 #include "sinks/redis_cmdbuf.h"
 #include "sinks/redis_conn.h"
 #include "sinks/redis_lease.h"
@@ -103,6 +104,17 @@ struct redis_sink {
     int ryw_inflight;
     uint64_t ryw_sent, ryw_done, idle_lsn;
     int ryw_warned;
+
+    /* The cacheops preset (redis.cacheops): its constants, scratch for one row object and its
+     * values, and what was already logged, so each table and column is logged once. */
+    int cacheops_on;
+    struct pgf_cacheops_call cacheops;
+    struct pgf_cacheops_buf cacheops_row;
+    const struct pgf_value **cacheops_vals;
+    size_t cacheops_vals_cap;
+    char **cacheops_logged;
+    size_t cacheops_nlogged;
+    uint64_t cacheops_rows, cacheops_unconvertible, cacheops_wide;
 
     struct pgf_hist latency;
     uint64_t keys_sent, leases_sent, commands_sent, txns_done;
@@ -250,6 +262,116 @@ static void out_notice(void *ctx, const char *msg)
     pgf_warn("%s", msg);
 }
 
+/* ---- the cacheops preset ---- */
+
+/* Logs what (a table, or table.column) once: returns 1 when it was new, 0 when logged before
+ * or out of memory (then staying quiet is the lesser harm). */
+static int cacheops_log_once(struct redis_sink *r, const char *what)
+{
+    for (size_t i = 0; i < r->cacheops_nlogged; i++)
+        if (strcmp(r->cacheops_logged[i], what) == 0)
+            return 0;
+    char **grown = realloc(r->cacheops_logged, (r->cacheops_nlogged + 1) * sizeof *grown);
+    if (grown == NULL)
+        return 0;
+    r->cacheops_logged = grown;
+    if ((grown[r->cacheops_nlogged] = strdup(what)) == NULL)
+        return 0;
+    r->cacheops_nlogged++;
+    return 1;
+}
+
+/* Context of the encoder's report about a column it left out. */
+struct cacheops_skip_ctx {
+    struct redis_sink *r;
+    const struct pgf_relation *rel;
+};
+
+/* The encoder left a column out: count it, and say once per column what that costs. */
+static void cacheops_skipped(void *arg, uint16_t att, const char *why)
+{
+    struct cacheops_skip_ctx *c = arg;
+    char what[512];
+    c->r->cacheops_unconvertible++;
+    snprintf(what, sizeof what, "%s.%s.%s", c->rel->nspname, c->rel->relname, c->rel->attrs[att].name);
+    if (cacheops_log_once(c->r, what))
+        pgf_warn("redis.cacheops: column %s holds %s, which pgfanout cannot write exactly as cacheops does; "
+                 "the column is left out, so a cached query filtered on it invalidates all of %s's cached "
+                 "queries instead (counted; logged once per column)", what, why, c->rel->relname);
+}
+
+/* Queues one row image: vals from img (the old or the new row) with unchanged TOAST values
+ * taken from the old image.  Returns 0 or -1 (out of memory). */
+static int cacheops_row(struct redis_sink *r, struct redis_cmdbuf *b, const struct pgf_event *ev,
+                        const struct pgf_value *img, const struct pgf_value *old)
+{
+    const struct pgf_relation *rel = ev->rel;
+    if (r->cacheops_vals_cap < rel->natts) {
+        const struct pgf_value **v = realloc(r->cacheops_vals, rel->natts * sizeof *v);
+        if (v == NULL)
+            return -1;
+        r->cacheops_vals = v;
+        r->cacheops_vals_cap = rel->natts;
+    }
+    for (uint16_t att = 0; att < rel->natts; att++) {
+        const struct pgf_value *v = &img[att];
+        if (v->kind == PGF_VALUE_UNCHANGED_TOAST && old)
+            v = &old[att];
+        r->cacheops_vals[att] = v;
+    }
+    struct cacheops_skip_ctx c = {r, rel};
+    r->cacheops_row.len = 0;
+    if (pgf_cacheops_encode_row(&r->cacheops, rel, r->cacheops_vals, &r->cacheops_row, cacheops_skipped, &c) != 0)
+        return -1;
+    r->cacheops_rows++;
+    return redis_cmdbuf_add_cacheops(b, &r->cacheops, rel->relname, strlen(rel->relname), r->cacheops_row.p,
+                                     r->cacheops_row.len);
+}
+
+/* Queues an invalidation of every cached query on rel's table. */
+static int cacheops_wide(struct redis_sink *r, struct redis_cmdbuf *b, const struct pgf_relation *rel)
+{
+    r->cacheops_wide++;
+    return redis_cmdbuf_add_cacheops(b, &r->cacheops, rel->relname, strlen(rel->relname), NULL, 0);
+}
+
+/* Queues what one change asks of cacheops: the new row of an insert, the old and the new row
+ * of an update, the old row of a delete, the whole table for a truncate.  An update without
+ * an old row (the table is not REPLICA IDENTITY FULL) cannot say which queries held the row
+ * before, so it invalidates the whole table.  Returns 0 or -1 (out of memory). */
+static int cacheops_change(struct redis_sink *r, const struct pgf_event *ev)
+{
+    struct redis_cmdbuf *b;
+    if (ev->op == PGF_OP_TRUNCATE) {
+        if ((b = open_cmds(r)) == NULL)
+            return -1;
+        for (uint32_t i = 0; i < ev->truncate.nrels; i++)
+            if (cacheops_wide(r, b, ev->truncate.rels[i]) != 0)
+                return -1;
+        return 0;
+    }
+    int read = ev->op == PGF_OP_READ && r->cfg->on_read && strcmp(r->cfg->on_read, "invalidate") == 0;
+    if (ev->op != PGF_OP_INSERT && ev->op != PGF_OP_UPDATE && ev->op != PGF_OP_DELETE && !read)
+        return 0;
+    if ((b = open_cmds(r)) == NULL)
+        return -1;
+    if (ev->op == PGF_OP_UPDATE && ev->before == NULL) {
+        char what[512];
+        snprintf(what, sizeof what, "%s.%s", ev->rel->nspname, ev->rel->relname);
+        if (cacheops_log_once(r, what))
+            pgf_warn("redis.cacheops: an UPDATE of %s came without its old row, so every cached query on %s is "
+                     "invalidated (and again for each such update). Fix: ALTER TABLE %s REPLICA IDENTITY FULL",
+                     what, ev->rel->relname, what);
+        return cacheops_wide(r, b, ev->rel);
+    }
+    if (ev->op == PGF_OP_UPDATE || ev->op == PGF_OP_DELETE)
+        if (cacheops_row(r, b, ev, ev->before ? ev->before : ev->key, NULL) != 0)
+            return -1;
+    if (ev->after && cacheops_row(r, b, ev, ev->after, ev->before) != 0)
+        return -1;
+    return 0;
+}
+
 /* Opens the entry of a new transaction; returns 0 or -1. */
 static int txn_open(struct redis_sink *r)
 {
@@ -269,7 +391,7 @@ static int redis_emit(struct sink *sink, const struct pgf_event *ev)
         return sink_fail(sink, "out of memory");
     struct pgf_inval_out out = {.key = out_key, .generation = out_generation, .publish = out_publish,
                                 .notice = out_notice, .ctx = r};
-    if (pgf_redis_rules_apply(r->rules, ev, &out) != 0)
+    if (pgf_redis_rules_apply(r->rules, ev, &out) != 0 || (r->cacheops_on && cacheops_change(r, ev) != 0))
         return sink_fail(sink, "out of memory collecting cache keys");
     struct rtxn *t = txn_at(r, r->ring.tail - 1);
     if (t->cmds && redis_cmdbuf_end_change(t->cmds, sink->errstr, sizeof sink->errstr) != 0)
@@ -664,6 +786,9 @@ static void redis_close(struct sink *sink)
                  " lease keys deleted with the keys",
                  r->txns_done, r->keys_sent, r->commands_sent, pgf_hist_quantile(&r->latency, 0.5) / 1000.0,
                  pgf_hist_quantile(&r->latency, 0.99) / 1000.0, r->latency.max_us / 1000.0, r->leases_sent);
+    if (r->cacheops_on)
+        pgf_info("redis.cacheops: %" PRIu64 " row images sent, %" PRIu64 " values left out as unconvertible, %"
+                 PRIu64 " whole-table invalidations", r->cacheops_rows, r->cacheops_unconvertible, r->cacheops_wide);
     redis_conn_close(r->conn);
     if (r->ev_send)
         event_free(r->ev_send);
@@ -682,6 +807,11 @@ static void redis_close(struct sink *sink)
         close(r->pipe_wr);
     pgf_redis_rules_free(r->rules);
     free(r->lease_buf);
+    free(r->cacheops_row.p);
+    free(r->cacheops_vals);
+    for (size_t i = 0; i < r->cacheops_nlogged; i++)
+        free(r->cacheops_logged[i]);
+    free(r->cacheops_logged);
     free(r);
 }
 
@@ -775,6 +905,12 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
                                                                                           : PGF_LEASE_SUFFIX;
     r->lease_suffix = c->cfg->lease_suffix ? c->cfg->lease_suffix : ":lease";
     r->lease_suffix_len = strlen(r->lease_suffix);
+    if (c->cfg->cacheops) {
+        const struct pgf_cacheops_cfg *co = c->cfg->cacheops;
+        r->cacheops_on = 1;
+        r->cacheops = (struct pgf_cacheops_call){.prefix = co->prefix ? co->prefix : "", .insideout = co->insideout,
+                                                 .variants = co->decimal_variants ? *co->decimal_variants : 1};
+    }
     r->evbase = c->base;
     r->handler = (struct redis_conn_handler){.up = on_conn_up, .down = on_conn_down, .retrying = on_conn_retrying,
                                              .reply = on_conn_reply, .refused = on_conn_refused, .ctx = r};
