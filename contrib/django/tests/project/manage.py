@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The test project's manage.py (settings from PGFANOUT_DJANGO_* variables; see shopsite/settings.py)."""
+"""The test project's manage.py (settings from SHOPSITE_* variables; see shopsite/settings.py)."""
 import os
 import sys
 

@@ -1,7 +1,7 @@
 """Settings of the test project for pgfanout_django (tests/integration/test_django.py).
 
 The servers come from the environment, which the test harness sets after starting them:
-PGFANOUT_DJANGO_PG_HOST, _PG_PORT, _PG_USER, _PG_NAME and PGFANOUT_DJANGO_REDIS_URL.  The only
+SHOPSITE_PG_HOST, _PG_PORT, _PG_USER, _PG_NAME and SHOPSITE_REDIS_URL.  The only
 pgfanout-specific lines are the CACHES backends and their OPTIONS; the application (shop)
 uses plain Django: cache.get_or_set and the ORM."""
 import os
@@ -21,14 +21,14 @@ env = os.environ.get
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
-        "HOST": env("PGFANOUT_DJANGO_PG_HOST", "127.0.0.1"),
-        "PORT": env("PGFANOUT_DJANGO_PG_PORT", "5432"),
-        "USER": env("PGFANOUT_DJANGO_PG_USER", "postgres"),
-        "NAME": env("PGFANOUT_DJANGO_PG_NAME", "postgres"),
+        "HOST": env("SHOPSITE_PG_HOST", "127.0.0.1"),
+        "PORT": env("SHOPSITE_PG_PORT", "5432"),
+        "USER": env("SHOPSITE_PG_USER", "postgres"),
+        "NAME": env("SHOPSITE_PG_NAME", "postgres"),
     },
 }
 
-REDIS_URL = env("PGFANOUT_DJANGO_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = env("SHOPSITE_REDIS_URL", "redis://127.0.0.1:6379/0")
 # pgfanout's redis section must say the same: django: {key_prefix: "shop", version: 1}.
 KEY_PREFIX = "shop"
 VERSION = 1
