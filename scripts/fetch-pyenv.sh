@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Creates the test virtualenv ($1, or build/venv) with pip packages of tests/pyenv/requirements.txt
-# (Django, django-cacheops, redis-py, matplotlib) on top of Debian's python3 packages
-# (pytest, PyYAML, protobuf), which it sees through --system-site-packages: so the venv is made
-# with Debian's /usr/bin/python3, as CMake's tests use it, not whichever python3 PATH finds first
-# (a pyenv python3 does not see Debian's packages).  psycopg comes from PyPI, since Django 5.2
+# (Django, django-cacheops, redis-py, matplotlib, psycopg, and contrib/django editable) on top of
+# Debian's python3 packages (pytest, PyYAML, protobuf), which it sees through
+# --system-site-packages: hence Debian's /usr/bin/python3, not whatever python3 comes first on
+# PATH (a pyenv python3 does not see Debian's packages).  psycopg comes from PyPI, since Django 5.2
 # refuses Debian 12's psycopg 3.1.7.  A later run with the same requirements does nothing.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,7 +13,7 @@ stamp="$venv/.requirements"
 if [ -x "$venv/bin/python" ] && cmp -s "$req" "$stamp"; then
   exit 0
 fi
-"${PGFANOUT_VENV_PYTHON:-/usr/bin/python3}" -m venv --system-site-packages "$venv"
+/usr/bin/python3 -m venv --system-site-packages "$venv"
 # Relative paths in the requirements (./contrib/django) are relative to the source tree.
 (cd "$root" && "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req")
 cp "$req" "$stamp"
