@@ -501,6 +501,24 @@ def test_scripts_survive_script_flush_and_a_redis_restart(project, redis_srv, r)
     assert client.get(make_key("product:27")) is not None and cache.stats["filled"] == 3
 
 
+def test_async_get_or_set_and_cached_get(project, r):
+    """aget_or_set takes the lease too (Django's own would be aget, aadd, aget), running the
+    default callable, an ORM read, in the sync thread; cached("k").get(fn) is get_or_set."""
+    import asyncio
+    from django.core.cache import caches
+    from pgfanout_django import cached
+    from shop.services import load_product
+    new_product(28, name="async")
+    cache = caches["default"]
+
+    async def view():
+        return await cache.aget_or_set("product:28", lambda: load_product(28))
+    assert asyncio.run(view())["name"] == "async"
+    assert cache.stats["filled"] == 1 and cache.get("product:28")["name"] == "async"
+    assert cached("product:{pk}:extra", timeout=60).get(lambda: "x", pk=28) == "x"
+    assert cache.stats["filled"] == 2 and 0 < r.pttl(make_key("product:28:extra")) <= 60_000
+
+
 # --- the application: views, cached(...), pgfanout ---------------------------------------------------
 
 def test_views_and_cached_decorator(project, cluster, r, pgf):

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 
+from asgiref.sync import sync_to_async
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache
 from django.db import connections
@@ -162,6 +163,11 @@ class LeaseRedisCache(RedisCache):
         if answer[0] == leases.GRANTED:
             return self._fill(client, scripts, full_key, lease, token, default, timeout)
         return self._wait_or_read_through(client, full_key, default)
+
+    async def aget_or_set(self, key, default, timeout=DEFAULT_TIMEOUT, version=None):
+        """get_or_set for async code, run in Django's sync thread (Django's own aget_or_set is
+        aget, aadd, aget, which would skip the lease; and default usually reads the ORM)."""
+        return await sync_to_async(self.get_or_set, thread_sensitive=True)(key, default, timeout, version)
 
     def _fill(self, client, scripts, full_key, lease, token, default, timeout):
         """We hold the lease: compute, then store only while the token still holds it."""
