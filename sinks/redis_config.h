@@ -45,6 +45,12 @@ struct pgf_redis_cfg {
     int leases;                  /* each deleted key's lease key is deleted in the same command */
     char *lease_suffix;          /* NULL = ":lease" */
     const char *lease_layout;    /* "suffix" (NULL) or "cluster"; see sinks/redis_lease.h */
+    char *ryw_key;               /* NULL = "pgfanout:ryw:<slot>"; "" = none */
+    char *replicas;              /* standby DSNs separated by ';' (polled for their replay LSN) */
+    char *replica_names;         /* standbys' application_names in pg_stat_replication, comma-separated */
+    unsigned replica_poll_ms;    /* 0 = 50 */
+    unsigned second_pass_delay_ms;
+    int replica_max_wait_ms;
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
     struct pgf_redis_rule_cfg *rules;
