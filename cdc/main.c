@@ -403,7 +403,7 @@ static size_t open_sinks(const struct pgf_options *opts, const struct pgf_server
             return 0;
         }
         struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base, .slot = opts->slot,
-                                       .second_pass = standbys > 0};
+                                       .second_pass = standbys > 0 ? 2 : redis->second_pass ? 1 : 0};
         if ((sinks[n] = redis_sink_open(&rc, err, errlen)) == NULL) {
             while (n > 0)
                 sink_close(sinks[--n]);

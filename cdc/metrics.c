@@ -215,8 +215,6 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
         put(&t, "# HELP pgfanout_redis_ryw_lsn The LSN the read-your-writes key (redis.ryw_key) was last raised "
                 "to: every invalidation up to it is done.\n# TYPE pgfanout_redis_ryw_lsn gauge\n"
                 "pgfanout_redis_ryw_lsn %" PRIu64 "\n", ps.ryw_lsn);
-        if (m->replicas == NULL)
-            break;
         put(&t, "# HELP pgfanout_redis_second_passes_total Transactions invalidated a second time after the "
                 "standbys replayed them.\n# TYPE pgfanout_redis_second_passes_total counter\n"
                 "pgfanout_redis_second_passes_total %" PRIu64 "\n"
@@ -228,7 +226,7 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
                 "# TYPE pgfanout_redis_held_transactions gauge\npgfanout_redis_held_transactions %zu\n"
                 "# HELP pgfanout_replica_horizon_lsn The lowest replay position over the listed standbys.\n"
                 "# TYPE pgfanout_replica_horizon_lsn gauge\npgfanout_replica_horizon_lsn %" PRIu64 "\n",
-            ps.second_passes, ps.forced, ps.held, ps.horizon);
+            ps.second_passes, ps.forced, ps.held, ps.horizon == UINT64_MAX ? 0 : ps.horizon);
         put(&t, "# HELP pgfanout_redis_second_pass_seconds Commit to the last reply of the transaction's second "
                 "pass.\n# TYPE pgfanout_redis_second_pass_seconds histogram\n");
         for (size_t b = 0; b < sizeof latency_buckets / sizeof *latency_buckets; b++)

@@ -178,6 +178,9 @@ const struct pgf_setting pgf_settings[] = {
             "(the role needs pg_monitor);\ncomma-separated; combines with redis.replicas"),
     SETTING("redis.replica_poll_ms", NULL, PGF_T_UINT, "50", redis.replica_poll_ms, "MS",
             "how often each standby's replay position is read", .flags = PGF_S_ZERO_IS_DEFAULT),
+    SETTING("redis.second_pass", NULL, PGF_T_BOOL, "false", redis.second_pass, "BOOL",
+            "invalidate each transaction's keys a second time second_pass_delay_ms\nafter the first even "
+            "without standbys (always on with them): narrows\nthe stale-fill race for fills without leases"),
     SETTING("redis.second_pass_delay_ms", NULL, PGF_T_UINT, "100", redis.second_pass_delay_ms, "MS",
             "how long after every standby replayed a transaction its second pass\nwaits, for reads "
             "already in flight"),

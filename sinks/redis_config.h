@@ -56,6 +56,7 @@ struct pgf_redis_cfg {
     char *replicas;              /* standby DSNs separated by ';' (polled for their replay LSN) */
     char *replica_names;         /* standbys' application_names in pg_stat_replication, comma-separated */
     unsigned replica_poll_ms;    /* 0 = 50 */
+    int second_pass;             /* a second pass even without standbys (always with them) */
     unsigned second_pass_delay_ms;
     int replica_max_wait_ms;
     struct pgf_django_cfg *django;

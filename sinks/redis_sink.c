@@ -520,8 +520,9 @@ static void schedule_second_passes(struct redis_sink *r)
             continue;
         if (t->phase != P_HELD)
             break;
+        /* The delay runs from when both the replay and the first pass are done. */
         if (t->eligible_at == 0 && t->h.end_lsn <= r->horizon)
-            t->eligible_at = r->horizon_at;
+            t->eligible_at = r->horizon_at > t->first_done_at ? r->horizon_at : t->first_done_at;
         int64_t due = t->eligible_at ? t->eligible_at + r->delay_us : t->first_done_at + r->max_wait_us;
         if (due > now) {
             next = due;
@@ -931,7 +932,12 @@ struct sink *redis_sink_open(const struct redis_sink_config *c, char *errbuf, si
     r->ev_send = evtimer_new(r->evbase, on_send_timer, r);
     r->ev_tick = evtimer_new(r->evbase, on_tick, r);
     r->ev_pass2 = evtimer_new(r->evbase, on_pass2_timer, r);
-    r->second_pass = c->second_pass;
+    r->second_pass = c->second_pass != 0;
+    if (c->second_pass == 1) {
+        /* No standbys: every transaction counts as replayed once its first pass is done. */
+        r->horizon = UINT64_MAX;
+        r->horizon_at = 1;
+    }
     r->delay_us = (int64_t)c->cfg->second_pass_delay_ms * 1000;
     r->max_wait_us = (int64_t)c->cfg->replica_max_wait_ms * 1000;
     const char *ryw = c->cfg->ryw_key;

@@ -16,7 +16,8 @@ struct redis_sink_config {
     struct pgf_redis_rules *rules;   /* owned by the sink from now on, even on failure */
     struct event_base *base;         /* the loop the stream runs; the sink adds its events */
     const char *slot;                /* names the read-your-writes key by default */
-    int second_pass;                 /* standbys are listed: hold each transaction for its second pass */
+    int second_pass;                 /* hold each transaction for a second pass: 2 after the standbys
+                                      * replayed it (they are listed), 1 after the delay alone */
 };
 
 /* The second pass and read-your-writes, for /metrics. */

@@ -279,7 +279,7 @@ REDIS_SCALARS = {
     "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate", "redis.on_read": "ignore",
     "redis.leases": True, "redis.lease_suffix": ":lease", "redis.lease_layout": "suffix",
     "redis.ryw_key": None, "redis.replicas": None, "redis.replica_names": None, "redis.replica_poll_ms": 50,
-    "redis.second_pass_delay_ms": 100, "redis.replica_max_wait": 30,
+    "redis.second_pass": False, "redis.second_pass_delay_ms": 100, "redis.replica_max_wait": 30,
 }
 # Then the password (redacted; the comment says where it came from), the presets and the
 # number of rules.

@@ -240,6 +240,29 @@ def test_second_pass_deletes_the_lagging_fill(pgfanout, primary, standby, db, sl
         stop_clean(w)
 
 
+def test_second_pass_without_standbys_catches_a_late_plain_fill(pgfanout, primary, db, slots, rserver, tmp_path):
+    """redis.second_pass with no standbys: a plain SET of the old value (a fill that took no
+    lease, as django-cacheops' are) landing just after the first pass is deleted
+    second_pass_delay_ms later; the slot and the read-your-writes key wait for that pass."""
+    client = rserver.client()
+    w, _ = start(primary, db, slots, rserver, tmp_path, "sp", {"second_pass": True, "second_pass_delay_ms": 400})
+    try:
+        client.set("sp:1", "v0")
+        db.execute("UPDATE t_sp SET v = 'new' WHERE id = 1")
+        lsn = insert_lsn(db)
+        wait_gone(client, "sp:1")
+        t_first = time.monotonic()
+        client.set("sp:1", "v0")                   # the late fill of a reader that read before the commit
+        assert ryw(client, "sp_slot") < lsn
+        assert runner.wait_for(lambda: ryw(client, "sp_slot") >= lsn, 30, 0.005), w.stderr_text()[-2000:]
+        waited = time.monotonic() - t_first
+        assert client.get("sp:1") is None, "the late plain fill survived the second pass"
+        assert waited >= 0.35, f"the second pass came {waited:.3f} s after the first, not after the delay"
+        print(f"\nsecond pass {waited * 1000:.0f} ms after the first (delay 400 ms)")
+    finally:
+        stop_clean(w)
+
+
 # --- bad input and faults ---------------------------------------------------------------------------
 
 def test_unreachable_and_non_standby_dsns_fail_at_startup(pgfanout, primary, db, slots, rserver, tmp_path):
