@@ -25,6 +25,14 @@ static const char check_sql[] =
     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE n.nspname = %s AND c.relname = %s";
 
+/* The cacheops preset needs every published table's old rows: the tables that do not send
+ * them.  Partitions publish under their own names unless published via the root. */
+static const char cacheops_sql[] =
+    "SELECT p.schemaname, p.tablename, c.relreplident FROM pg_publication_tables p"
+    " JOIN pg_namespace n ON n.nspname = p.schemaname"
+    " JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename"
+    " WHERE p.pubname = %s AND c.relreplident <> 'f' ORDER BY 1, 2";
+
 /* Splits a chr(1)-separated list in place into names; returns how many. */
 static size_t split_names(char *s, const char **names, size_t max)
 {
@@ -48,6 +56,7 @@ struct pgf_catalog_check {
     const struct pgf_redis_rules *rules;
     struct pgf_pgconn *pc;
     size_t next;     /* the rule whose query is under way */
+    int cacheops;    /* check the published tables for the cacheops preset after the rules */
     int *done;
 };
 
@@ -91,11 +100,50 @@ static void check_rule(const struct pgf_catalog_check *c, size_t i, const PGresu
 
 static void on_rule(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err);
 
-/* Sends the query of rule c->next, or ends the run after the last. */
+/* The published tables that do not send old rows arrived: one warning each, with the fix. */
+static void on_cacheops(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)pc;
+    struct pgf_catalog_check *c = arg;
+    if (err) {
+        pgf_warn("redis.cacheops: cannot check the published tables' replica identity: %s", err);
+    } else {
+        for (int i = 0; i < PQntuples(res); i++) {
+            const char *schema = PQgetvalue(res, i, 0), *table = PQgetvalue(res, i, 1);
+            pgf_warn("redis.cacheops: table %s.%s has REPLICA IDENTITY %s, so its UPDATEs and DELETEs do not carry "
+                     "the old row that names the cached queries the row leaves; each such UPDATE invalidates every "
+                     "cached query on %s, and a DELETE those filtered on other columns than the key. Fix: ALTER "
+                     "TABLE %s.%s REPLICA IDENTITY FULL",
+                     schema, table,
+                     PQgetvalue(res, i, 2)[0] == 'n' ? "NOTHING" : PQgetvalue(res, i, 2)[0] == 'i' ? "USING INDEX"
+                                                                                                 : "DEFAULT",
+                     table, schema, table);
+        }
+    }
+    check_end(c);
+}
+
+/* Sends the cacheops preset's query, or ends the run. */
+static void check_cacheops(struct pgf_catalog_check *c)
+{
+    PGconn *conn = pgf_pgconn_pq(c->pc);
+    char *lit = PQescapeLiteral(conn, c->publication, strlen(c->publication));
+    char sql[sizeof cacheops_sql + 512];
+    int ok = lit && (size_t)snprintf(sql, sizeof sql, cacheops_sql, lit) < sizeof sql;
+    PQfreemem(lit);
+    if (!c->cacheops || !ok || pgf_pgconn_query(c->pc, sql, 30000, on_cacheops, c) != 0) {
+        if (c->cacheops)
+            pgf_warn("redis.cacheops: cannot check the published tables' replica identity: the query could not "
+                     "be sent");
+        check_end(c);
+    }
+}
+
+/* Sends the query of rule c->next, or goes on after the last. */
 static void check_next(struct pgf_catalog_check *c)
 {
     if (c->next == pgf_redis_rules_count(c->rules)) {
-        check_end(c);
+        check_cacheops(c);
         return;
     }
     const char *schema, *table;
@@ -145,16 +193,17 @@ static void on_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const 
 
 /* Starts the checks; see catalog.h. */
 struct pgf_catalog_check *pgf_catalog_check_rules(struct event_base *base, const char *dsn, const char *publication,
-                                      const struct pgf_redis_rules *rules, int *done)
+                                      const struct pgf_redis_rules *rules, int cacheops, int *done)
 {
     *done = 0;
-    struct pgf_catalog_check *c = pgf_redis_rules_count(rules) ? calloc(1, sizeof *c) : NULL;
+    struct pgf_catalog_check *c = pgf_redis_rules_count(rules) || cacheops ? calloc(1, sizeof *c) : NULL;
     if (c == NULL) {
         *done = 1;
         return NULL;
     }
     c->publication = publication;
     c->rules = rules;
+    c->cacheops = cacheops;
     c->done = done;
     if ((c->pc = pgf_pgconn_connect(base, dsn, 0, 10000, on_connected, c)) == NULL) {
         free(c);

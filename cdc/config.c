@@ -56,6 +56,13 @@ static const cyaml_schema_field_t cachalot_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t cacheops_fields[] = {
+    CYAML_FIELD_STRING_PTR("prefix", OPT_PTR, struct pgf_cacheops_cfg, prefix, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_BOOL("insideout", CYAML_FLAG_OPTIONAL, struct pgf_cacheops_cfg, insideout),
+    CYAML_FIELD_BOOL_PTR("decimal_variants", OPT_PTR, struct pgf_cacheops_cfg, decimal_variants),
+    CYAML_FIELD_END,
+};
+
 #define MAX_SECTIONS 16
 
 /* What libcyaml loads for the file's root and for each of its sections: each setting's text
@@ -69,6 +76,7 @@ struct pgf_file_node {
     struct pgf_file_node *section[MAX_SECTIONS];
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
+    struct pgf_cacheops_cfg *cacheops;
     struct pgf_redis_rule_cfg *rules;
     unsigned rules_count;
 };
@@ -77,6 +85,7 @@ struct pgf_file_node {
 static const cyaml_schema_field_t structured_fields[] = {
     CYAML_FIELD_MAPPING_PTR("django", OPT_PTR, struct pgf_file_node, django, django_fields),
     CYAML_FIELD_MAPPING_PTR("cachalot", OPT_PTR, struct pgf_file_node, cachalot, cachalot_fields),
+    CYAML_FIELD_MAPPING_PTR("cacheops", OPT_PTR, struct pgf_file_node, cacheops, cacheops_fields),
     CYAML_FIELD_SEQUENCE("rules", OPT_PTR, struct pgf_file_node, rules, &rule_entry, 0, CYAML_UNLIMITED),
 };
 

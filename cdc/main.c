@@ -11,6 +11,7 @@
 #include "cdc/cli.h"
 #include "cdc/config.h"
 #include "cdc/heartbeat.h"
+#include "cdc/replicas.h"
 #include "cdc/http.h"
 #include "cdc/keys.h"
 #include "cdc/layers.h"
@@ -201,6 +202,12 @@ static void report_slot_position(struct event_base *base, const struct pgf_optio
 }
 
 /* Logs the progress line (the timer's interval is the line's period). */
+/* Hands the standbys' horizon to the Redis sink (arg), whose second pass waits for it. */
+static void on_replay_horizon(void *arg, uint64_t horizon, int64_t observed_at_us)
+{
+    redis_sink_replay_horizon(arg, horizon, observed_at_us);
+}
+
 static void on_progress(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -378,16 +385,25 @@ static size_t open_sinks(const struct pgf_options *opts, const struct pgf_server
     if (opts->sinks & PGF_SINK_REDIS) {
         /* Warnings only, but before streaming starts, where a reader of the log expects them. */
         int checked;
-        struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules, &checked);
+        struct pgf_catalog_check *check = pgf_catalog_check_rules(base, opts->dsn, opts->publication, rules,
+                                                                    redis->cacheops != NULL, &checked);
         run_until(base, &checked);
         if (!checked)
             pgf_catalog_check_cancel(check);
-        if (pgf_redis_rules_count(rules) == 0 && redis->cachalot == NULL)
-            pgf_warn("redis: no rules (redis.rules is empty and the cachalot preset is off), so no row change "
+        if (pgf_redis_rules_count(rules) == 0 && redis->cachalot == NULL && redis->cacheops == NULL)
+            pgf_warn("redis: no rules (redis.rules is empty and the cachalot and cacheops presets are off), so no row change "
                      "invalidates anything; only pg_logical_emit_message(true, '%s', 'key ...') messages will. "
                      "Add rules to the redis section of the config file (see pgfanout.example.yaml)",
                      redis->message_prefix ? redis->message_prefix : "pgfanout.invalidate");
-        struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base};
+        int standbys = pgf_replicas_count(redis, err, errlen);
+        if (standbys < 0 || (standbys > 0 && pgf_replicas_check(redis, opts->dsn, err, errlen) != 0)) {
+            pgf_redis_rules_free(rules);
+            while (n > 0)
+                sink_close(sinks[--n]);
+            return 0;
+        }
+        struct redis_sink_config rc = {.cfg = redis, .rules = rules, .base = base, .slot = opts->slot,
+                                       .second_pass = standbys > 0 ? 2 : redis->second_pass ? 1 : 0};
         if ((sinks[n] = redis_sink_open(&rc, err, errlen)) == NULL) {
             while (n > 0)
                 sink_close(sinks[--n]);
@@ -632,6 +648,15 @@ int main(int argc, char **argv)
     }
     struct pgf_heartbeat *heartbeat =
         opts.heartbeat_interval_ms ? pgf_heartbeat_start(base, opts.dsn, opts.heartbeat_interval_ms) : NULL;
+    /* The standbys' replay positions drive the Redis sink's second pass. */
+    struct pgf_replicas *replicas = NULL;
+    for (size_t i = 0; i < nsinks; i++)
+        if ((opts.sinks & PGF_SINK_REDIS) && strcmp(sinks[i]->ops->name, "redis") == 0 &&
+            pgf_replicas_count(redis, err, sizeof err) > 0 &&
+            (replicas = pgf_replicas_start(base, redis, opts.dsn, on_replay_horizon, sinks[i])) == NULL)
+            pgf_warn("cannot start polling the standbys (out of memory): second passes go after "
+                     "redis.replica_max_wait");
+    pgf_metrics.replicas = replicas;
     pgf_info("streaming slot \"%s\", publication \"%s\"", opts.slot, opts.publication);
     if (store == NULL && (opts.snapshot || info.slot_created))
         pgf_warn("no state store (Kafka is not a sink and state_dir is not set): a snapshot cannot resume after "
@@ -705,6 +730,8 @@ int main(int argc, char **argv)
     if (rc != 0 && !stop_signal)
         report_slot_position(base, &opts);
     pgf_heartbeat_stop(heartbeat);
+    pgf_metrics.replicas = NULL;
+    pgf_replicas_stop(replicas);
     if (progress)
         event_free(progress);
     /* The last confirmed position goes into the state, which is saved a last time. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cdc/replicas.h"
 #include "common/histogram.h"
 #include "common/lsn.h"
 #include "sinks/kafka_sink.h"
@@ -205,6 +206,58 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
                 "redis.lease_layout: cluster, no lease name shares their hash slot.\n"
                 "# TYPE pgfanout_redis_lease_unsupported_total counter\n"
                 "pgfanout_redis_lease_unsupported_total %" PRIu64 "\n", leases, unsupported);
+        break;
+    }
+    for (size_t i = 0; i < m->nsinks; i++) {
+        struct redis_sink_pass_stats ps;
+        if (redis_sink_pass_stats(m->sinks[i], &ps) != 0)
+            continue;
+        put(&t, "# HELP pgfanout_redis_ryw_lsn The LSN the read-your-writes key (redis.ryw_key) was last raised "
+                "to: every invalidation up to it is done.\n# TYPE pgfanout_redis_ryw_lsn gauge\n"
+                "pgfanout_redis_ryw_lsn %" PRIu64 "\n", ps.ryw_lsn);
+        put(&t, "# HELP pgfanout_redis_second_passes_total Transactions invalidated a second time after the "
+                "standbys replayed them.\n# TYPE pgfanout_redis_second_passes_total counter\n"
+                "pgfanout_redis_second_passes_total %" PRIu64 "\n"
+                "# HELP pgfanout_redis_second_pass_forced_total Second passes that went after "
+                "redis.replica_max_wait without every standby having replayed the transaction.\n"
+                "# TYPE pgfanout_redis_second_pass_forced_total counter\n"
+                "pgfanout_redis_second_pass_forced_total %" PRIu64 "\n"
+                "# HELP pgfanout_redis_held_transactions Transactions whose second pass waits for the standbys.\n"
+                "# TYPE pgfanout_redis_held_transactions gauge\npgfanout_redis_held_transactions %zu\n"
+                "# HELP pgfanout_replica_horizon_lsn The lowest replay position over the listed standbys.\n"
+                "# TYPE pgfanout_replica_horizon_lsn gauge\npgfanout_replica_horizon_lsn %" PRIu64 "\n",
+            ps.second_passes, ps.forced, ps.held, ps.horizon == UINT64_MAX ? 0 : ps.horizon);
+        put(&t, "# HELP pgfanout_redis_second_pass_seconds Commit to the last reply of the transaction's second "
+                "pass.\n# TYPE pgfanout_redis_second_pass_seconds histogram\n");
+        for (size_t b = 0; b < sizeof latency_buckets / sizeof *latency_buckets; b++)
+            put(&t, "pgfanout_redis_second_pass_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", latency_buckets[b],
+                pgf_hist_count_le(ps.second_pass, (uint64_t)(latency_buckets[b] * 1e6)));
+        put(&t, "pgfanout_redis_second_pass_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                "pgfanout_redis_second_pass_seconds_sum %.6f\npgfanout_redis_second_pass_seconds_count %" PRIu64 "\n",
+            ps.second_pass->total, ps.second_pass->sum_us / 1e6, ps.second_pass->total);
+        put(&t, "# HELP pgfanout_replica_up 1 when the standby's last poll answered and showed it streaming.\n"
+                "# TYPE pgfanout_replica_up gauge\n");
+        const struct pgf_replica_stat *rs;
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
+            put(&t, "pgfanout_replica_up{replica=\"%s\"} %d\n", rs->name, rs->up);
+        put(&t, "# HELP pgfanout_replica_replay_lsn The standby's replay position as last read.\n"
+                "# TYPE pgfanout_replica_replay_lsn gauge\n");
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
+            put(&t, "pgfanout_replica_replay_lsn{replica=\"%s\"} %" PRIu64 "\n", rs->name, rs->replay_lsn);
+        put(&t, "# HELP pgfanout_replica_lag_bytes WAL the server reported to pgfanout that the standby has not "
+                "replayed.\n# TYPE pgfanout_replica_lag_bytes gauge\n");
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
+            put(&t, "pgfanout_replica_lag_bytes{replica=\"%s\"} %" PRIu64 "\n", rs->name,
+                m->server_lsn > rs->replay_lsn && rs->replay_lsn ? m->server_lsn - rs->replay_lsn : 0);
+        put(&t, "# HELP pgfanout_replica_lag_seconds The standby's own replay delay: how old its last replayed "
+                "commit is while it has WAL left to replay (replay_lag in pg_stat_replication).\n"
+                "# TYPE pgfanout_replica_lag_seconds gauge\n");
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
+            put(&t, "pgfanout_replica_lag_seconds{replica=\"%s\"} %.3f\n", rs->name, rs->lag_seconds);
+        put(&t, "# HELP pgfanout_replica_poll_errors_total Polls of the standby that failed.\n"
+                "# TYPE pgfanout_replica_poll_errors_total counter\n");
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
+            put(&t, "pgfanout_replica_poll_errors_total{replica=\"%s\"} %" PRIu64 "\n", rs->name, rs->poll_errors);
         break;
     }
     put(&t, "# HELP pgfanout_sink_ack_latency_seconds Commit (timestamp in pgoutput's Commit) to the sink's "

@@ -25,6 +25,8 @@ struct pgf_snapshot_count {
     uint64_t left;   /* rows left, estimated from the table's statistics */
 };
 
+struct pgf_replicas;
+
 struct pgf_metrics {
     struct pgf_table_count *tables;
     size_t ntables, cap;
@@ -47,6 +49,7 @@ struct pgf_metrics {
     struct pgf_snapshot_count *snapshots; /* tables snapshotted by this process */
     size_t nsnapshots;
     int snapshot_running;                 /* a snapshot or backfill job is under way */
+    const struct pgf_replicas *replicas;  /* the standbys polled for the second pass, or NULL */
 };
 
 /* The process's metrics. */

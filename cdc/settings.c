@@ -166,12 +166,36 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("redis.lease_layout", NULL, PGF_T_CHOICE, "suffix", redis.lease_layout, "L",
             "suffix (lease = key + suffix; with the Django preset, Django's\nmake_key(key + suffix)) or "
             "cluster (the lease in its key's Redis Cluster hash slot)", .choices = "suffix, cluster"),
+    SETTING("redis.ryw_key", NULL, PGF_T_STR, NULL, redis.ryw_key, "KEY",
+            "key set to the LSN through which every invalidation is done (both passes),\nfor "
+            "read-your-writes waits; unset: pgfanout:ryw:<source.slot>; \"\" turns it off"),
+    SETTING("redis.replicas", NULL, PGF_T_STR, NULL, redis.replicas, "DSNS",
+            "standbys that serve reads, as libpq DSNs separated by ';': each is\npolled for "
+            "pg_last_wal_replay_lsn(), and every transaction's keys are\ninvalidated again once all have "
+            "replayed it (the second pass)", .flags = PGF_S_SECRET),
+    SETTING("redis.replica_names", NULL, PGF_T_STR, NULL, redis.replica_names, "LIST",
+            "standbys that serve reads, by their application_name in\npg_stat_replication on the primary "
+            "(the role needs pg_monitor);\ncomma-separated; combines with redis.replicas"),
+    SETTING("redis.replica_poll_ms", NULL, PGF_T_UINT, "50", redis.replica_poll_ms, "MS",
+            "how often each standby's replay position is read", .flags = PGF_S_ZERO_IS_DEFAULT),
+    SETTING("redis.second_pass", NULL, PGF_T_BOOL, "false", redis.second_pass, "BOOL",
+            "invalidate each transaction's keys a second time second_pass_delay_ms\nafter the first even "
+            "without standbys (always on with them): narrows\nthe stale-fill race for fills without leases"),
+    SETTING("redis.second_pass_delay_ms", NULL, PGF_T_UINT, "100", redis.second_pass_delay_ms, "MS",
+            "how long after every standby replayed a transaction its second pass\nwaits, for reads "
+            "already in flight"),
+    SETTING("redis.replica_max_wait", NULL, PGF_T_SECONDS, "30", redis.replica_max_wait_ms, "S",
+            "a standby down or this far behind no longer holds the second pass\n(nor the slot): the pass "
+            "goes anyway, counted and logged"),
     SETTING("redis.password", NULL, PGF_T_PASSWORD, NULL, redis_password, "PW",
             "Redis password (or redis.password_file); never logged", .flags = PGF_S_SECRET | PGF_S_NOFILE),
     SETTING("redis.django", NULL, PGF_T_PRESET, NULL, redis.django, NULL,
             "Django's cache key format KEY_PREFIX:VERSION:key (key_prefix, version)", .flags = PGF_S_NOENV),
     SETTING("redis.cachalot", NULL, PGF_T_PRESET, NULL, redis.cachalot, NULL,
             "django-cachalot's table keys (db_alias)", .flags = PGF_S_NOENV),
+    SETTING("redis.cacheops", NULL, PGF_T_PRESET, NULL, redis.cacheops, NULL,
+            "django-cacheops' conj keys from every row change (prefix, insideout,\ndecimal_variants); needs "
+            "REPLICA IDENTITY FULL", .flags = PGF_S_NOENV),
     SETTING("redis.rules", NULL, PGF_T_RULES, NULL, redis.rules, NULL,
             "the keys each table's changes invalidate (see pgfanout.example.yaml)", .flags = PGF_S_NOENV),
     SETTING("redis_addr", "redis", PGF_T_HOSTPORT, NULL, redis_addr, "HOST:PORT",

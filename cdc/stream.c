@@ -289,6 +289,9 @@ static void handle_copydata(struct stream *st, const char *buf, int len)
         int in_txn = pgf_txn_asm_in_txn(st->txns);
         if (!in_txn) {
             pgf_checkpoint_idle(&st->cp, wal_end);
+            for (size_t i = 0; i < st->nsinks; i++)
+                if (st->sinks[i]->ops->idle)
+                    st->sinks[i]->ops->idle(st->sinks[i], wal_end);
             /* The server had nothing more for us up to wal_end: WAL beyond our last commit is
              * other databases' or unpublished tables', so there is no lag to report. */
             pgf_metrics.caught_up = 1;

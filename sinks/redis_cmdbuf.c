@@ -10,6 +10,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "sinks/redis_cacheops.h"
 #include "sinks/sink.h"
 
 /* Reading spilled entries back goes through a window at least this large, so a run of small
@@ -25,7 +26,8 @@ struct buf {
 };
 
 /* Entries are [kind:1][alen:4][a][blen:4][b]; a is the key or channel, b the payload, or a DEL's
- * or UNLINK's lease key (or empty).
+ * or UNLINK's lease key (or empty), or for CACHEOPS a is the table and b the row object (empty
+ * for the whole table).
  * Offsets run over the spilled prefix first, then mem. */
 struct redis_cmdbuf {
     size_t spill_bytes;
@@ -41,6 +43,7 @@ struct redis_cmdbuf {
     struct buf rd; /* a window of the spill file, at rd_off */
     uint64_t rd_off;
     struct buf args; /* copies of the keys of the DEL being built */
+    const struct pgf_cacheops_call *cacheops; /* prefix and mode of CACHEOPS entries */
 };
 
 /* One decoded entry; pointers are valid until the next read. */
@@ -93,35 +96,53 @@ void redis_cmdbuf_free(struct redis_cmdbuf *b)
     free(b);
 }
 
-/* Hashes an entry's kind and key (FNV-1a). */
-static uint32_t entry_hash(int kind, const char *key, size_t len)
+/* Hashes an entry's kind and key, and its payload when the kind dedups on both (FNV-1a). */
+static uint32_t entry_hash(int kind, const char *key, size_t len, const char *p, size_t plen)
 {
     uint32_t h = 2166136261u ^ (uint32_t)kind;
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)key[i]) * 16777619u;
+    h = (h ^ 0xffu) * 16777619u; /* ("ab","c") and ("a","bc") differ */
+    for (size_t i = 0; i < plen; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
     return h;
 }
 
-/* Reads the kind and key of the mem entry at off. */
-static const char *mem_key(const struct redis_cmdbuf *b, uint32_t off, int *kind, uint32_t *len)
+/* Whether a kind's entries are the same only when their payloads are too: a cacheops row is
+ * its table and its values; a DEL's lease is a function of its key. */
+static int dedup_payload(int kind)
+{
+    return kind == REDIS_CMD_CACHEOPS;
+}
+
+/* Reads the kind, key and payload of the mem entry at off. */
+static const char *mem_key(const struct redis_cmdbuf *b, uint32_t off, int *kind, uint32_t *len, const char **p,
+                           uint32_t *plen)
 {
     const char *e = b->mem.p + off;
     *kind = (unsigned char)e[0];
     memcpy(len, e + 1, 4);
+    memcpy(plen, e + 5 + *len, 4);
+    *p = e + 9 + *len;
     return e + 5;
 }
 
-/* Looks up (kind, key) in the set; returns the slot to use and sets *found when the entry is
- * already there. */
-static size_t set_slot(const struct redis_cmdbuf *b, int kind, const char *key, size_t len, int *found)
+/* Looks up (kind, key[, payload]) in the set; returns the slot to use and sets *found when the
+ * entry is already there. */
+static size_t set_slot(const struct redis_cmdbuf *b, int kind, const char *key, size_t len, const char *p,
+                       size_t plen, int *found)
 {
-    size_t mask = b->set_cap - 1, i = entry_hash(kind, key, len) & mask;
+    if (!dedup_payload(kind))
+        plen = 0;
+    size_t mask = b->set_cap - 1, i = entry_hash(kind, key, len, p, plen) & mask;
     *found = 0;
     for (; b->set[i] != 0; i = (i + 1) & mask) {
         int k;
-        uint32_t l;
-        const char *s = mem_key(b, b->set[i] - 1, &k, &l);
-        if (k == kind && l == len && memcmp(s, key, len) == 0) {
+        uint32_t l, pl;
+        const char *ep;
+        const char *s = mem_key(b, b->set[i] - 1, &k, &l, &ep, &pl);
+        if (k == kind && l == len && memcmp(s, key, len) == 0 &&
+            (!dedup_payload(kind) || (pl == plen && memcmp(ep, p, plen) == 0))) {
             *found = 1;
             break;
         }
@@ -143,9 +164,10 @@ static int set_grow(struct redis_cmdbuf *b)
     for (size_t i = 0; i < oldcap; i++)
         if (old[i]) {
             int k, found;
-            uint32_t l;
-            const char *s = mem_key(b, old[i] - 1, &k, &l);
-            b->set[set_slot(b, k, s, l, &found)] = old[i];
+            uint32_t l, pl;
+            const char *ep;
+            const char *s = mem_key(b, old[i] - 1, &k, &l, &ep, &pl);
+            b->set[set_slot(b, k, s, l, ep, pl, &found)] = old[i];
         }
     free(old);
     return 0;
@@ -160,7 +182,7 @@ static int add_entry(struct redis_cmdbuf *b, int kind, const char *a, size_t ale
         if ((b->set_used + 1) * 2 > b->set_cap && set_grow(b) != 0)
             return -1;
         int found;
-        slot = set_slot(b, kind, a, alen, &found);
+        slot = set_slot(b, kind, a, alen, p, plen, &found);
         if (found)
             return 0;
     }
@@ -200,6 +222,16 @@ int redis_cmdbuf_add_key_lease(struct redis_cmdbuf *b, enum redis_cmd_kind kind,
         return -1;
     /* Deduplicated on the key alone: its lease is a function of it. */
     return add_entry(b, kind, key, len, lease, lease_len);
+}
+
+/* Appends a cacheops row; see redis_cmdbuf.h. */
+int redis_cmdbuf_add_cacheops(struct redis_cmdbuf *b, const struct pgf_cacheops_call *call, const char *db_table,
+                              size_t tlen, const char *row, size_t rowlen)
+{
+    if (b->cacheops && b->cacheops != call)
+        return -1;
+    b->cacheops = call;
+    return add_entry(b, REDIS_CMD_CACHEOPS, db_table, tlen, row, rowlen);
 }
 
 /* Appends a PUBLISH; see redis_cmdbuf.h. */
@@ -364,6 +396,50 @@ oom:
     return -1;
 }
 
+/* Gathers the run of cacheops rows of one table starting with e into one script call: its
+ * arguments are copied into args (reading on may move the spill window), the rows joined
+ * into one JSON array.  A whole-table entry in the run makes the call whole-table. */
+static int next_cacheops(struct redis_cmdbuf *b, struct entry *e, struct redis_cmd *cmd, char *err, size_t errlen)
+{
+    uint64_t end = redis_cmdbuf_size(b);
+    const char *P = b->cacheops ? b->cacheops->prefix : "";
+    size_t off_key, off_tbl, off_rows, tlen = e->alen, unused;
+    int rows = 0, wide = 0;
+    b->args.len = 0;
+    if (b->cacheops == NULL) {
+        snprintf(err, errlen, "corrupt command buffer (a cacheops row without its settings)");
+        return -1;
+    }
+    if (put_arg(b, P, strlen(P), &off_key) != 0 || put_arg(b, "schemes:", 8, &unused) != 0 ||
+        put_arg(b, e->a, e->alen, &unused) != 0 || put_arg(b, e->a, e->alen, &off_tbl) != 0 ||
+        put_arg(b, "[", 1, &off_rows) != 0)
+        goto oom;
+    size_t sklen = off_tbl - off_key;
+    for (;;) {
+        if (e->blen == 0)
+            wide = 1;
+        else if ((rows > 0 && put_arg(b, ",", 1, &unused) != 0) || put_arg(b, e->b, e->blen, &unused) != 0)
+            goto oom;
+        else
+            rows++;
+        b->sent += e->size;
+        if (b->sent >= end || rows >= REDIS_CMDBUF_ROWS_PER_CACHEOPS)
+            break;
+        if (read_entry(b, b->sent, e, err, errlen) != 0)
+            return -1;
+        if (e->kind != REDIS_CMD_CACHEOPS || e->alen != tlen || memcmp(e->a, b->args.p + off_tbl, tlen) != 0)
+            break;
+    }
+    if (put_arg(b, "]", 1, &unused) != 0)
+        goto oom;
+    pgf_cacheops_command(b->cacheops, b->args.p + off_key, sklen, b->args.p + off_tbl, tlen, b->args.p + off_rows,
+                         b->args.len - off_rows, wide, cmd);
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return -1;
+}
+
 /* Builds the next command; see redis_cmdbuf.h. */
 int redis_cmdbuf_next(struct redis_cmdbuf *b, uint64_t commit_lsn, struct redis_cmd *cmd, char *err, size_t errlen)
 {
@@ -379,6 +455,8 @@ int redis_cmdbuf_next(struct redis_cmdbuf *b, uint64_t commit_lsn, struct redis_
             return -1;
         cmd->argl[0] = strlen(cmd->argv[0]);
         return 1;
+    case REDIS_CMD_CACHEOPS:
+        return next_cacheops(b, &e, cmd, err, errlen) != 0 ? -1 : 1;
     case REDIS_CMD_PUBLISH:
         cmd->argv[0] = "PUBLISH", cmd->argv[1] = e.a, cmd->argv[2] = e.b;
         cmd->argl[1] = e.alen, cmd->argl[2] = e.blen;

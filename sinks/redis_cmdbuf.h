@@ -19,7 +19,13 @@ enum redis_cmd_kind {
     REDIS_CMD_PUBLISH,
     REDIS_CMD_GEN_LSN,  /* SET key <commit LSN as a decimal> */
     REDIS_CMD_GEN_INCR, /* INCR key */
+    REDIS_CMD_CACHEOPS, /* one row object for the cacheops script (see redis_cacheops.h) */
 };
+
+/* Row objects per cacheops script call. */
+#define REDIS_CMDBUF_ROWS_PER_CACHEOPS 256
+
+struct pgf_cacheops_call;
 
 /* One command ready for redisAsyncCommandArgv.  argv and argl point into the buffer (or into
  * this struct, for the LSN) and stay valid until the next redis_cmdbuf_next on that buffer. */
@@ -57,6 +63,14 @@ int redis_cmdbuf_add_key_lease(struct redis_cmdbuf *b, enum redis_cmd_kind kind,
 int redis_cmdbuf_add_publish(struct redis_cmdbuf *b, const char *channel, size_t chlen, const char *payload,
                              size_t len);
 
+/* Appends one cacheops row object (JSON, copied) for db_table (copied), or with rowlen 0 an
+ * invalidation of the whole table, unless the same table and row is already there since the
+ * last spill: identical row images are sent once.  call (borrowed, the same for every row of
+ * this buffer) holds the prefix and mode; it must outlive the buffer.  Consecutive rows of one
+ * table become one script call.  Returns 0, or -1 when out of memory or too large. */
+int redis_cmdbuf_add_cacheops(struct redis_cmdbuf *b, const struct pgf_cacheops_call *call, const char *db_table,
+                              size_t tlen, const char *row, size_t rowlen);
+
 /* Marks the end of one change: past the threshold, the commands held in memory move to the
  * spill file (and deduplication starts afresh).  Returns 0, or -1 with a reason in err. */
 int redis_cmdbuf_end_change(struct redis_cmdbuf *b, char *err, size_t errlen);
@@ -78,7 +92,9 @@ size_t redis_cmdbuf_memory(const struct redis_cmdbuf *b);
 int redis_cmdbuf_unsent(const struct redis_cmdbuf *b);
 
 /* Builds the next command into cmd: up to REDIS_CMDBUF_KEYS_PER_DEL consecutive keys of one
- * kind (a key's lease counted, and never split from it) as one DEL or UNLINK, or one PUBLISH, SET (to commit_lsn) or INCR.  Returns 1 with cmd
+ * kind (a key's lease counted, and never split from it) as one DEL or UNLINK, up to
+ * REDIS_CMDBUF_ROWS_PER_CACHEOPS consecutive cacheops rows of one table as one script call, or
+ * one PUBLISH, SET (to commit_lsn) or INCR.  Returns 1 with cmd
  * filled, 0 when every command was read, or -1 with a reason in err. */
 int redis_cmdbuf_next(struct redis_cmdbuf *b, uint64_t commit_lsn, struct redis_cmd *cmd, char *err, size_t errlen);
 

@@ -30,6 +30,13 @@ struct pgf_cachalot_cfg {
     char *db_alias;  /* Django DATABASES alias; NULL = "default" */
 };
 
+/* The django-cacheops preset: invalidate cacheops' conj keys from every row change. */
+struct pgf_cacheops_cfg {
+    char *prefix;        /* CACHEOPS_PREFIX as a constant; NULL = "" */
+    int insideout;       /* CACHEOPS_INSIDEOUT: conj keys are stamps, values str()'d */
+    int *decimal_variants; /* NULL = on: decimals also without their trailing zeros */
+};
+
 struct pgf_redis_cfg {
     char *host;                  /* NULL = 127.0.0.1; a path starting with / is a unix socket */
     unsigned port;               /* 0 = 6379 */
@@ -45,8 +52,16 @@ struct pgf_redis_cfg {
     int leases;                  /* each deleted key's lease key is deleted in the same command */
     char *lease_suffix;          /* NULL = ":lease" */
     const char *lease_layout;    /* "suffix" (NULL) or "cluster"; see sinks/redis_lease.h */
+    char *ryw_key;               /* NULL = "pgfanout:ryw:<slot>"; "" = none */
+    char *replicas;              /* standby DSNs separated by ';' (polled for their replay LSN) */
+    char *replica_names;         /* standbys' application_names in pg_stat_replication, comma-separated */
+    unsigned replica_poll_ms;    /* 0 = 50 */
+    int second_pass;             /* a second pass even without standbys (always with them) */
+    unsigned second_pass_delay_ms;
+    int replica_max_wait_ms;
     struct pgf_django_cfg *django;
     struct pgf_cachalot_cfg *cachalot;
+    struct pgf_cacheops_cfg *cacheops;
     struct pgf_redis_rule_cfg *rules;
     unsigned rules_count;
 };

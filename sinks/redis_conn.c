@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/lsn.h"
+#include "sinks/redis_scripts.h"
 
 /* Reconnect backoff bounds. */
 #define BACKOFF_MIN_MS 100
@@ -105,10 +106,13 @@ int redis_conn_check(const struct pgf_redis_cfg *cfg, char *err, size_t errlen)
     return 0;
 }
 
-/* True for errors that go away by themselves (a restarting or failing-over server). */
+/* True for errors that go away by themselves (a restarting or failing-over server).  NOSCRIPT
+ * too: the server lost our scripts (a restart, SCRIPT FLUSH), and the handshake of the next
+ * connection loads them again before anything is resent. */
 static int transient_error(const char *s)
 {
-    static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN"};
+    static const char *const words[] = {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "READONLY", "CLUSTERDOWN",
+                                        "NOSCRIPT"};
     for (size_t i = 0; i < sizeof words / sizeof *words; i++)
         if (strncmp(s, words[i], strlen(words[i])) == 0)
             return 1;
@@ -160,9 +164,22 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
                                       "(PGFANOUT_REDIS_PASSWORD or redis.password_file)", detail);
         else if (strcmp(step, "SELECT") == 0)
             snprintf(msg, sizeof msg, "Redis refused the database number (%s); check redis.db", detail);
+        else if (strncmp(step, "SCRIPT", 6) == 0)
+            snprintf(msg, sizeof msg, "Redis refused to load pgfanout's Lua script (%s); the ACL of "
+                                      "redis.username must allow SCRIPT LOAD and EVALSHA", detail);
         else
             snprintf(msg, sizeof msg, "Redis refused the connection (%s); check the password and ACLs", detail);
         c->h->refused(c->h->ctx, msg);
+        return;
+    }
+    if (strncmp(step, "SCRIPT", 6) == 0) {
+        int s = step[6] - '0';
+        if (rep->type != REDIS_REPLY_STRING || strcmp(rep->str, redis_script_sha((enum redis_script)s)) != 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "Redis answered SCRIPT LOAD with something other than the script's SHA1 "
+                                      "%s; is this a Redis server (2.6 or later)?", redis_script_sha((enum redis_script)s));
+            c->h->refused(c->h->ctx, msg);
+        }
         return;
     }
     if (strcmp(step, "PING") == 0) {
@@ -203,6 +220,12 @@ static void connect_redis(struct redis_conn *c)
     }
     if (c->cfg->db)
         redisAsyncCommand(ac, on_handshake, (void *)"SELECT", "SELECT %u", c->cfg->db);
+    /* The step names carry the script's number; REDIS_SCRIPT_COUNT stays below 10. */
+    static const char *const loads[] = {"SCRIPT0", "SCRIPT1", "SCRIPT2", "SCRIPT3", "SCRIPT4",
+                                        "SCRIPT5", "SCRIPT6", "SCRIPT7", "SCRIPT8", "SCRIPT9"};
+    _Static_assert(REDIS_SCRIPT_COUNT <= 10, "one handshake step name per script");
+    for (int s = 0; s < REDIS_SCRIPT_COUNT; s++)
+        redisAsyncCommand(ac, on_handshake, (void *)loads[s], "SCRIPT LOAD %s", redis_script_text((enum redis_script)s));
     redisAsyncCommand(ac, on_handshake, (void *)"PING", "PING");
 }
 

@@ -32,6 +32,9 @@ struct sink_ops {
      * with errstr set when time ran out (the rest stays unconfirmed in the slot: nothing is
      * lost), or -1 with errstr set on a permanent failure. */
     int (*flush)(struct sink *sink, int timeout_ms);
+    /* Optional (NULL: ignored): the stream saw a keepalive at lsn between transactions, so
+     * every transaction that ended before lsn has been handed to the sinks. */
+    void (*idle)(struct sink *sink, uint64_t lsn);
     /* Releases the sink; the pointer is invalid afterwards. */
     void (*close)(struct sink *sink);
 };

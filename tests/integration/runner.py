@@ -117,7 +117,8 @@ class RunResult:
 
 # The harness's own variables (where the binary and the test jars are): not pgfanout's settings,
 # so they are kept from it, which would warn about them as unknown PGFANOUT_* variables.
-HARNESS_VARS = ("PGFANOUT_BIN", "PGFANOUT_PYPROTO", "PGFANOUT_KAFKA_CLASSPATH", "PGFANOUT_FLINK_CLASSPATH")
+HARNESS_VARS = ("PGFANOUT_BIN", "PGFANOUT_PYPROTO", "PGFANOUT_KAFKA_CLASSPATH", "PGFANOUT_FLINK_CLASSPATH",
+                "PGFANOUT_SRC")
 
 
 def pgfanout_env(env=None):

@@ -278,11 +278,13 @@ REDIS_SCALARS = {
     "redis.password_file": None, "redis.tls": False, "redis.window": 64, "redis.linger_ms": 0,
     "redis.command_timeout_ms": 10000, "redis.message_prefix": "pgfanout.invalidate", "redis.on_read": "ignore",
     "redis.leases": True, "redis.lease_suffix": ":lease", "redis.lease_layout": "suffix",
+    "redis.ryw_key": None, "redis.replicas": None, "redis.replica_names": None, "redis.replica_poll_ms": 50,
+    "redis.second_pass": False, "redis.second_pass_delay_ms": 100, "redis.replica_max_wait": 30,
 }
 # Then the password (redacted; the comment says where it came from), the presets and the
 # number of rules.
 REDIS_DEFAULTS = dict(REDIS_SCALARS, **{
-    "redis.password": None, "redis.django": "off", "redis.cachalot": "off", "redis.rules": 0,
+    "redis.password": None, "redis.django": "off", "redis.cachalot": "off", "redis.cacheops": "off", "redis.rules": 0,
 })
 REDIS_ORDER = [p.split(".", 1)[1] for p in REDIS_DEFAULTS]
 
@@ -564,7 +566,7 @@ def test_redis_zero_values_from_the_file_show_their_source(pgfanout):
 
 def test_redis_presets_and_rules_show_their_source(pgfanout):
     eff = check()
-    for path in ("redis.django", "redis.cachalot", "redis.rules"):
+    for path in ("redis.django", "redis.cachalot", "redis.cacheops", "redis.rules"):
         assert eff.source(path) == "default", (path, eff.text)
 
 
@@ -926,7 +928,7 @@ def example_uncommented():
         lines = f.read().split("\n")
     out, in_block = [], False
     for line in lines:
-        if re.match(r"^  # (username|password_file|django|cachalot|rules):", line):
+        if re.match(r"^  # (username|password_file|django|cachalot|cacheops|rules):", line):
             in_block = True
             out.append(line.replace("# ", "", 1))
             continue
@@ -1216,13 +1218,13 @@ def test_example_with_its_commented_settings_switched_on(pgfanout, tmp_path):
     text = example_uncommented()
     pwfile = write(tmp_path, "pw\n", "redis-password")
     text = re.sub(r"password_file: \S+", f"password_file: {pwfile}", text)
-    for key in ("username: cdc", "django:", "cachalot:", "- table: public.users"):
+    for key in ("username: cdc", "django:", "cachalot:", "cacheops:", "- table: public.users"):
         assert key in text, key
     res = run(["--config", write(tmp_path, text, "example-on.yaml"), "--check-config"])
     assert res.returncode == 0, res.describe()
     eff = Effective(res.stdout)
     assert (eff.value("redis.username"), eff.value("redis.rules")) == ("cdc", 1), eff.text
-    assert (eff.value("redis.django"), eff.value("redis.cachalot")) == ("on", "on"), eff.text
+    assert (eff.value("redis.django"), eff.value("redis.cachalot"), eff.value("redis.cacheops")) == ("on", "on", "on"), eff.text
     assert eff.value("redis.password") == "*****" and eff.source("redis.password") == "password_file"
 
 
