@@ -523,10 +523,19 @@ static void schedule_second_passes(struct redis_sink *r)
         /* The delay runs from when both the replay and the first pass are done. */
         if (t->eligible_at == 0 && t->h.end_lsn <= r->horizon)
             t->eligible_at = r->horizon_at > t->first_done_at ? r->horizon_at : t->first_done_at;
+        if (next) {
+            /* An earlier one is not due yet: only stamp the rest the horizon covers now, so each
+             * one's delay runs from this replay, not from when the one before it went (which
+             * let passes through at one per delay while held transactions piled up).  End LSNs
+             * grow along the ring: past the first one not covered, none is. */
+            if (t->eligible_at == 0)
+                break;
+            continue;
+        }
         int64_t due = t->eligible_at ? t->eligible_at + r->delay_us : t->first_done_at + r->max_wait_us;
         if (due > now) {
             next = due;
-            break;
+            continue;
         }
         if (t->eligible_at == 0) {
             r->forced++;
