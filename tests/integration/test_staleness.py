@@ -5,8 +5,8 @@ tests/harness/staleness.py, shared with the bench.
 
 - plain cache-aside with pgfanout as today must leave stale keys once everything is quiet:
   the race is real here, so the last check can fail;
-- with the lease protocol AND pgfanout's second pass (`redis.replicas`: the standby's DSN),
-  no key may be stale.
+- with the lease protocol AND pgfanout's second pass, no key may be stale: with the standby
+  listed by DSN (`redis.replicas`), and by application_name (`redis.replica_names`).
 
 The `leases` mode alone is not asserted on (it cannot close race (b), and is in the bench).
 PGFANOUT_STALENESS_SECONDS sets the seconds per mode (default 10)."""
@@ -40,7 +40,11 @@ def test_plain_cache_aside_leaves_stale_keys(scenario):
     assert r.stale_keys > 0, "the race did not show: the other test proves nothing\n" + r.summary()
 
 
-def test_leases_and_second_pass_leave_no_stale_key(scenario):
+@pytest.mark.parametrize("replica_mode", ["dsn", "names"])
+def test_leases_and_second_pass_leave_no_stale_key(scenario, replica_mode):
+    """dsn: redis.replicas (pgfanout polls the standby); names: redis.replica_names (its
+    application_name in pg_stat_replication on the primary)."""
+    scenario.replica_mode = replica_mode
     r = scenario.run_mode("leases+replica", SECONDS, **SIZE)
     missing = "" if scenario.supports_replicas else " (this pgfanout has no redis.replicas: no second pass)"
     assert r.writes > 100 and r.reads > 1000, r.summary()
