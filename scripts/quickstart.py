@@ -95,8 +95,18 @@ WHY = {
 }
 # Redis commands that change keys or notify: what MONITOR shows of pgfanout's work.
 WRITES = {"DEL", "UNLINK", "SET", "INCR", "PUBLISH", "EXPIRE", "MULTI", "EXEC"}
+# pgfanout's read-your-writes key: the LSN through which every invalidation is done.
+RYW_KEY = f"pgfanout:ryw:{SLOT}"
 EXPECT_GONE = {"product:2", "product:3", "product:slug:mug", "product:slug:kettle",
                "products:list", "homepage:featured"}
+
+
+def lsn_text(value):
+    """b'22046232' (the read-your-writes key's decimal) as PostgreSQL's X/Y, or 'unset'."""
+    if value is None:
+        return "unset"
+    n = int(value)
+    return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
 
 
 def elapsed():
@@ -357,13 +367,18 @@ def run(args, state):
 
     records = consume_all(broker.bootstrap, [TOPIC, MESSAGE_TOPIC], timeout=30)
     after = redis_keys(client)
-    sent = [c for c in monitor.finish(client) if c.split(" ", 1)[0].upper() in WRITES]
+    # The read-your-writes key is raised by a script (EVALSHA raise.lua); MONITOR shows the
+    # SET it runs.  It is told apart from the invalidations.
+    writes = [c for c in monitor.finish(client) if c.split(" ", 1)[0].upper() in WRITES]
+    sent = [c for c in writes if RYW_KEY not in c.split()]
+    ryw = client.get(RYW_KEY)
     state["facts"] = {
         "records": [{"topic": r.topic, "partition": r.partition, "offset": r.offset,
                      "key": r.key and base64.b64encode(r.key).decode(),
                      "value": r.value and base64.b64encode(r.value).decode()}
                     for r in records],
         "redis_before": before, "redis_after": after, "redis_commands": sent,
+        "ryw": ryw and int(ryw), "ryw_raises": len(writes) - len(sent),
     }
 
     print(flush=True)
@@ -378,6 +393,8 @@ def run(args, state):
     print("Redis commands pgfanout sent (seen with MONITOR):")
     for c in sent:
         print(f"  {c}")
+    print(f"  and {len(writes) - len(sent)} raises of the read-your-writes key {RYW_KEY}, now "
+          f"{lsn_text(ryw)}: every invalidation up to that LSN is done")
     print("Redis keys, before -> after:")
     width = max(map(len, before)) + 2
     problems = []
@@ -386,7 +403,7 @@ def run(args, state):
         print(f"  {k:{width}} {'GONE' if gone else 'kept'}   {WHY.get(k, '')}")
         if gone != (k in EXPECT_GONE):
             problems.append(f"{k} {'vanished' if gone else 'stayed'}, expected otherwise")
-    new = sorted(set(after) - set(before))
+    new = sorted(set(after) - set(before) - {RYW_KEY})
     if new:
         problems.append(f"keys appeared: {' '.join(new)}")
     print(flush=True)
@@ -482,7 +499,7 @@ def main():
         facts = state["facts"]
         gone = len(set(facts["redis_before"]) - set(facts["redis_after"]))
         print(f"done in {elapsed():.1f} s: {len(facts['records'])} Kafka records,"
-              f" {gone} cached keys invalidated, {len(facts['redis_after'])} left alone."
+              f" {gone} cached keys invalidated, {len(set(facts['redis_after']) - {RYW_KEY})} left alone."
               "  More: README.md, pgfanout --help")
     sys.exit(status)
 

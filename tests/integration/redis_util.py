@@ -26,6 +26,7 @@ and table names start with the test's prefix."""
 import hashlib
 import random
 import re
+import signal
 import struct
 import time
 
@@ -357,6 +358,28 @@ def wait_confirmed(conn, slot, lsn, timeout=60, worker=None):
         tail = worker.stderr_text()[-3000:] if worker is not None else ""
         raise AssertionError(f"slot {slot} did not confirm {runner.int_to_lsn(target)} within"
                              f" {timeout}s: {info}\n{tail}")
+
+
+def start_worker(args, stderr_path):
+    """Starts pgfanout with args (logging to stderr_path) and returns the runner.Worker once
+    it streams with Redis connected; the caller stops it.  Killed if it does not start."""
+    w = runner.Worker(args, stderr_path=str(stderr_path))
+    w.__enter__()
+    try:
+        wait_started(w)
+    except BaseException:
+        w.__exit__(None, None, None)
+        raise
+    return w
+
+
+def stop_clean(w):
+    """SIGTERM; asserts a clean exit (an ASan build exits non-zero on a leak or an error) and
+    returns pgfanout's log."""
+    rc = w.terminate(signal.SIGTERM, timeout=30)
+    text = w.stderr_text()
+    assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
+    return text
 
 
 def wait_started(worker, timeout=30):

@@ -240,6 +240,18 @@ def healthz_ms(port):
     return (time.monotonic() - t0) * 1000
 
 
+def scrape_metrics(port):
+    """GET /metrics on 127.0.0.1:port: {sample name with its labels: value text}."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+
+
 def rss_kb(pid):
     """VmRSS of a live process in kB, or None."""
     try:

@@ -26,7 +26,7 @@ import zipfile
 import pytest
 
 import runner
-from redis_util import create_slot, drop_slots, wait_confirmed, wait_started, worker_args, write_config
+from redis_util import create_slot, drop_slots, start_worker, stop_clean, wait_confirmed, worker_args, write_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.environ.get("PGFANOUT_SRC", os.path.join(HERE, "..", "..")))
@@ -159,23 +159,13 @@ def start_pgfanout(cluster, redis_srv, tmp_path, name, **redis_extra):
         conn.close()
     section = {"django": {"key_prefix": KEY_PREFIX, "version": VERSION}, "rules": [RULE], **redis_extra}
     cfg = write_config(tmp_path / f"{name}.yaml", section)
-    w = runner.Worker(worker_args(cluster, name, f"{name}_pub", cfg, redis_srv.addr),
-                      stderr_path=str(tmp_path / f"{name}.log"))
-    w.__enter__()
-    try:
-        wait_started(w)
-    except BaseException:
-        w.__exit__(None, None, None)
-        raise
-    return w
+    return start_worker(worker_args(cluster, name, f"{name}_pub", cfg, redis_srv.addr), tmp_path / f"{name}.log")
 
 
 def stop(w):
     """SIGTERM; asserts a clean exit and returns the exit summary's keys and lease keys."""
     try:
-        rc = w.terminate(signal.SIGTERM, timeout=30)
-        text = w.stderr_text()
-        assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
+        text = stop_clean(w)
         m = re.findall(r"redis: \d+ transactions, (\d+) keys in \d+ commands; .*; (\d+) lease keys deleted", text)
         assert m, text[-2000:]
         return {"keys": int(m[-1][0]), "leases": int(m[-1][1])}

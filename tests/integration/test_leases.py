@@ -12,11 +12,9 @@ Expectations never come from pgfanout: lease names are built here (key + ":lease
 own make_key for the preset, the hash-tag rule for the cluster layout); "pgfanout has deleted"
 means the slot's confirmed_flush_lsn passed the write, which pgfanout confirms only once Redis
 has answered the DEL (and, for the staged race, the DEL count in commandstats grew)."""
-import http.client
 import os
 import random
 import re
-import signal
 import threading
 import time
 
@@ -25,7 +23,7 @@ import pytest
 import runner
 from leasecache import LEASE_TTL_MS, LeaseCache, lua as _lua
 from ports import free_port
-from redis_util import create_slot, drop_slots, wait_confirmed, wait_started, worker_args, write_config
+from redis_util import create_slot, drop_slots, start_worker, stop_clean, wait_confirmed, worker_args, write_config
 
 STRESS_SECONDS = float(os.environ.get("PGFANOUT_LEASE_STRESS_SECONDS", "4"))
 
@@ -45,23 +43,14 @@ def start(cluster, db, slots, rserver, tmp_path, name, redis_section, tables, *e
     slots.append(f"{name}_slot")
     create_slot(db, f"{name}_slot", f"{name}_pub", [f"public.{t}" for t in tables])
     cfg = write_config(tmp_path / f"{name}.yaml", redis_section)
-    w = runner.Worker(worker_args(cluster, f"{name}_slot", f"{name}_pub", cfg, rserver.addr, *extra),
-                      stderr_path=str(tmp_path / f"{name}.log"))
-    w.__enter__()
-    try:
-        wait_started(w)
-    except BaseException:
-        w.__exit__(None, None, None)
-        raise
-    return w
+    return start_worker(worker_args(cluster, f"{name}_slot", f"{name}_pub", cfg, rserver.addr, *extra),
+                        tmp_path / f"{name}.log")
 
 
 def stop_worker(w):
     """SIGTERM; asserts a clean exit (an ASan build exits non-zero on a leak or an error) and
     returns the numbers of the exit summary: keys, commands and lease keys."""
-    rc = w.terminate(signal.SIGTERM, timeout=30)
-    text = w.stderr_text()
-    assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
+    text = stop_clean(w)
     m = re.findall(r"redis: \d+ transactions, (\d+) keys in (\d+) commands; .*; (\d+) lease keys deleted", text)
     assert m, text[-2000:]
     return dict(zip(("keys", "commands", "leases"), (int(x) for x in m[-1])))
@@ -69,13 +58,7 @@ def stop_worker(w):
 
 def metric_values(port, *names):
     """The values of unlabelled samples on /metrics, in the order of names (None if missing)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    values = dict(line.split(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+    values = runner.scrape_metrics(port)
     return [int(float(values[n])) if n in values else None for n in names]
 
 

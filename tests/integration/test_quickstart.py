@@ -259,6 +259,10 @@ def test_quickstart(pgfanout, qs_tmp):
     assert len(cmds) == 4  # one per transaction
     # ... of the cached keys exactly those vanished, and the rest stayed ...
     before, after = set(facts["redis_before"]), set(facts["redis_after"])
+    # pgfanout's read-your-writes key is the one key that appears, raised by EVALSHA (MONITOR
+    # shows its SET) past the last change.
+    assert "pgfanout:ryw:quickstart" in after and facts["ryw_raises"] >= 1 and facts["ryw"] > 0
+    after.discard("pgfanout:ryw:quickstart")
     assert before == CACHED
     assert before - after == CACHED & named == {
         "product:2", "product:3", "product:slug:mug", "product:slug:kettle", "products:list",

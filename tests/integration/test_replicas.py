@@ -13,10 +13,7 @@ Expectations never come from pgfanout: "the standby has replayed" is read from t
 itself; "stale" compares Redis with the primary's row; "pgfanout has deleted" is a key gone
 from Redis.  Each mechanism's test runs once without it (a baseline that must show the stale
 value), so the checks can fail."""
-import http.client
 import os
-import re
-import signal
 import time
 
 import pytest
@@ -24,7 +21,7 @@ import pytest
 import runner
 from pgcluster import PgCluster, PgStandby
 from ports import free_port
-from redis_util import create_slot, drop_slots, wait_confirmed, wait_started, worker_args, write_config
+from redis_util import create_slot, drop_slots, start_worker, stop_clean, wait_confirmed, wait_started, worker_args, write_config
 
 APPLY_DELAY_MS = 600
 LUA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "contrib", "redis")
@@ -82,32 +79,12 @@ def start(primary, db, slots, rserver, tmp_path, name, redis_section, *extra, me
     cfg = write_config(tmp_path / f"{name}.yaml", section)
     port = free_port() if metrics else None
     more = ["--http-listen", f"127.0.0.1:{port}"] if metrics else []
-    w = runner.Worker(worker_args(primary, f"{name}_slot", f"{name}_pub", cfg, rserver.addr, *more, *extra),
-                      stderr_path=str(tmp_path / f"{name}.log"))
-    w.__enter__()
-    try:
-        wait_started(w)
-    except BaseException:
-        w.__exit__(None, None, None)
-        raise
+    w = start_worker(worker_args(primary, f"{name}_slot", f"{name}_pub", cfg, rserver.addr, *more, *extra),
+                     tmp_path / f"{name}.log")
     return w, port
 
 
-def stop_clean(w):
-    rc = w.terminate(signal.SIGTERM, timeout=30)
-    text = w.stderr_text()
-    assert rc == 0 and "Sanitizer" not in text, f"pgfanout exited with {rc}:\n{text[-3000:]}"
-    return text
-
-
-def metrics(port):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    return dict(line.rsplit(" ", 1) for line in body.splitlines() if line and not line.startswith("#"))
+metrics = runner.scrape_metrics
 
 
 def ryw(client, slot):
