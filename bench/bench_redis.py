@@ -92,6 +92,11 @@ class BenchRedis(RedisServer):
         return os.path.join(self.dir, "redis.sock")
 
 
+def cache_keys(rc):
+    """Keys in Redis, less pgfanout's read-your-writes keys (pgfanout:ryw:<slot>)."""
+    return rc.dbsize() - sum(1 for _ in rc.scan_iter(match="pgfanout:ryw:*", count=1000))
+
+
 def consumer_dsn(cluster, args):
     """The DSN of pgfanout and pg_recvlogical: TCP on 127.0.0.1, or with --pg-socket unix the
     server's socket directory.  pgbench, the prober and the benchmark itself always use TCP."""
@@ -531,7 +536,7 @@ def latency_run(rate, rep, args, cluster, rserver, conn, workdir, config):
     still = sum(pipe.execute())
     expect_left = ((counts["acct"] - d_aid) + (counts["teller"] - d_tid)
                    + (counts["branch"] - d_bid))
-    left = rc.dbsize()
+    left = cache_keys(rc)
     if still or left != expect_left or missing:
         raise BenchError(f"wrong Redis state after the latency run: {still} changed accounts still "
                          f"cached, {left} keys left (expected {expect_left}), {len(missing)} probe "
@@ -654,7 +659,7 @@ def throughput_run(rep, args, cluster, rserver, conn, workdir, config, del_strea
         else:
             r["keys"] = rows  # row changes decoded
         if name != "pg_recvlogical":
-            left = rc.dbsize()
+            left = cache_keys(rc)
             spares = [f"{p}:0" for p in prefixes]
             if left != len(spares) or rc.exists(*spares) != len(spares):
                 raise BenchError(f"after {name}: {left:,} keys left in Redis, expected only the "
