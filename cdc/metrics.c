@@ -102,6 +102,14 @@ static void put_label(struct text *t, const char *s)
     }
 }
 
+/* Writes "metric{replica="name"} " with the name escaped; the caller writes the value. */
+static void put_replica(struct text *t, const char *metric, const char *name)
+{
+    put(t, "%s{replica=\"", metric);
+    put_label(t, name);
+    put(t, "\"} ");
+}
+
 /* Upper bounds of the latency histogram's exported buckets, in seconds. */
 static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 
@@ -235,29 +243,38 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
         put(&t, "pgfanout_redis_second_pass_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
                 "pgfanout_redis_second_pass_seconds_sum %.6f\npgfanout_redis_second_pass_seconds_count %" PRIu64 "\n",
             ps.second_pass->total, ps.second_pass->sum_us / 1e6, ps.second_pass->total);
+        const struct pgf_replica_stat *rs;
         put(&t, "# HELP pgfanout_replica_up 1 when the standby's last poll answered and showed it streaming.\n"
                 "# TYPE pgfanout_replica_up gauge\n");
-        const struct pgf_replica_stat *rs;
-        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
-            put(&t, "pgfanout_replica_up{replica=\"%s\"} %d\n", rs->name, rs->up);
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++) {
+            put_replica(&t, "pgfanout_replica_up", rs->name);
+            put(&t, "%d\n", rs->up);
+        }
         put(&t, "# HELP pgfanout_replica_replay_lsn The standby's replay position as last read.\n"
                 "# TYPE pgfanout_replica_replay_lsn gauge\n");
-        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
-            put(&t, "pgfanout_replica_replay_lsn{replica=\"%s\"} %" PRIu64 "\n", rs->name, rs->replay_lsn);
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++) {
+            put_replica(&t, "pgfanout_replica_replay_lsn", rs->name);
+            put(&t, "%" PRIu64 "\n", rs->replay_lsn);
+        }
         put(&t, "# HELP pgfanout_replica_lag_bytes WAL the server reported to pgfanout that the standby has not "
                 "replayed.\n# TYPE pgfanout_replica_lag_bytes gauge\n");
-        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
-            put(&t, "pgfanout_replica_lag_bytes{replica=\"%s\"} %" PRIu64 "\n", rs->name,
-                m->server_lsn > rs->replay_lsn && rs->replay_lsn ? m->server_lsn - rs->replay_lsn : 0);
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++) {
+            put_replica(&t, "pgfanout_replica_lag_bytes", rs->name);
+            put(&t, "%" PRIu64 "\n", m->server_lsn > rs->replay_lsn && rs->replay_lsn ? m->server_lsn - rs->replay_lsn : 0);
+        }
         put(&t, "# HELP pgfanout_replica_lag_seconds The standby's own replay delay: how old its last replayed "
                 "commit is while it has WAL left to replay (replay_lag in pg_stat_replication).\n"
                 "# TYPE pgfanout_replica_lag_seconds gauge\n");
-        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
-            put(&t, "pgfanout_replica_lag_seconds{replica=\"%s\"} %.3f\n", rs->name, rs->lag_seconds);
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++) {
+            put_replica(&t, "pgfanout_replica_lag_seconds", rs->name);
+            put(&t, "%.3f\n", rs->lag_seconds);
+        }
         put(&t, "# HELP pgfanout_replica_poll_errors_total Polls of the standby that failed.\n"
                 "# TYPE pgfanout_replica_poll_errors_total counter\n");
-        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++)
-            put(&t, "pgfanout_replica_poll_errors_total{replica=\"%s\"} %" PRIu64 "\n", rs->name, rs->poll_errors);
+        for (size_t k = 0; (rs = pgf_replicas_stat(m->replicas, k)) != NULL; k++) {
+            put_replica(&t, "pgfanout_replica_poll_errors_total", rs->name);
+            put(&t, "%" PRIu64 "\n", rs->poll_errors);
+        }
         break;
     }
     put(&t, "# HELP pgfanout_sink_ack_latency_seconds Commit (timestamp in pgoutput's Commit) to the sink's "

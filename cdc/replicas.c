@@ -15,6 +15,9 @@
 #define QUERY_TIMEOUT_MS 2000
 #define CONNECT_TIMEOUT_MS 5000
 #define WARN_EVERY_US (60 * 1000000LL)
+/* Reconnect backoff bounds: a standby that is down is not dialled on every poll. */
+#define BACKOFF_MIN_US (100 * 1000LL)
+#define BACKOFF_MAX_US (5 * 1000000LL)
 
 /* The standby's replay position and its own replay delay; 0 s while it has replayed all it got. */
 static const char standby_sql[] =
@@ -30,6 +33,7 @@ struct standby {
     int ready;
     int64_t seen_at;       /* when replay_lsn was last read */
     int64_t last_warn_us;
+    int64_t retry_at, backoff_us; /* next connect attempt, after a failure */
 };
 
 struct pgf_replicas {
@@ -40,7 +44,10 @@ struct pgf_replicas {
     struct pgf_pgconn *primary; /* for pg_stat_replication, when any standby is known by name */
     int primary_ready;
     int64_t primary_warn_us;
-    char *names_sql;
+    int64_t primary_retry_at, primary_backoff_us;
+    int dup_warned;          /* two pg_stat_replication rows with one listed name were seen */
+    const char *names;       /* redis.replica_names (the config outlives the poller) */
+    char *names_sql;         /* built with PQescapeLiteral once the primary is connected */
     struct event *timer;
     pgf_replicas_cb cb;
     void *arg;
@@ -123,6 +130,14 @@ static int check_standby(const char *s, size_t len, void *arg)
         return -1;
     }
     dsn_name(dsn, name, sizeof name);
+    if (strchr(name, ',') != NULL) {
+        /* Several hosts: each connection may land on another one, and their positions would
+         * mix into one; the horizon must be each standby's own. */
+        free(dsn);
+        snprintf(cx->err, cx->errlen, "redis.replicas: the DSN of %s names several hosts; list each standby "
+                 "with a DSN of its own, separated by ';'", name);
+        return -1;
+    }
     PGconn *conn = pgf_pgconn_open_blocking(dsn, 0);
     free(dsn);
     int rc = -1;
@@ -163,7 +178,8 @@ int pgf_replicas_check(const struct pgf_redis_cfg *cfg, const char *primary_dsn,
         pgf_pgconn_trim(msg, sizeof msg, conn ? PQerrorMessage(conn) : "out of memory");
         snprintf(err, errlen, "redis.replica_names: cannot connect to the primary: %s", msg);
     } else {
-        PGresult *res = PQexec(conn, "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER'), current_user");
+        /* USAGE, not MEMBER: a NOINHERIT grant does not show the positions. */
+        PGresult *res = PQexec(conn, "SELECT pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), current_user");
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             pgf_pgconn_trim(msg, sizeof msg, PQerrorMessage(conn));
             snprintf(err, errlen, "redis.replica_names: cannot check the role's rights: %s", msg);
@@ -182,10 +198,12 @@ int pgf_replicas_check(const struct pgf_redis_cfg *cfg, const char *primary_dsn,
 
 /* ---- polling ---- */
 
+static int build_names_sql(struct pgf_replicas *rp, PGconn *conn);
+
 /* Logs a standby's trouble at most once a minute; the horizon keeps its last position. */
 static void warn_standby(struct standby *s, const char *what)
 {
-    int64_t now = pgf_pgtime_now();
+    int64_t now = pgf_mono_us();
     s->st.poll_errors++;
     s->st.up = 0;
     if (now - s->last_warn_us >= WARN_EVERY_US) {
@@ -225,7 +243,14 @@ static void seen(struct standby *s, const char *lsn_text, const char *lag_text)
         s->st.replay_lsn = lsn;
     s->st.lag_seconds = lag_text ? strtod(lag_text, NULL) : 0;
     s->st.up = 1;
-    s->seen_at = pgf_pgtime_now();
+    s->seen_at = pgf_mono_us();
+}
+
+/* Pushes *retry_at out by the doubling *backoff_us (100 ms up to 5 s). */
+static void back_off(int64_t *retry_at, int64_t *backoff_us)
+{
+    *backoff_us = *backoff_us ? (*backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : *backoff_us * 2) : BACKOFF_MIN_US;
+    *retry_at = pgf_mono_us() + *backoff_us;
 }
 
 static void drop_standby(struct standby *s)
@@ -233,6 +258,7 @@ static void drop_standby(struct standby *s)
     pgf_pgconn_free(s->pc);
     s->pc = NULL;
     s->ready = 0;
+    back_off(&s->retry_at, &s->backoff_us);
 }
 
 /* A DSN standby's answer. */
@@ -264,6 +290,7 @@ static void on_standby_session(void *arg, struct pgf_pgconn *pc, PGresult *res, 
         return;
     }
     s->ready = 1;
+    s->backoff_us = 0;
 }
 
 /* A DSN standby connected, or not. */
@@ -282,6 +309,7 @@ static void drop_primary(struct pgf_replicas *rp)
     pgf_pgconn_free(rp->primary);
     rp->primary = NULL;
     rp->primary_ready = 0;
+    back_off(&rp->primary_retry_at, &rp->primary_backoff_us);
 }
 
 /* Marks every standby known by name as not seen, after the primary could not be asked. */
@@ -308,10 +336,23 @@ static void on_names_polled(void *arg, struct pgf_pgconn *pc, PGresult *res, con
         struct standby *s = &rp->sb[i];
         if (s->dsn != NULL)
             continue;
-        int row = -1;
+        /* Two standbys reporting one name (both left at "walreceiver", say) cannot be told
+         * apart: the lower position is the one that holds the pass. */
+        int row = -1, matches = 0;
+        uint64_t lowest = UINT64_MAX, lsn;
         for (int r = 0; r < PQntuples(res); r++)
-            if (strcmp(PQgetvalue(res, r, 0), s->st.name) == 0 && !PQgetisnull(res, r, 1))
-                row = r;
+            if (strcmp(PQgetvalue(res, r, 0), s->st.name) == 0 && !PQgetisnull(res, r, 1) &&
+                pgf_lsn_parse(PQgetvalue(res, r, 1), &lsn) == 0) {
+                matches++;
+                if (lsn < lowest)
+                    lowest = lsn, row = r;
+            }
+        if (matches > 1 && !rp->dup_warned) {
+            rp->dup_warned = 1;
+            pgf_warn("standby %s: %d rows of pg_stat_replication carry this application_name; the lowest replay "
+                     "position counts. Give each standby its own application_name (cluster_name)",
+                     s->st.name, matches);
+        }
         if (row < 0)
             warn_standby(s, "is not streaming from the primary (no row with its application_name in "
                             "pg_stat_replication)");
@@ -331,7 +372,13 @@ static void on_primary_session(void *arg, struct pgf_pgconn *pc, PGresult *res, 
         drop_primary(rp);
         return;
     }
+    if (rp->names_sql[0] == '\0' && build_names_sql(rp, pgf_pgconn_pq(pc)) != 0) {
+        names_unseen(rp, "out of memory");
+        drop_primary(rp);
+        return;
+    }
     rp->primary_ready = 1;
+    rp->primary_backoff_us = 0;
 }
 
 static void on_primary_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
@@ -355,9 +402,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         struct standby *s = &rp->sb[i];
         if (s->dsn == NULL)
             continue;
-        if (s->pc == NULL)
+        if (s->pc == NULL && pgf_mono_us() >= s->retry_at)
             s->pc = pgf_pgconn_connect(rp->base, s->dsn, 0, CONNECT_TIMEOUT_MS, on_standby_connected, s);
-        else if (s->ready && !pgf_pgconn_busy(s->pc) &&
+        else if (s->pc && s->ready && !pgf_pgconn_busy(s->pc) &&
                  pgf_pgconn_query(s->pc, standby_sql, QUERY_TIMEOUT_MS, on_standby_polled, s) != 0) {
             warn_standby(s, "cannot send to it");
             drop_standby(s);
@@ -365,9 +412,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (rp->names_sql == NULL)
         return;
-    if (rp->primary == NULL)
+    if (rp->primary == NULL && pgf_mono_us() >= rp->primary_retry_at)
         rp->primary = pgf_pgconn_connect(rp->base, rp->primary_dsn, 0, CONNECT_TIMEOUT_MS, on_primary_connected, rp);
-    else if (rp->primary_ready && !pgf_pgconn_busy(rp->primary) &&
+    else if (rp->primary && rp->primary_ready && !pgf_pgconn_busy(rp->primary) &&
              pgf_pgconn_query(rp->primary, rp->names_sql, QUERY_TIMEOUT_MS, on_names_polled, rp) != 0) {
         names_unseen(rp, "cannot send to it");
         drop_primary(rp);
@@ -396,26 +443,49 @@ static int add_standby(const char *item, size_t len, void *arg)
     return 0;
 }
 
-/* Appends a quoted name to the pg_stat_replication query's IN list. */
+struct names_ctx {
+    PGconn *conn;
+    char **sql;
+};
+
+/* Appends one listed name, quoted by libpq for this server, to the IN list. */
 static int add_name_sql(const char *item, size_t len, void *arg)
 {
-    char **sql = arg;
-    size_t have = strlen(*sql), need = have + 2 * len + 8;
-    char *grown = realloc(*sql, need);
-    if (grown == NULL)
+    struct names_ctx *cx = arg;
+    char *quoted = PQescapeLiteral(cx->conn, item, len);
+    if (quoted == NULL)
         return -1;
-    *sql = grown;
-    char *p = grown + have;
-    if (grown[have - 1] != '(')
-        *p++ = ',';
-    *p++ = '\'';
-    for (size_t i = 0; i < len; i++) {
-        if (item[i] == '\'')
-            *p++ = '\'';
-        *p++ = item[i];
+    size_t have = strlen(*cx->sql), add = strlen(quoted);
+    char *grown = realloc(*cx->sql, have + add + 3);
+    if (grown == NULL) {
+        PQfreemem(quoted);
+        return -1;
     }
-    *p++ = '\'';
-    *p = '\0';
+    *cx->sql = grown;
+    snprintf(grown + have, add + 3, "%s%s", grown[have - 1] == '(' ? "" : ",", quoted);
+    PQfreemem(quoted);
+    return 0;
+}
+
+/* Builds the pg_stat_replication query for the standbys listed by name; 0 or -1 (memory). */
+static int build_names_sql(struct pgf_replicas *rp, PGconn *conn)
+{
+    char *sql = strdup("SELECT application_name, replay_lsn::text, COALESCE(extract(epoch FROM replay_lag), 0) "
+                       "FROM pg_stat_replication WHERE application_name IN (");
+    struct names_ctx cx = {conn, &sql};
+    if (sql == NULL || each_item(rp->names, ',', add_name_sql, &cx) != 0) {
+        free(sql);
+        return -1;
+    }
+    size_t len = strlen(sql);
+    char *grown = realloc(sql, len + 2);
+    if (grown == NULL) {
+        free(sql);
+        return -1;
+    }
+    memcpy(grown + len, ")", 2);
+    free(rp->names_sql);
+    rp->names_sql = grown;
     return 0;
 }
 
@@ -439,17 +509,9 @@ struct pgf_replicas *pgf_replicas_start(struct event_base *base, const struct pg
              each_item(cfg->replica_names, ',', add_standby, &b) == 0;
     if (ok && cfg->replica_names && pgf_replicas_count(&(struct pgf_redis_cfg){.replica_names = cfg->replica_names},
                                                        err, sizeof err) > 0) {
-        rp->names_sql = strdup("SELECT application_name, replay_lsn::text, "
-                               "COALESCE(extract(epoch FROM replay_lag), 0) FROM pg_stat_replication "
-                               "WHERE application_name IN (");
-        ok = rp->names_sql && each_item(cfg->replica_names, ',', add_name_sql, &rp->names_sql) == 0;
-        size_t len = ok ? strlen(rp->names_sql) : 0;
-        char *grown = ok ? realloc(rp->names_sql, len + 2) : NULL;
-        if (grown) {
-            rp->names_sql = grown;
-            memcpy(grown + len, ")", 2);
-        }
-        ok = grown != NULL;
+        rp->names = cfg->replica_names;
+        rp->names_sql = strdup(""); /* "": built on the first connection to the primary */
+        ok = rp->names_sql != NULL;
     }
     unsigned every = cfg->replica_poll_ms ? cfg->replica_poll_ms : 50;
     struct timeval tv = {every / 1000, (every % 1000) * 1000};

@@ -31,7 +31,7 @@ struct pgf_replica_stat {
 };
 
 /* Called on the loop after a poll round: horizon is the lowest replay position over every
- * listed standby (0 while one has never been seen), observed_at_us (pgf_pgtime_now) when it
+ * listed standby (0 while one has never been seen), observed_at_us (pgf_mono_us) when it
  * was read. */
 typedef void (*pgf_replicas_cb)(void *arg, uint64_t horizon, int64_t observed_at_us);
 

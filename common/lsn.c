@@ -48,6 +48,14 @@ int pgf_lsn_parse(const char *s, uint64_t *lsn)
     return 0;
 }
 
+/* Reads CLOCK_MONOTONIC; see lsn.h. */
+int64_t pgf_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Formats a PostgreSQL timestamp as ISO-8601 UTC with microseconds. */
 char *pgf_pgtime_format(int64_t pg_us, char buf[PGF_TS_BUFSZ])
 {

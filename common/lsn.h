@@ -25,4 +25,8 @@ char *pgf_pgtime_format(int64_t pg_us, char buf[PGF_TS_BUFSZ]);
 /* Returns the current time as microseconds since PostgreSQL's epoch. */
 int64_t pgf_pgtime_now(void);
 
+/* Returns microseconds on a clock that never steps (CLOCK_MONOTONIC), for intervals and
+ * deadlines: a wall clock set back or forward must not hold or rush what waits on it. */
+int64_t pgf_mono_us(void);
+
 #endif

@@ -166,7 +166,8 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
             snprintf(msg, sizeof msg, "Redis refused the database number (%s); check redis.db", detail);
         else if (strncmp(step, "SCRIPT", 6) == 0)
             snprintf(msg, sizeof msg, "Redis refused to load pgfanout's Lua script (%s); the ACL of "
-                                      "redis.username must allow SCRIPT LOAD and EVALSHA", detail);
+                                      "redis.username must allow SCRIPT LOAD and EVALSHA, or turn off what runs "
+                                      "scripts (redis.ryw_key: \"\", no cacheops preset, no second pass)", detail);
         else
             snprintf(msg, sizeof msg, "Redis refused the connection (%s); check the password and ACLs", detail);
         c->h->refused(c->h->ctx, msg);
@@ -189,6 +190,15 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
         c->backoff_ms = BACKOFF_MIN_MS;
         c->h->up(c->h->ctx, attempts);
     }
+}
+
+/* True when a setting in use runs pgfanout's scripts: the read-your-writes key (on unless
+ * redis.ryw_key is ""), the second pass's generation raise, the cacheops preset.  Without
+ * them, an ACL that forbids scripting keeps working. */
+static int needs_scripts(const struct pgf_redis_cfg *cfg)
+{
+    return cfg->ryw_key == NULL || cfg->ryw_key[0] != '\0' || cfg->cacheops != NULL || cfg->replicas != NULL ||
+           cfg->replica_names != NULL || cfg->second_pass;
 }
 
 /* Starts a connection: hiredis queues AUTH, SELECT and PING until the socket is up. */
@@ -224,7 +234,7 @@ static void connect_redis(struct redis_conn *c)
     static const char *const loads[] = {"SCRIPT0", "SCRIPT1", "SCRIPT2", "SCRIPT3", "SCRIPT4",
                                         "SCRIPT5", "SCRIPT6", "SCRIPT7", "SCRIPT8", "SCRIPT9"};
     _Static_assert(REDIS_SCRIPT_COUNT <= 10, "one handshake step name per script");
-    for (int s = 0; s < REDIS_SCRIPT_COUNT; s++)
+    for (int s = 0; needs_scripts(c->cfg) && s < REDIS_SCRIPT_COUNT; s++)
         redisAsyncCommand(ac, on_handshake, (void *)loads[s], "SCRIPT LOAD %s", redis_script_text((enum redis_script)s));
     redisAsyncCommand(ac, on_handshake, (void *)"PING", "PING");
 }

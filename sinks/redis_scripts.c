@@ -26,10 +26,11 @@ const char *redis_script_sha(enum redis_script s)
     if (shas[s][0] == '\0') {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned mdlen = 0;
-        char hex[41];
-        EVP_Digest(texts[s], strlen(texts[s]), md, &mdlen, EVP_sha1(), NULL);
-        for (unsigned i = 0; i < mdlen && i < 20; i++)
-            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        char hex[41] = "0000000000000000000000000000000000000000";
+        /* Should SHA1 ever fail, the zero digest makes SCRIPT LOAD's check refuse loudly. */
+        if (EVP_Digest(texts[s], strlen(texts[s]), md, &mdlen, EVP_sha1(), NULL) == 1)
+            for (unsigned i = 0; i < mdlen && i < 20; i++)
+                snprintf(hex + 2 * i, 3, "%02x", md[i]);
         memcpy(shas[s], hex, sizeof hex);
     }
     return shas[s];

@@ -104,6 +104,8 @@ struct redis_sink {
     int ryw_inflight;
     uint64_t ryw_sent, ryw_done, idle_lsn;
     int ryw_warned;
+    int64_t ryw_retry_at;     /* after a refusal, no raise before this (pgf_mono_us) */
+    int ryw_backoff_ms;
 
     /* The cacheops preset (redis.cacheops): its constants, scratch for one row object and its
      * values, and what was already logged, so each table and column is logged once. */
@@ -163,7 +165,7 @@ static void ryw_kick(struct redis_sink *r)
     if (r->ring.head == r->ring.tail && !r->open && r->idle_lsn > target)
         target = r->idle_lsn;
     if (r->ryw_key == NULL || r->ryw_inflight || target <= r->ryw_done || !redis_conn_ready(r->conn) ||
-        r->failure[0])
+        r->failure[0] || (r->ryw_retry_at && pgf_mono_us() < r->ryw_retry_at))
         return;
     char lsn[24], err[256];
     snprintf(lsn, sizeof lsn, "%" PRIu64, target);
@@ -458,8 +460,10 @@ static void kick(struct redis_sink *r)
     /* Empty transactions are acked without being sent, so head can pass send_seq. */
     if (r->send_seq < r->ring.head)
         r->send_seq = r->ring.head;
-    /* Second passes form a prefix of the transactions with commands: they fall due in order. */
-    for (uint64_t s = r->ring.head; s < r->send_seq && r->second_pass; s++) {
+    /* Second passes form a prefix of the transactions with commands: they fall due in order.
+     * Bounded by tail, not send_seq: after a reconnect send_seq restarts at head, and a second
+     * pass cut off by it must be sent again before the first-pass loop walks past it. */
+    for (uint64_t s = r->ring.head; s < r->ring.tail && r->second_pass; s++) {
         struct rtxn *t = txn_at(r, s);
         if (!redis_conn_ready(r->conn) || r->failure[0] || (txn_size(t) > 0 && t->phase != P_SECOND))
             break;
@@ -495,7 +499,7 @@ static void start_second_pass(struct redis_sink *r, struct rtxn *t)
 /* Logs a forced second pass at most once a minute. */
 static void warn_forced(struct redis_sink *r, const struct rtxn *t)
 {
-    int64_t now = pgf_pgtime_now();
+    int64_t now = pgf_mono_us();
     if (now - r->forced_warn_us < 60 * 1000000LL)
         return;
     r->forced_warn_us = now;
@@ -512,7 +516,7 @@ static void warn_forced(struct redis_sink *r, const struct rtxn *t)
  * was answered max_wait_us ago (forced). */
 static void schedule_second_passes(struct redis_sink *r)
 {
-    int64_t now = pgf_pgtime_now(), next = 0;
+    int64_t now = pgf_mono_us(), next = 0;
     int started = 0;
     for (uint64_t s = r->ring.head; s < r->ring.tail && r->held > 0; s++) {
         struct rtxn *t = txn_at(r, s);
@@ -557,7 +561,7 @@ static void schedule_second_passes(struct redis_sink *r)
 static void first_pass_done(struct redis_sink *r, struct rtxn *t)
 {
     t->phase = P_HELD;
-    t->first_done_at = pgf_pgtime_now();
+    t->first_done_at = pgf_mono_us();
     r->held++;
     schedule_second_passes(r);
 }
@@ -692,13 +696,22 @@ static void on_conn_reply(void *ctx, uint64_t seq, const char *error)
     struct redis_sink *r = ctx;
     if (seq == RYW_TAG) {
         r->ryw_inflight = 0;
-        if (error == NULL)
+        if (error == NULL) {
             r->ryw_done = r->ryw_sent;
-        else if (!r->ryw_warned) {
-            /* Invalidation goes on; only waits on the key are affected, and they time out. */
-            r->ryw_warned = 1;
-            pgf_warn("redis: cannot raise the read-your-writes key %s: %s; check that nothing else writes "
-                     "that key (redis.ryw_key)", r->ryw_key, error);
+            r->ryw_retry_at = 0;
+            r->ryw_backoff_ms = 0;
+        } else {
+            /* Invalidation goes on; only waits on the key are affected, and they time out.  The
+             * raise is tried again after a doubling pause (an ACL or OOM refusal lasts). */
+            r->ryw_backoff_ms = r->ryw_backoff_ms ? (r->ryw_backoff_ms >= 30000 ? 60000 : r->ryw_backoff_ms * 2)
+                                                  : 1000;
+            r->ryw_retry_at = pgf_mono_us() + (int64_t)r->ryw_backoff_ms * 1000;
+            if (!r->ryw_warned) {
+                r->ryw_warned = 1;
+                pgf_warn("redis: cannot raise the read-your-writes key %s: %s; check that nothing else writes "
+                         "that key and that the ACL of redis.username allows EVALSHA on it (redis.ryw_key; "
+                         "\"\" turns it off); retrying with a growing pause", r->ryw_key, error);
+            }
         }
         ryw_kick(r);
         return;

@@ -46,7 +46,7 @@ int redis_sink_lease_counts(const struct sink *sink, uint64_t *leases, uint64_t 
 /* Fills *st; returns 0, or -1 when sink is not a Redis sink. */
 int redis_sink_pass_stats(const struct sink *sink, struct redis_sink_pass_stats *st);
 
-/* The standbys have all replayed up to horizon, as read at observed_at_us (pgf_pgtime_now):
+/* The standbys have all replayed up to horizon, as read at observed_at_us (pgf_mono_us):
  * held transactions that end at or before it get their second pass once
  * redis.second_pass_delay_ms more has passed.  Does nothing for a sink that is not Redis. */
 void redis_sink_replay_horizon(struct sink *sink, uint64_t horizon, int64_t observed_at_us);

@@ -14,6 +14,7 @@ itself; "stale" compares Redis with the primary's row; "pgfanout has deleted" is
 from Redis.  Each mechanism's test runs once without it (a baseline that must show the stale
 value), so the checks can fail."""
 import os
+import signal
 import time
 
 import pytest
@@ -315,6 +316,40 @@ def test_script_flush_is_survived(pgfanout, primary, db, slots, rserver, tmp_pat
         text = w.stderr_text()
         assert "NOSCRIPT" in text and "connected again" in text, text[-2000:]
     finally:
+        stop_clean(w)
+
+
+def test_redis_lost_during_the_second_pass(pgfanout, primary, standby, db, slots, rserver, tmp_path):
+    """Redis stops answering while a second pass is under way (SIGSTOP: the command times
+    out, the connection is dropped, reconnects fail), then comes back, and no other write
+    follows: the second pass is sent again on the new connection, so the slot and the
+    read-your-writes key move past the write and the stale fill is gone."""
+    client = rserver.client()
+    sconn = runner.connect(standby.dsn())
+    section = {"replicas": standby.dsn(), "second_pass_delay_ms": 50, "replica_poll_ms": 20,
+               "command_timeout_ms": 500}
+    w, _ = start(primary, db, slots, rserver, tmp_path, "rl", section)
+    try:
+        standby.wait_replayed(runner.current_lsn(db))
+        sconn.execute("SELECT pg_wal_replay_pause()")
+        client.set("rl:1", "v0")
+        db.execute("UPDATE t_rl SET v = 'new' WHERE id = 1")
+        lsn = insert_lsn(db)
+        wait_gone(client, "rl:1")                                 # the first pass
+        client.set("rl:1", standby_row(standby, "t_rl", 1))     # a stale fill from the paused standby
+        os.kill(rserver.proc.pid, signal.SIGSTOP)
+        try:
+            sconn.execute("SELECT pg_wal_replay_resume()")       # the second pass falls due now
+            time.sleep(2)
+        finally:
+            os.kill(rserver.proc.pid, signal.SIGCONT)
+        wait_confirmed(db, "rl_slot", lsn, timeout=30, worker=w)
+        assert client.get("rl:1") is None, "the stale fill survived: the second pass was not sent again"
+        assert ryw(client, "rl_slot") >= lsn
+        assert "connected again" in w.stderr_text()
+    finally:
+        sconn.execute("SELECT pg_wal_replay_resume()")
+        sconn.close()
         stop_clean(w)
 
 
