@@ -600,13 +600,15 @@ int main(int argc, char **argv)
      * held by another walsender is the standby case: wait for it, as /readyz says. */
     int started;
     PGconn *conn = start_stream(base, &opts, first, snap, &info, err, sizeof err, &started);
-    for (int attempt = 1, wait_ms = 1000; conn == NULL && started == PGF_REPLCONN_BUSY && !stop_signal; attempt++) {
+    for (int attempt = 1; conn == NULL && started == PGF_REPLCONN_BUSY && !stop_signal; attempt++) {
         if (attempt == 1 || attempt % 60 == 0)
             pgf_info("waiting for replication slot \"%s\", which another walsender holds (%s); this instance "
-                     "takes over when it is released, retrying every few seconds", opts.slot, err);
+                     "takes over when it is released, retrying every second", opts.slot, err);
         snprintf(pgf_metrics.waiting, sizeof pgf_metrics.waiting, "standby: %.480s", err);
-        wait_on_loop(base, wait_ms);
-        wait_ms = wait_ms * 2 > 5000 ? 5000 : wait_ms * 2;
+        /* Every second, not with a growing backoff: a standby instance must take over within
+         * seconds of the active one's death, and one failed START_REPLICATION a second costs
+         * the server nothing worth saving. */
+        wait_on_loop(base, 1000);
         if (!stop_signal)
             conn = start_stream(base, &opts, first, snap, &info, err, sizeof err, &started);
     }
