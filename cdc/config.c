@@ -442,7 +442,7 @@ static int load_setting(struct pgf_config *c, const struct pgf_file_node *node, 
         for (unsigned k = 0; k < node->list[row].item_count && n < sizeof text; k++)
             n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", k ? "," : "", node->list[row].item[k]);
         if (n == 0) {
-            pgf_setting_error(s, -1, "[]", &o, "name at least one of stdout, kafka, redis", err, errlen);
+            pgf_setting_error(s, -1, "[]", &o, "name at least one of stdout, kafka, redis, null", err, errlen);
             return -1;
         }
         if (pgf_setting_parse(s, text, v, why, sizeof why) != 0) {

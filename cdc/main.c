@@ -28,6 +28,7 @@
 #include "cdc/stream.h"
 #include "sinks/kafka_sink.h"
 #include "sinks/redis_sink.h"
+#include "sinks/null_sink.h"
 #include "sinks/stdout_sink.h"
 #include "sinks/sink.h"
 
@@ -411,6 +412,15 @@ static size_t open_sinks(const struct pgf_options *opts, const struct pgf_server
         }
         n++;
     }
+    if (opts->sinks & PGF_SINK_NULL) {
+        /* Named by the database, as the Kafka sink's records are, so it encodes the same bytes. */
+        if ((sinks[n] = null_sink_open(info->database, err, errlen)) == NULL) {
+            while (n > 0)
+                sink_close(sinks[--n]);
+            return 0;
+        }
+        n++;
+    }
     return n;
 }
 
@@ -628,7 +638,7 @@ int main(int argc, char **argv)
         pgf_config_free(cfg);
         return stop_signal ? 0 : 1;
     }
-    struct sink *sinks[3];
+    struct sink *sinks[4]; /* stdout, kafka, redis, null */
     size_t nsinks = open_sinks(&opts, &info, redis, rules, out, base, sinks, err, sizeof err);
     if (nsinks == 0) {
         pgf_error("%s", err);

@@ -110,8 +110,18 @@ static void put_replica(struct text *t, const char *metric, const char *name)
     put(t, "\"} ");
 }
 
-/* Upper bounds of the latency histogram's exported buckets, in seconds. */
-static const double latency_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+/* Upper bounds of the latency histogram's exported buckets, in seconds.  Dense from 0.5 ms to
+ * 50 ms, where a Kafka ack's p99 lies, so a quantile read from them is not off by a whole
+ * 10-25 ms step.  common/histogram.c resolves each edge to within 1/16 below it (a value just
+ * under an edge may land in the next bucket up), finer than the gap between any two edges. */
+static const double latency_buckets[] = {0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
+                                         0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+/* An edge in whole microseconds, rounded: 0.0075 * 1e6 must not truncate to 7499. */
+static uint64_t bucket_us(double seconds)
+{
+    return (uint64_t)(seconds * 1e6 + 0.5);
+}
 
 /* Renders everything; see metrics.h. */
 int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
@@ -239,7 +249,7 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
                 "pass.\n# TYPE pgfanout_redis_second_pass_seconds histogram\n");
         for (size_t b = 0; b < sizeof latency_buckets / sizeof *latency_buckets; b++)
             put(&t, "pgfanout_redis_second_pass_seconds_bucket{le=\"%g\"} %" PRIu64 "\n", latency_buckets[b],
-                pgf_hist_count_le(ps.second_pass, (uint64_t)(latency_buckets[b] * 1e6)));
+                pgf_hist_count_le(ps.second_pass, bucket_us(latency_buckets[b])));
         put(&t, "pgfanout_redis_second_pass_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
                 "pgfanout_redis_second_pass_seconds_sum %.6f\npgfanout_redis_second_pass_seconds_count %" PRIu64 "\n",
             ps.second_pass->total, ps.second_pass->sum_us / 1e6, ps.second_pass->total);
@@ -286,7 +296,7 @@ int pgf_metrics_render(char **out, size_t *len, int64_t now_us)
         const char *name = m->sinks[i]->ops->name;
         for (size_t b = 0; b < sizeof latency_buckets / sizeof *latency_buckets; b++)
             put(&t, "pgfanout_sink_ack_latency_seconds_bucket{sink=\"%s\",le=\"%g\"} %" PRIu64 "\n", name,
-                latency_buckets[b], pgf_hist_count_le(h, (uint64_t)(latency_buckets[b] * 1e6)));
+                latency_buckets[b], pgf_hist_count_le(h, bucket_us(latency_buckets[b])));
         put(&t, "pgfanout_sink_ack_latency_seconds_bucket{sink=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, h->total);
         put(&t, "pgfanout_sink_ack_latency_seconds_sum{sink=\"%s\"} %.6f\n", name, h->sum_us / 1e6);
         put(&t, "pgfanout_sink_ack_latency_seconds_count{sink=\"%s\"} %" PRIu64 "\n", name, h->total);

@@ -23,7 +23,7 @@ struct pgf_origin {
 };
 
 /* Bits of pgf_options.sinks. */
-enum { PGF_SINK_STDOUT = 1, PGF_SINK_KAFKA = 2, PGF_SINK_REDIS = 4 };
+enum { PGF_SINK_STDOUT = 1, PGF_SINK_KAFKA = 2, PGF_SINK_REDIS = 4, PGF_SINK_NULL = 8 };
 
 /* A list setting (kafka.conf): "key=value" items from every layer, applied in order, so that
  * for one key the flag's item comes last and wins. */

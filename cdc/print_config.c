@@ -105,10 +105,10 @@ static void print_value(FILE *out, const struct pgf_setting *s, const struct pgf
             fputs("null", out);
         break;
     case PGF_T_SINKS: {
-        static const char *const names[] = {"stdout", "kafka", "redis"};
+        static const char *const names[] = {"stdout", "kafka", "redis", "null"};
         unsigned sinks = *(const unsigned *)field;
         fputc('[', out);
-        for (unsigned i = 0, n = 0; i < 3; i++)
+        for (unsigned i = 0, n = 0; i < sizeof names / sizeof *names; i++)
             if (sinks & (1u << i))
                 fprintf(out, "%s%s", n++ ? ", " : "", names[i]);
         fputc(']', out);

@@ -50,8 +50,9 @@ const struct pgf_setting pgf_settings[] = {
             "stop cleanly once the stream reaches LSN (e.g. 0/16B3748)"),
     SETTING("sinks", "sink", PGF_T_SINKS, "stdout", sinks, "LIST",
             "where events go, comma-separated: stdout (one JSON object per line),\nkafka (protobuf "
-            "pgfanout.v1.Event records, or Debezium's JSON: kafka.format)\nand/or redis (cache "
-            "invalidation by the redis section's rules)"),
+            "pgfanout.v1.Event records, or Debezium's JSON: kafka.format),\nredis (cache "
+            "invalidation by the redis section's rules) and/or\nnull (encode as the Kafka records, "
+            "ack, discard; a dry run that\nlogs events, bytes and rate at exit)"),
     SETTING("stdout.output", "output", PGF_T_STR, NULL, output, "FILE",
             "append JSON lines to FILE instead of standard output", .short_flag = 'o'),
     SETTING("kafka.brokers", "kafka-brokers", PGF_T_STR, NULL, kafka_brokers, "LIST",
@@ -334,23 +335,24 @@ static const struct {
  * word in err. */
 static int parse_sinks(const char *list, unsigned *sinks, char *err, size_t errlen)
 {
-    static const char *const names[] = {"stdout", "kafka", "redis"};
+    static const char *const names[] = {"stdout", "kafka", "redis", "null"};
+    const size_t count = sizeof names / sizeof *names;
     char copy[256];
     snprintf(copy, sizeof copy, "%s", list);
     *sinks = 0;
     char *save = NULL;
     for (char *name = strtok_r(copy, ", ", &save); name; name = strtok_r(NULL, ", ", &save)) {
         size_t i = 0;
-        while (i < 3 && strcmp(name, names[i]) != 0)
+        while (i < count && strcmp(name, names[i]) != 0)
             i++;
-        if (i == 3) {
-            snprintf(err, errlen, "unknown sink '%s'; allowed are stdout, kafka, redis", name);
+        if (i == count) {
+            snprintf(err, errlen, "unknown sink '%s'; allowed are stdout, kafka, redis, null", name);
             return -1;
         }
         *sinks |= 1u << i;
     }
     if (*sinks == 0) {
-        snprintf(err, errlen, "no sink named; allowed are stdout, kafka, redis");
+        snprintf(err, errlen, "no sink named; allowed are stdout, kafka, redis, null");
         return -1;
     }
     return 0;

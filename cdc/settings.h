@@ -18,7 +18,7 @@ enum pgf_stype {
     PGF_T_SECONDS_OFF, /* the same, and 0 turns it off */
     PGF_T_BYTES,    /* size_t, from a count with an optional k, M or G suffix */
     PGF_T_LSN,      /* uint64_t, from "X/X" */
-    PGF_T_SINKS,    /* unsigned PGF_SINK_* bits, from a list of stdout, kafka, redis */
+    PGF_T_SINKS,    /* unsigned PGF_SINK_* bits, from a list of stdout, kafka, redis, null */
     PGF_T_CHOICE,   /* const char *, one word of choices */
     PGF_T_ADDR,     /* const char *, HOST:PORT, [IPv6]:PORT or PORT */
     PGF_T_UINT,     /* unsigned */

@@ -1003,7 +1003,7 @@ BAD_VALUES = [
     ("bytes-negative", "max_inflight_bytes", "max_inflight_bytes: -1M", "-1M", "PGFANOUT_MAX_INFLIGHT_BYTES",
      "--max-inflight-bytes", ["16M", "k, M, G"]),
     ("sinks", "sinks", "sinks: [stdout, kafak]", "kafak", "PGFANOUT_SINKS", "--sink",
-     ["stdout", "kafka", "redis"]),
+     ["stdout", "kafka", "redis", "null"]),
     ("log-format", "log.format", "  format: xml", "xml", "PGFANOUT_LOG_FORMAT", "--log-format",
      ["text", "logfmt", "json"]),
     ("log-level", "log.level", "  level: loud", "loud", "PGFANOUT_LOG_LEVEL", "--log-level",
@@ -1138,13 +1138,25 @@ def test_empty_sinks_list_in_file_is_refused(pgfanout, tmp_path):
     path = write(tmp_path, text)
     err = check_fails(["--config", path])
     assert f"config file {path}, line {line_of(text, 'sinks')}" in err and "sinks" in err, err
-    for word in ("stdout", "kafka", "redis"):
+    for word in ("stdout", "kafka", "redis", "null"):
         assert word in err, err
 
 
 def test_empty_sinks_from_environment_or_flag_are_refused(pgfanout):
     assert "PGFANOUT_SINKS" in check_fails([], {"PGFANOUT_SINKS": ""})
     assert "--sink" in check_fails(["--sink", ""])
+
+
+def test_null_sink_alone_and_with_others(pgfanout, tmp_path):
+    """null is a sink like the others, from every layer, alone or in a list; a misspelling of
+    it is refused with every choice named."""
+    assert check(["--sink", "null"]).value("sinks") == ["null"]
+    eff = check([], {"PGFANOUT_SINKS": "kafka,null", "PGFANOUT_KAFKA_BROKERS": "127.0.0.1:9"})
+    assert eff.value("sinks") == ["kafka", "null"], eff.text
+    eff = check(["--config", write(tmp_path, "sinks: [null, stdout, redis]\n")])
+    assert eff.value("sinks") == ["stdout", "redis", "null"], eff.text
+    err = check_fails(["--sink", "stdout,nul"])
+    assert "unknown sink 'nul'; allowed are stdout, kafka, redis, null" in err, err
 
 
 @pytest.mark.parametrize("text,want", [("2m", 2 << 20), ("1g", 1 << 30), ("3K", 3 << 10), ("5k", 5 << 10),

@@ -680,3 +680,72 @@ def test_dsn_from_environment_and_tables(pgfanout, cluster, admin, tmp_path):
         ("insert", "env_in", {"id": 1, "v": "in"})]
     runner.wait_slot_inactive(admin, "env_slot")
     admin.execute("SELECT pg_drop_replication_slot('env_slot')")
+
+
+# --- --sink null ------------------------------------------------------------------------
+
+NULL_SUMMARY_RE = re.compile(r"null sink: (\d+) events, (\d+) records, (\d+) bytes encoded in ([\d.]+) s "
+                             r"\((\d+) events/s\)")
+
+
+def null_summary(stderr):
+    """The null sink's exit line as (events, records, bytes, seconds, rate); fails without one."""
+    found = NULL_SUMMARY_RE.findall(stderr)
+    assert len(found) == 1, "want exactly one null sink summary:\n" + stderr[-3000:]
+    events, records, size, secs, rate = found[0]
+    return int(events), int(records), int(size), float(secs), int(rate)
+
+
+def test_null_sink_counts_the_workload_and_confirms_the_slot(cluster, admin):
+    """--sink null with --endpos over a known workload: its summary counts every change once
+    (a key-changing update as two Kafka records), it exits 0, and the slot is confirmed past
+    the last transaction and not past endpos.  Combined with stdout, both see the same changes."""
+    admin.execute("CREATE TABLE null_items (id int4 PRIMARY KEY, v text, n int4)")
+    admin.execute("CREATE PUBLICATION null_pub FOR TABLE null_items")
+    for slot in ("null_slot", "null_stdout_slot"):
+        runner.scalar(admin, "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')::text", (slot,))
+    inserts = 0
+    for t in range(20):
+        admin.execute("INSERT INTO null_items SELECT g, repeat('x', g %% 50), g FROM generate_series(%s::int4, %s::int4) g",
+                      (t * 50 + 1, t * 50 + 50))
+        inserts += 50
+    admin.execute("UPDATE null_items SET n = n + 1 WHERE id <= 100")      # 100, key kept
+    admin.execute("UPDATE null_items SET id = id + 100000 WHERE id > 990")  # 10, key moved
+    before_last = runner.current_lsn(admin)
+    admin.execute("DELETE FROM null_items WHERE id BETWEEN 101 AND 150")  # 50
+    endpos = runner.current_lsn(admin)
+    admin.execute("INSERT INTO null_items VALUES (-1, 'after endpos', 0)")
+    changes, moved = inserts + 100 + 10 + 50, 10
+
+    run = runner.run_pgfanout(base_args(cluster, "null_slot", "null_pub") + ["--sink", "null", "--endpos", endpos],
+                              timeout=60)
+    assert not run.timed_out and run.returncode == 0, run.describe()
+    assert run.stdout == "", run.stdout[:500]
+    events, records, size, secs, rate = null_summary(run.stderr)
+    assert (events, records) == (changes, changes + moved), run.describe()
+    # Every record is at least its table name and a column, in value and key.
+    assert size > records * 20 and secs > 0 and rate > 0, run.describe()
+    info = runner.wait_slot_inactive(admin, "null_slot")
+    confirmed = lsn_to_int(info["confirmed_flush_lsn"])
+    assert lsn_to_int(before_last) < confirmed <= lsn_to_int(endpos), (info, before_last, endpos)
+
+    # With stdout beside it: the JSON lines are the same changes the null sink counted.
+    run = runner.run_pgfanout(base_args(cluster, "null_stdout_slot", "null_pub")
+                              + ["--sink", "stdout,null", "--endpos", endpos], timeout=60)
+    assert not run.timed_out and run.returncode == 0, run.describe()
+    lines, bad = replay.parse_lines(run.stdout)
+    assert not bad, bad
+    rows = [e for e in lines if e.get("table") == "null_items"]
+    assert len(rows) == changes, len(rows)
+    assert null_summary(run.stderr)[:3] == (events, records, size), run.describe()
+    info = runner.wait_slot_inactive(admin, "null_stdout_slot")
+    assert lsn_to_int(info["confirmed_flush_lsn"]) == confirmed, (info, runner.int_to_lsn(confirmed))
+    for slot in ("null_slot", "null_stdout_slot"):
+        admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_unknown_sink_names_every_choice(cluster):
+    """A misspelt sink stops at the command line (exit 2), naming it and every sink there is."""
+    run = runner.run_pgfanout(base_args(cluster, "no_slot", "no_pub") + ["--sink", "kafka,nul"], timeout=30)
+    assert run.returncode == 2, run.describe()
+    assert "unknown sink 'nul'; allowed are stdout, kafka, redis, null" in run.stderr, run.describe()

@@ -56,12 +56,36 @@ static void test_histogram(void **state)
     assert_int_equal(pgf_hist_count_le(&h, 0), 1);
 }
 
+/* The /metrics latency edges from 0.5 ms to 100 ms (cdc/metrics.c) are each resolved: a value
+ * 6% under an edge counts at it, one just over does not, and one just over an edge already
+ * counts at the next, so no two edges read the same histogram bucket. */
+static void test_histogram_resolves_metrics_edges(void **state)
+{
+    (void)state;
+    static const uint64_t edges[] = {500, 1000, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 25000, 50000, 100000};
+    static struct pgf_hist h;
+    for (size_t i = 0; i < sizeof edges / sizeof *edges; i++) {
+        memset(&h, 0, sizeof h);
+        pgf_hist_record(&h, (int64_t)(edges[i] * 94 / 100));
+        pgf_hist_record(&h, (int64_t)edges[i] + 1);
+        assert_int_equal(pgf_hist_count_le(&h, edges[i]), 1);
+        assert_int_equal(pgf_hist_count_le(&h, edges[i] * 2), 2);
+        if (i + 1 < sizeof edges / sizeof *edges) {
+            memset(&h, 0, sizeof h);
+            pgf_hist_record(&h, (int64_t)edges[i] + 1);
+            assert_int_equal(pgf_hist_count_le(&h, edges[i]), 0);
+            assert_int_equal(pgf_hist_count_le(&h, edges[i + 1]), 1);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lsn),
         cmocka_unit_test(test_time),
         cmocka_unit_test(test_histogram),
+        cmocka_unit_test(test_histogram_resolves_metrics_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
