@@ -244,7 +244,8 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     if (ev->txn) {
         src.commit_lsn = ev->txn->commit_lsn;
         src.xid = ev->txn->xid;
-        src.commit_time_us = ev->txn->commit_time + PGF_PG_EPOCH_OFFSET_US;
+        /* Checked shift: 'infinity' (a replication origin's timestamp) stays INT64_MAX. */
+        src.commit_time_us = pgf_pgtime_to_unix_us(ev->txn->commit_time);
         if (ev->txn->origin)
             src.origin = (char *)ev->txn->origin;
     }
