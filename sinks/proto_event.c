@@ -60,7 +60,9 @@ void pgf_proto_free(struct pgf_proto *p)
 /* Grows the column scratch to natts columns; returns 0 or -1. */
 static int reserve_cols(struct pgf_proto *p, size_t natts)
 {
-    if (natts <= p->cap)
+    /* Allocated even for a relation with no columns (CREATE TABLE t ()): fill_row then takes
+     * p->vals + 0, and arithmetic on a NULL pointer is undefined, even adding 0. */
+    if (p->cap > 0 && natts <= p->cap)
         return 0;
     size_t n = natts < 16 ? 16 : natts;
     free(p->vals);

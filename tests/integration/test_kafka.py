@@ -18,6 +18,7 @@ Knobs: PGFANOUT_KAFKA_KILL_CHANGES (changes in the kill -9 test; default 100000)
 PGFANOUT_KAFKA_KILL_SEED (its random seed; default fixed, always printed)."""
 import collections
 import datetime
+import json
 import os
 import random
 import re
@@ -1664,3 +1665,61 @@ def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db,
             rs.proc.send_signal(signal.SIGCONT)
         rs.cleanup()
         drop_slots(db, "kr_slot")
+
+
+def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """A table with no columns is legal (CREATE TABLE t ()) and its rows are empty: with
+    REPLICA IDENTITY FULL, inserts and deletes of them reach stdout (JSON), Kafka (protobuf
+    and debezium-json) and Redis (a rule with a constant key), and pgfanout exits 0.  The
+    decoder and the protobuf encoder took NULL + 0 for the empty rows' column arrays, which a
+    sanitized build aborts on (fuzz/regressions/pgoutput-zero-columns).  SQL has no UPDATE of
+    a table without columns, so inserts and deletes are all there is."""
+    from redisserver import RedisServer
+    db.execute("CREATE TABLE zc ()")
+    db.execute("ALTER TABLE zc REPLICA IDENTITY FULL")
+    setup_slot(db, [("public", "zc")], "zc", reference=False)
+    db.execute("SELECT pg_create_logical_replication_slot('zc_dbz_slot', 'pgoutput')")
+    workload.tx(db, "INSERT INTO zc DEFAULT VALUES; INSERT INTO zc DEFAULT VALUES")
+    workload.tx(db, "DELETE FROM zc")
+    endpos = runner.current_lsn(db)
+    cfg = tmp_path / "zc.yaml"
+    cfg.write_text("redis:\n  rules:\n    - table: zc\n      keys: [\"zc:all\"]\n")
+    rs = RedisServer().start()
+    try:
+        client = rs.client()
+        client.set("zc:all", "cached")
+        args = kafka_args(cluster, broker, "zc_slot", "zc_pub", "zc", "--endpos", endpos,
+                          "--config", str(cfg), "--redis", rs.addr)
+        args[args.index("--sink") + 1] = "stdout,kafka,redis"
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        # stdout: two inserts and two deletes, each with an empty row and an empty key.
+        events, bad = replay.parse_lines(res.stdout)
+        assert not bad, bad
+        rows = [(e["op"], e.get("key"), e.get("before"), e.get("after")) for e in events
+                if e.get("table") == "zc"]
+        assert sorted(op for op, *_ in rows) == ["delete", "delete", "insert", "insert"], rows
+        assert all(r == ("insert", {}, None, {}) for r in rows if r[0] == "insert"), rows
+        assert all(r == ("delete", {}, {}, None) for r in rows if r[0] == "delete"), rows
+        # Kafka, protobuf: the same four events, with no record key (no key columns).
+        decoded = Decoded(consume(broker, [topic_of("zc", "public", "zc")]))
+        assert not decoded.problems, "\n".join(decoded.problems)
+        ops = sorted(pb2.Op.Name(r.event.op) for r in decoded.values())
+        assert ops == ["OP_DELETE", "OP_DELETE", "OP_INSERT", "OP_INSERT"], ops
+        assert all(len(r.event.after.columns) == 0 for r in decoded.values()
+                   if r.event.HasField("after")), [r.ev for r in decoded.values()]
+        # Redis: the rule's key was invalidated.
+        assert client.get("zc:all") is None
+        # Kafka, debezium-json, from a second slot on the same WAL.
+        args = kafka_args(cluster, broker, "zc_dbz_slot", "zc_pub", "zcdbz", "--endpos", endpos,
+                          "--kafka-format", "debezium-json")
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        recs = consume(broker, [topic_of("zcdbz", "public", "zc")])
+        values = [json.loads(r.value) for r in recs if r.value is not None]
+        assert sorted(v["op"] for v in values) == ["c", "c", "d", "d"], values
+        assert all(v["after"] == {} for v in values if v["op"] == "c"), values
+        assert all(v["before"] == {} for v in values if v["op"] == "d"), values
+    finally:
+        rs.cleanup()
+        drop_slots(db, "zc_slot", "zc_dbz_slot")
