@@ -386,8 +386,12 @@ static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t
     int out_scale = constrained ? scale : frac;
     for (int k = frac; k < out_scale; k++)
         digits[nd++] = '0';
-    if (out_scale < frac)
-        nd -= (size_t)(frac - out_scale); /* a negative scale: the text's trailing zeros */
+    if (out_scale < frac) {
+        /* A negative scale: the text's trailing zeros go, but never the last digit: zero in
+         * numeric(3,-2) is "0", one digit for a drop of two (this underflowed nd before). */
+        size_t drop = (size_t)(frac - out_scale);
+        nd = drop < nd ? nd - drop : nd > 0 ? 1 : 0;
+    }
     size_t lead = 0;
     while (lead + 1 < nd && digits[lead] == '0')
         lead++;
