@@ -59,7 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(copy, nul + 1, size - yaml_len - 1);
         copy[size - yaml_len - 1] = '\0';
         char *end = copy + (size - yaml_len - 1);
-        for (char *item = copy; item <= end && argc + nenv < MAX_ITEMS + 3; item += strlen(item) + 1) {
+        for (char *item = copy, *next; item <= end && argc + nenv < MAX_ITEMS + 3; item = next) {
+            next = item + strlen(item) + 1; /* before the '=' below is cut */
             char *eq = strchr(item, '=');
             if (strncmp(item, "PGFANOUT_", 9) == 0 && eq != NULL) {
                 *eq = '\0';

@@ -22,7 +22,8 @@ for t in "${targets[@]}"; do
   mkdir -p "$corpus"
   case "$t" in
     pgoutput) seeds=("$root"/tests/fixtures/*.bin "$root"/fuzz/regressions/pgoutput-*) ;;
-    settings) seeds=("$root"/pgfanout.example.yaml "$root"/scripts/compose-pgfanout.yaml)
+    settings) seeds=("$root"/pgfanout.example.yaml "$root"/scripts/compose-pgfanout.yaml
+                     "$root"/fuzz/seeds/settings-*)
               for f in "$root"/fuzz/regressions/settings-*; do [ -e "$f" ] && seeds+=("$f"); done ;;
     *) echo "fuzz.sh: unknown target $t" >&2; exit 2 ;;
   esac
