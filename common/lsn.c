@@ -56,10 +56,37 @@ int64_t pgf_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Formats a PostgreSQL timestamp as ISO-8601 UTC with microseconds. */
+/* Shifts to the Unix epoch without overflow; see lsn.h. */
+int64_t pgf_pgtime_to_unix_us(int64_t pg_us)
+{
+    if (pg_us == PGF_PGTIME_INFINITY || pg_us == PGF_PGTIME_NEG_INFINITY)
+        return pg_us;
+    /* The offset is positive, so only the top can overflow. */
+    if (pg_us > INT64_MAX - 1 - PGF_PG_EPOCH_OFFSET_US)
+        return INT64_MAX - 1;
+    return pg_us + PGF_PG_EPOCH_OFFSET_US;
+}
+
+/* Checked now - then; see lsn.h. */
+int pgf_pgtime_age(int64_t now_us, int64_t pg_us, int64_t *age_us)
+{
+    if (pg_us == PGF_PGTIME_INFINITY || pg_us == PGF_PGTIME_NEG_INFINITY)
+        return -1;
+    if ((pg_us < 0 && now_us > INT64_MAX + pg_us) || (pg_us > 0 && now_us < INT64_MIN + pg_us))
+        return -1;
+    *age_us = now_us - pg_us;
+    return 0;
+}
+
+/* Formats a PostgreSQL timestamp as ISO-8601 UTC with microseconds, or an infinity by name. */
 char *pgf_pgtime_format(int64_t pg_us, char buf[PGF_TS_BUFSZ])
 {
-    int64_t unix_us = pg_us + PGF_PG_EPOCH_OFFSET_US;
+    /* PostgreSQL's own spelling, so a consumer can tell them from a date. */
+    if (pg_us == PGF_PGTIME_INFINITY || pg_us == PGF_PGTIME_NEG_INFINITY) {
+        snprintf(buf, PGF_TS_BUFSZ, "%s", pg_us > 0 ? "infinity" : "-infinity");
+        return buf;
+    }
+    int64_t unix_us = pgf_pgtime_to_unix_us(pg_us);
     /* Floor division, so instants before 1970 keep a non-negative fraction. */
     int64_t secs = unix_us / 1000000, frac = unix_us % 1000000;
     if (frac < 0) {

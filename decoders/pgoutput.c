@@ -137,7 +137,9 @@ static int rd_str(struct reader *r, const char **s, const char *what)
 /* Grows the tuple scratch arrays to hold n values; returns PGO_OK or PGO_ERR_OOM. */
 static int reserve_vals(struct pgo_decoder *dec, size_t n)
 {
-    if (n <= dec->vals_cap)
+    /* Allocated even for n = 0: a row of a relation with no columns is an empty image, not
+     * a missing one (NULL), or an insert into CREATE TABLE t () would have no after. */
+    if (dec->new_vals != NULL && n <= dec->vals_cap)
         return PGO_OK;
     size_t cap = dec->vals_cap ? dec->vals_cap : 16;
     while (cap < n)

@@ -45,7 +45,9 @@ int pgf_txn_asm_in_txn(const struct pgf_txn_asm *a)
 /* Grows the scratch to natts columns per image; returns 0, or -1 when out of memory. */
 static int reserve(struct pgf_txn_asm *a, size_t natts)
 {
-    if (natts <= a->cap)
+    /* Allocated even for a relation with no columns, whose events still take a->vals + cap:
+     * arithmetic on a NULL pointer is undefined, even adding 0. */
+    if (a->vals != NULL && natts <= a->cap)
         return 0;
     size_t cap = a->cap ? a->cap : 16;
     while (cap < natts)

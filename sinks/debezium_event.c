@@ -386,8 +386,12 @@ static void put_numeric(struct pgf_dbz *d, struct dbuf *b, const char *s, size_t
     int out_scale = constrained ? scale : frac;
     for (int k = frac; k < out_scale; k++)
         digits[nd++] = '0';
-    if (out_scale < frac)
-        nd -= (size_t)(frac - out_scale); /* a negative scale: the text's trailing zeros */
+    if (out_scale < frac) {
+        /* A negative scale: the text's trailing zeros go, but never the last digit: zero in
+         * numeric(3,-2) is "0", one digit for a drop of two (this underflowed nd before). */
+        size_t drop = (size_t)(frac - out_scale);
+        nd = drop < nd ? nd - drop : nd > 0 ? 1 : 0;
+    }
     size_t lead = 0;
     while (lead + 1 < nd && digits[lead] == '0')
         lead++;
@@ -838,7 +842,8 @@ static void put_source(struct pgf_dbz *d, struct dbuf *b, const struct pgf_event
 {
     const struct pgf_txn *txn = ev->txn;
     /* Commit time for a change; the read's transaction for a snapshot row; now without one. */
-    int64_t us = txn && txn->commit_time ? txn->commit_time + PGF_PG_EPOCH_OFFSET_US : now_ns / 1000;
+    /* The shift is checked: 'infinity' stays INT64_MAX (and ts_ns below saturates). */
+    int64_t us = txn && txn->commit_time ? pgf_pgtime_to_unix_us(txn->commit_time) : now_ns / 1000;
     char num[24];
     puts_(b, "\"source\":{\"version\":");
     put_cstr(b, d->cfg.version);
@@ -861,7 +866,8 @@ static void put_source(struct pgf_dbz *d, struct dbuf *b, const struct pgf_event
     puts_(b, ",\"ts_us\":");
     put_i64(b, us);
     puts_(b, ",\"ts_ns\":");
-    put_i64(b, us * 1000);
+    /* Saturated: nanoseconds since 1970 overflow int64 after 2262 and before 1677. */
+    put_i64(b, us > INT64_MAX / 1000 ? INT64_MAX : us < INT64_MIN / 1000 ? INT64_MIN : us * 1000);
     puts_(b, ",\"schema\":");
     put_cstr(b, rel ? rel->nspname : "");
     puts_(b, ",\"table\":");

@@ -198,8 +198,10 @@ static void txn_advance(struct kafka_sink *k)
 {
     struct ktxn *t;
     while ((t = txn_ring_done_head(&k->ring)) != NULL) {
-        if (t->h.commit_time != 0 && t->h.end_lsn != 0)
-            pgf_hist_record(&k->latency, pgf_pgtime_now() - t->h.commit_time);
+        int64_t age;
+        /* pgf_pgtime_age refuses an infinite commit time, which is no latency. */
+        if (t->h.commit_time != 0 && t->h.end_lsn != 0 && pgf_pgtime_age(pgf_pgtime_now(), t->h.commit_time, &age) == 0)
+            pgf_hist_record(&k->latency, age);
         txn_ring_pop(&k->ring, &k->base.acked_lsn);
     }
     k->base.pending_since = txn_ring_pending_since(&k->ring);

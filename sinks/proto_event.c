@@ -60,7 +60,9 @@ void pgf_proto_free(struct pgf_proto *p)
 /* Grows the column scratch to natts columns; returns 0 or -1. */
 static int reserve_cols(struct pgf_proto *p, size_t natts)
 {
-    if (natts <= p->cap)
+    /* Allocated even for a relation with no columns (CREATE TABLE t ()): fill_row then takes
+     * p->vals + 0, and arithmetic on a NULL pointer is undefined, even adding 0. */
+    if (p->cap > 0 && natts <= p->cap)
         return 0;
     size_t n = natts < 16 ? 16 : natts;
     free(p->vals);
@@ -244,7 +246,8 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     if (ev->txn) {
         src.commit_lsn = ev->txn->commit_lsn;
         src.xid = ev->txn->xid;
-        src.commit_time_us = ev->txn->commit_time + PGF_PG_EPOCH_OFFSET_US;
+        /* Checked shift: 'infinity' (a replication origin's timestamp) stays INT64_MAX. */
+        src.commit_time_us = pgf_pgtime_to_unix_us(ev->txn->commit_time);
         if (ev->txn->origin)
             src.origin = (char *)ev->txn->origin;
     }

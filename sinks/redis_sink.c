@@ -185,10 +185,12 @@ static void advance(struct redis_sink *r)
     while ((t = txn_ring_done_head(&r->ring)) != NULL) {
         if (txn_size(t) > 0 && t->h.end_lsn != 0) {
             /* A non-transactional message has no commit, so no commit time to measure from. */
-            if (t->h.commit_time != 0) {
-                pgf_hist_record(&r->latency, pgf_pgtime_now() - t->h.commit_time);
+            /* pgf_pgtime_age refuses an infinite commit time, which is no latency. */
+            int64_t age;
+            if (t->h.commit_time != 0 && pgf_pgtime_age(pgf_pgtime_now(), t->h.commit_time, &age) == 0) {
+                pgf_hist_record(&r->latency, age);
                 if (t->passes == 2)
-                    pgf_hist_record(&r->pass2_latency, pgf_pgtime_now() - t->h.commit_time);
+                    pgf_hist_record(&r->pass2_latency, age);
             }
             r->txns_done++;
         }

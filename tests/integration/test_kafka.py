@@ -18,6 +18,7 @@ Knobs: PGFANOUT_KAFKA_KILL_CHANGES (changes in the kill -9 test; default 100000)
 PGFANOUT_KAFKA_KILL_SEED (its random seed; default fixed, always printed)."""
 import collections
 import datetime
+import json
 import os
 import random
 import re
@@ -1664,3 +1665,116 @@ def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db,
             rs.proc.send_signal(signal.SIGCONT)
         rs.cleanup()
         drop_slots(db, "kr_slot")
+
+
+def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """A table with no columns is legal (CREATE TABLE t ()) and its rows are empty: with
+    REPLICA IDENTITY FULL, inserts and deletes of them reach stdout (JSON), Kafka (protobuf
+    and debezium-json) and Redis (a rule with a constant key), and pgfanout exits 0.  The
+    decoder and the protobuf encoder took NULL + 0 for the empty rows' column arrays, which a
+    sanitized build aborts on (fuzz/regressions/pgoutput-zero-columns).  SQL has no UPDATE of
+    a table without columns, so inserts and deletes are all there is."""
+    from redisserver import RedisServer
+    db.execute("CREATE TABLE zc ()")
+    db.execute("ALTER TABLE zc REPLICA IDENTITY FULL")
+    setup_slot(db, [("public", "zc")], "zc", reference=False)
+    db.execute("SELECT pg_create_logical_replication_slot('zc_dbz_slot', 'pgoutput')")
+    workload.tx(db, "INSERT INTO zc DEFAULT VALUES; INSERT INTO zc DEFAULT VALUES")
+    workload.tx(db, "DELETE FROM zc")
+    endpos = runner.current_lsn(db)
+    cfg = tmp_path / "zc.yaml"
+    cfg.write_text("redis:\n  rules:\n    - table: zc\n      keys: [\"zc:all\"]\n")
+    rs = RedisServer().start()
+    try:
+        client = rs.client()
+        client.set("zc:all", "cached")
+        args = kafka_args(cluster, broker, "zc_slot", "zc_pub", "zc", "--endpos", endpos,
+                          "--config", str(cfg), "--redis", rs.addr)
+        args[args.index("--sink") + 1] = "stdout,kafka,redis"
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        # stdout: two inserts and two deletes, each with an empty row and an empty key.
+        events, bad = replay.parse_lines(res.stdout)
+        assert not bad, bad
+        rows = [(e["op"], e.get("key"), e.get("before"), e.get("after")) for e in events
+                if e.get("table") == "zc"]
+        assert sorted(op for op, *_ in rows) == ["delete", "delete", "insert", "insert"], rows
+        assert all(r == ("insert", {}, None, {}) for r in rows if r[0] == "insert"), rows
+        assert all(r == ("delete", {}, {}, None) for r in rows if r[0] == "delete"), rows
+        # Kafka, protobuf: the same four events, with no record key (no key columns).
+        decoded = Decoded(consume(broker, [topic_of("zc", "public", "zc")]))
+        assert not decoded.problems, "\n".join(decoded.problems)
+        ops = sorted(pb2.Op.Name(r.event.op) for r in decoded.values())
+        assert ops == ["OP_DELETE", "OP_DELETE", "OP_INSERT", "OP_INSERT"], ops
+        assert all(len(r.event.after.columns) == 0 for r in decoded.values()
+                   if r.event.HasField("after")), [r.ev for r in decoded.values()]
+        # Redis: the rule's key was invalidated.
+        assert client.get("zc:all") is None
+        # Kafka, debezium-json, from a second slot on the same WAL.
+        args = kafka_args(cluster, broker, "zc_dbz_slot", "zc_pub", "zcdbz", "--endpos", endpos,
+                          "--kafka-format", "debezium-json")
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        recs = consume(broker, [topic_of("zcdbz", "public", "zc")])
+        values = [json.loads(r.value) for r in recs if r.value is not None]
+        assert sorted(v["op"] for v in values) == ["c", "c", "d", "d"], values
+        assert all(v["after"] == {} for v in values if v["op"] == "c"), values
+        assert all(v["before"] == {} for v in values if v["op"] == "d"), values
+    finally:
+        rs.cleanup()
+        drop_slots(db, "zc_slot", "zc_dbz_slot")
+
+
+def test_infinite_commit_times_in_every_sink(pgfanout, cluster, broker, db, pb2, tmp_path):
+    """A server passes a replication origin's timestamp on as the commit time, and
+    pg_replication_origin_xact_setup takes 'infinity' and '-infinity': Begin then carries
+    INT64_MAX or INT64_MIN.  Every sink takes them: JSON prints PostgreSQL's words, protobuf
+    keeps the int64 extremes, debezium-json clamps, the Kafka and Redis sinks record no
+    latency for them, and pgfanout exits 0.  (Adding the epoch shift overflowed, and a
+    sanitized build aborted: fuzz/regressions/pgoutput-commit-time-*.)"""
+    from redisserver import RedisServer
+    db.execute("CREATE TABLE inf_t (id int4 PRIMARY KEY)")
+    setup_slot(db, [("public", "inf_t")], "inf", reference=False)
+    db.execute("SELECT pg_create_logical_replication_slot('inf_dbz_slot', 'pgoutput')")
+    db.execute("SELECT pg_replication_origin_create('inf_origin')")
+    try:
+        db.execute("SELECT pg_replication_origin_session_setup('inf_origin')")
+        for i, ts in ((1, "infinity"), (2, "-infinity")):
+            with db.transaction():
+                db.execute("SELECT pg_replication_origin_xact_setup('0/1', %s)", (ts,))
+                db.execute("INSERT INTO inf_t VALUES (%s)", (i,))
+        db.execute("SELECT pg_replication_origin_session_reset()")
+    finally:
+        db.execute("SELECT pg_replication_origin_drop('inf_origin')")
+    endpos = runner.current_lsn(db)
+    cfg = tmp_path / "inf.yaml"
+    cfg.write_text("redis:\n  rules:\n    - table: inf_t\n      keys: [\"inf:{id}\"]\n")
+    rs = RedisServer().start()
+    try:
+        client = rs.client()
+        client.mset({"inf:1": "cached", "inf:2": "cached"})
+        args = kafka_args(cluster, broker, "inf_slot", "inf_pub", "inf", "--endpos", endpos,
+                          "--config", str(cfg), "--redis", rs.addr)
+        args[args.index("--sink") + 1] = "stdout,kafka,redis"
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        events, bad = replay.parse_lines(res.stdout)
+        assert not bad, bad
+        times = {e["after"]["id"]: e["commit_time"] for e in events if e.get("table") == "inf_t"}
+        assert times == {1: "infinity", 2: "-infinity"}, times
+        decoded = Decoded(consume(broker, [topic_of("inf", "public", "inf_t")]))
+        assert not decoded.problems, "\n".join(decoded.problems)
+        us = {r.ev["key"]["id"]: r.event.source.commit_time_us for r in decoded.values()}
+        assert us == {1: 2**63 - 1, 2: -2**63}, us
+        assert client.get("inf:1") is None and client.get("inf:2") is None
+        args = kafka_args(cluster, broker, "inf_dbz_slot", "inf_pub", "infdbz", "--endpos", endpos,
+                          "--kafka-format", "debezium-json")
+        res = runner.run_pgfanout(args, timeout=90)
+        assert not res.timed_out and res.returncode == 0, res.describe()
+        values = {json.loads(r.value)["after"]["id"]: json.loads(r.value)["source"]
+                  for r in consume(broker, [topic_of("infdbz", "public", "inf_t")]) if r.value}
+        assert values[1]["ts_us"] == 2**63 - 1 and values[1]["ts_ns"] == 2**63 - 1, values
+        assert values[2]["ts_us"] == -2**63 and values[2]["ts_ns"] == -2**63, values
+    finally:
+        rs.cleanup()
+        drop_slots(db, "inf_slot", "inf_dbz_slot")

@@ -37,6 +37,37 @@ static void test_time(void **state)
     assert_string_equal(pgf_pgtime_format(-PGF_PG_EPOCH_OFFSET_US - 1, buf), "1969-12-31T23:59:59.999999Z");
 }
 
+/* The infinities a server can send as commit times (a replication origin's 'infinity') print
+ * as PostgreSQL prints them, and shifting or subtracting any time never overflows (UBSan
+ * aborted here, on INT64_MAX + the epoch shift). */
+static void test_time_limits(void **state)
+{
+    (void)state;
+    char buf[PGF_TS_BUFSZ];
+    assert_string_equal(pgf_pgtime_format(PGF_PGTIME_INFINITY, buf), "infinity");
+    assert_string_equal(pgf_pgtime_format(PGF_PGTIME_NEG_INFINITY, buf), "-infinity");
+    /* Finite but past int64 once shifted: clamped, still a date, not "infinity". */
+    pgf_pgtime_format(INT64_MAX - 1, buf);
+    assert_true(buf[0] >= '0' && buf[0] <= '9');
+    pgf_pgtime_format(INT64_MIN + 1, buf);
+    assert_true(buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9') || strcmp(buf, "invalid") == 0);
+    assert_true(pgf_pgtime_to_unix_us(INT64_MAX) == INT64_MAX);
+    assert_true(pgf_pgtime_to_unix_us(INT64_MIN) == INT64_MIN);
+    assert_true(pgf_pgtime_to_unix_us(INT64_MAX - 1) == INT64_MAX - 1);
+    assert_true(pgf_pgtime_to_unix_us(0) == PGF_PG_EPOCH_OFFSET_US);
+    assert_true(pgf_pgtime_to_unix_us(INT64_MIN + 1) == INT64_MIN + 1 + PGF_PG_EPOCH_OFFSET_US);
+    int64_t age = 42;
+    assert_int_equal(pgf_pgtime_age(1000, PGF_PGTIME_INFINITY, &age), -1);
+    assert_int_equal(pgf_pgtime_age(1000, PGF_PGTIME_NEG_INFINITY, &age), -1);
+    assert_int_equal(pgf_pgtime_age(INT64_MAX - 1, INT64_MIN + 1, &age), -1);
+    assert_int_equal(pgf_pgtime_age(INT64_MIN + 1, INT64_MAX - 1, &age), -1);
+    assert_true(age == 42);
+    assert_int_equal(pgf_pgtime_age(1000, 400, &age), 0);
+    assert_true(age == 600);
+    assert_int_equal(pgf_pgtime_age(400, 1000, &age), 0); /* a clock behind: negative, kept */
+    assert_true(age == -600);
+}
+
 /* Quantiles land within the histogram's resolution; count_le is cumulative. */
 static void test_histogram(void **state)
 {
@@ -84,6 +115,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lsn),
         cmocka_unit_test(test_time),
+        cmocka_unit_test(test_time_limits),
         cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_histogram_resolves_metrics_edges),
     };

@@ -314,6 +314,33 @@ static void test_envelope(void **state)
     pgf_dbz_free(d);
 }
 
+/* numeric(3,-2) (PostgreSQL 15's negative scale), precise: the unscaled value drops the
+ * text's last two digits, and zero, a single "0", stays unscaled 0 (the digit count underflowed,
+ * fuzz/regressions/pgoutput-debezium-numeric-negative-scale). */
+static void test_numeric_negative_scale(void **state)
+{
+    (void)state;
+    static struct pgf_column cols[] = {{(char *)"n", 1700, ((3 << 16) | (-2 & 0x7ff)) + 4, 0}};
+    static struct pgf_relation rel = {.oid = 16430, .nspname = (char *)"public", .relname = (char *)"dbz_negscale",
+                                      .natts = 1, .attrs = cols};
+    struct pgf_dbz_config cfg = variants[0].cfg;
+    cfg.decimal = PGF_DBZ_DECIMAL_PRECISE;
+    struct pgf_dbz *d = pgf_dbz_new(&cfg);
+    struct pgf_dbz_record rec;
+    const char *text[] = {"0", "1200", "-1200"}, *want[] = {"\"after\":{\"n\":\"AA==\"}",
+                                                           "\"after\":{\"n\":\"DA==\"}",
+                                                           "\"after\":{\"n\":\"9A==\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        struct pgf_value row[1] = {pgf_value_text(text[i], (uint32_t)strlen(text[i]))};
+        struct pgf_event ev = {.op = PGF_OP_INSERT, .lsn = 22178984, .txn = &txn, .rel = &rel, .key = row,
+                               .after = row};
+        assert_int_equal(pgf_dbz_encode(d, &ev, NULL, 0, &rec), 0);
+        if (strstr(rec.value, want[i]) == NULL)
+            fail_msg("%s: %s", text[i], rec.value);
+    }
+    pgf_dbz_free(d);
+}
+
 /* A truncate: one op "t" record per table, null key, no row images. */
 static void test_truncate(void **state)
 {
@@ -477,6 +504,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_types_every_variant), cmocka_unit_test(test_full_fills_unchanged_toast),
         cmocka_unit_test(test_default_identity),    cmocka_unit_test(test_key_change_headers),
         cmocka_unit_test(test_no_key),              cmocka_unit_test(test_envelope),
+        cmocka_unit_test(test_numeric_negative_scale),
         cmocka_unit_test(test_truncate),            cmocka_unit_test(test_message),
         cmocka_unit_test(test_java_double),         cmocka_unit_test(test_unparsable_kept),
         cmocka_unit_test(test_more_values),
