@@ -17,6 +17,7 @@
 #include "sinks/debezium_event.h"
 #include "sinks/json_event.h"
 #include "sinks/proto_event.h"
+#include "pgfanout/v1/event.pb-c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,6 +26,22 @@ struct renderers {
     struct pgf_proto *proto;
     struct pgf_dbz *dbz;
 };
+
+/* Aborts unless protobuf-c decodes the n bytes at b as message desc and packs them back into
+ * exactly those bytes: pgf_proto_encode writes the wire format by hand and must stay what
+ * protobuf-c would write, and valid. */
+static void check_canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *b, size_t n)
+{
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, n, b);
+    if (m == NULL)
+        abort();
+    size_t again = protobuf_c_message_get_packed_size(m);
+    uint8_t *out = malloc(again ? again : 1);
+    if (out == NULL || protobuf_c_message_pack(m, out) != n || again != n || (n && memcmp(out, b, n) != 0))
+        abort();
+    free(out);
+    protobuf_c_message_free_unpacked(m, NULL);
+}
 
 /* Consumer event callback: renders ev every way a sink can; returns 0 so feeding goes on. */
 static int on_event(void *ctx, const struct pgf_event *ev)
@@ -39,9 +56,13 @@ static int on_event(void *ctx, const struct pgf_event *ev)
     }
     const uint8_t *value, *key;
     size_t value_len, key_len;
-    if (pgf_proto_encode(r->proto, ev, 0, &value, &value_len, &key, &key_len) == 0 && key_len > 0) {
-        char text[128];
-        pgf_proto_key_text(key, key_len, 1, text, sizeof text);
+    if (pgf_proto_encode(r->proto, ev, 0, &value, &value_len, &key, &key_len) == 0) {
+        check_canonical(&pgfanout__v1__event__descriptor, value, value_len);
+        if (key_len > 0) {
+            check_canonical(&pgfanout__v1__key__descriptor, key, key_len);
+            char text[128];
+            pgf_proto_key_text(key, key_len, 1, text, sizeof text);
+        }
     }
     struct pgf_dbz_record rec;
     /* A fixed processing time: the output must depend on the input only. */

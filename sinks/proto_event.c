@@ -1,4 +1,4 @@
-/* proto_event.c - build and pack pgfanout.v1.Event and Key with protobuf-c. */
+/* proto_event.c - pgfanout.v1.Event and Key written straight in protobuf's wire format. */
 #include "sinks/proto_event.h"
 
 #include <inttypes.h>
@@ -9,21 +9,47 @@
 #include <time.h>
 
 #include "common/lsn.h"
+#include "common/utf8.h"
 #include "decoders/event.h"
 #include "decoders/value.h"
 #include "pgfanout/v1/event.pb-c.h"
 
+/* Why not protobuf-c's pack: it walks the descriptors generically and sizes every nested
+ * message once for its length prefix and again while packing; callgrind put packing at two
+ * thirds of the main thread's instructions.  The schema is fixed, so the writer below knows
+ * it.  Its bytes are exactly those protobuf_c_message_pack writes for the same message
+ * (fields in number order, proto3 zero values left out, oneof members always written): the
+ * unit test and the pgoutput fuzz target unpack every encoding with protobuf-c and pack it
+ * again to check that.  protobuf-c still decodes keys for error messages (off the hot path).
+ *
+ * Strings: the replication connection asks for client_encoding UTF8, so PostgreSQL converts
+ * everything to UTF-8, except from a SQL_ASCII database, which passes bytes through unchecked.
+ * A text value that is not UTF-8 is then sent as bytes_value (its bytes, unchanged: nothing is
+ * lost, and strict decoders accept the record); a name (schema, table, column, origin, message
+ * prefix) that is not UTF-8 has its malformed bytes replaced by U+FFFD. */
+
+/* One column as written: its name, type, typed value and the sizes of its messages. */
+struct wcol {
+    const char *name;
+    size_t name_len;
+    uint32_t type_oid;
+    size_t vsize; /* Value payload bytes */
+    size_t csize; /* Column payload bytes */
+    struct pgf_typed t;
+};
+
+/* The columns of one Row and its payload size. */
+struct wrow {
+    struct wcol *cols;
+    size_t n, size;
+};
+
 struct pgf_proto {
     char *database;
-    /* Per-event scratch, grown to the widest relation seen; reused for every event. */
-    Pgfanout__V1__Value *vals;   /* key, before, after: 3*natts */
-    Pgfanout__V1__Column *cols;  /* key, before, after: 3*natts */
-    Pgfanout__V1__Column **ptrs; /* 3*natts */
-    size_t cap;                  /* natts the arrays hold */
-    Pgfanout__V1__Truncate__Table *ttables;
-    Pgfanout__V1__Truncate__Table **tptrs;
-    size_t tcap;
-    uint8_t *arena; /* NUL-terminated copies of strings and decoded bytea */
+    size_t database_len;
+    struct wcol *cols; /* key, before, after: 3*cap */
+    size_t cap;        /* natts the array holds */
+    uint8_t *arena;    /* decoded bytea and repaired names, sized before each event */
     size_t arena_cap, arena_used;
     uint8_t *value_buf, *key_buf;
     size_t value_cap, key_cap;
@@ -37,6 +63,7 @@ struct pgf_proto *pgf_proto_new(const char *database)
         free(p);
         return NULL;
     }
+    p->database_len = strlen(database);
     return p;
 }
 
@@ -46,11 +73,7 @@ void pgf_proto_free(struct pgf_proto *p)
     if (p == NULL)
         return;
     free(p->database);
-    free(p->vals);
     free(p->cols);
-    free(p->ptrs);
-    free(p->ttables);
-    free(p->tptrs);
     free(p->arena);
     free(p->value_buf);
     free(p->key_buf);
@@ -60,167 +83,291 @@ void pgf_proto_free(struct pgf_proto *p)
 /* Grows the column scratch to natts columns; returns 0 or -1. */
 static int reserve_cols(struct pgf_proto *p, size_t natts)
 {
-    /* Allocated even for a relation with no columns (CREATE TABLE t ()): fill_row then takes
-     * p->vals + 0, and arithmetic on a NULL pointer is undefined, even adding 0. */
+    /* Allocated even for a relation with no columns (CREATE TABLE t ()): the rows then take
+     * p->cols + 0, and arithmetic on a NULL pointer is undefined, even adding 0. */
     if (p->cap > 0 && natts <= p->cap)
         return 0;
     size_t n = natts < 16 ? 16 : natts;
-    free(p->vals);
     free(p->cols);
-    free(p->ptrs);
-    p->vals = calloc(3 * n, sizeof *p->vals);
     p->cols = calloc(3 * n, sizeof *p->cols);
-    p->ptrs = calloc(3 * n, sizeof *p->ptrs);
-    p->cap = p->vals && p->cols && p->ptrs ? n : 0;
+    p->cap = p->cols ? n : 0;
     return p->cap ? 0 : -1;
 }
 
-/* Copies len bytes plus a NUL into the arena (sized beforehand); returns the copy. */
-static char *arena_str(struct pgf_proto *p, const char *s, size_t len)
+/* -- wire format ------------------------------------------------------------------------- */
+
+/* Returns the bytes of v as a varint. */
+static size_t vsz(uint64_t v)
 {
-    char *d = (char *)p->arena + p->arena_used;
-    memcpy(d, s, len);
-    d[len] = '\0';
-    p->arena_used += len + 1;
-    return d;
+    return v < 0x80 ? 1 : (size_t)(70 - __builtin_clzll(v)) / 7;
 }
 
-/* Fills one protobuf Value from a column value of type_oid. */
-static void fill_value(struct pgf_proto *p, const struct pgf_value *v, uint32_t type_oid, Pgfanout__V1__Value *out)
+/* Writes v as a varint at o; returns the end. */
+static uint8_t *put_var(uint8_t *o, uint64_t v)
 {
-    pgfanout__v1__value__init(out);
-    struct pgf_typed t;
-    uint8_t *scratch = p->arena + p->arena_used;
-    pgf_value_convert(v, type_oid, scratch, &t);
-    switch (t.kind) {
+    while (v >= 0x80) {
+        *o++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (uint8_t)v;
+    return o;
+}
+
+/* Returns the bytes of a length-delimited field of n payload bytes (every field number of the
+ * schema is below 16, so a tag is one byte). */
+static size_t ld(size_t n)
+{
+    return 1 + vsz(n) + n;
+}
+
+/* Returns the bytes of a varint field holding v, or 0 for a proto3 zero (left out). */
+static size_t opt_var(uint64_t v)
+{
+    return v ? 1 + vsz(v) : 0;
+}
+
+/* Returns the bytes of a string field of n bytes, or 0 for an empty one (left out). */
+static size_t opt_ld(size_t n)
+{
+    return n ? ld(n) : 0;
+}
+
+/* Writes tag, then v as a varint. */
+static uint8_t *put_tvar(uint8_t *o, uint8_t tag, uint64_t v)
+{
+    *o++ = tag;
+    return put_var(o, v);
+}
+
+/* Writes tag, the length n and n bytes of s. */
+static uint8_t *put_ld(uint8_t *o, uint8_t tag, const void *s, size_t n)
+{
+    *o++ = tag;
+    o = put_var(o, n);
+    if (n)
+        memcpy(o, s, n);
+    return o + n;
+}
+
+/* Writes a varint field unless v is zero. */
+static uint8_t *put_opt_var(uint8_t *o, uint8_t tag, uint64_t v)
+{
+    return v ? put_tvar(o, tag, v) : o;
+}
+
+/* Writes a string field unless it is empty. */
+static uint8_t *put_opt_ld(uint8_t *o, uint8_t tag, const void *s, size_t n)
+{
+    return n ? put_ld(o, tag, s, n) : o;
+}
+
+/* The tag of a field: its number and wire type (0 varint, 1 fixed64, 2 length-delimited). */
+#define TAG(num, wt) ((uint8_t)((num) << 3 | (wt)))
+
+/* Returns the payload bytes of the Value t. */
+static size_t value_size(const struct pgf_typed *t)
+{
+    switch (t->kind) {
     case PGF_VK_NULL:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_IS_NULL;
-        out->is_null = 1;
-        break;
     case PGF_VK_UNCHANGED_TOAST:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_UNCHANGED_TOAST;
-        out->unchanged_toast = 1;
-        break;
-    case PGF_VK_BOOL:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_BOOL_VALUE;
-        out->bool_value = t.i != 0;
-        break;
+    case PGF_VK_BOOL: return 2;
+    case PGF_VK_DOUBLE: return 9;
+    case PGF_VK_UUID: return ld(16);
+    case PGF_VK_DATE: return 1 + vsz((uint64_t)(int64_t)(int32_t)t->i); /* int32: sign-extended */
     case PGF_VK_INT:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_INT_VALUE;
-        out->int_value = t.i;
-        break;
-    case PGF_VK_DOUBLE:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_DOUBLE_VALUE;
-        out->double_value = t.d;
-        break;
-    case PGF_VK_NUMERIC:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_NUMERIC;
-        out->numeric = arena_str(p, t.str, t.len);
-        break;
-    case PGF_VK_TEXT:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_TEXT;
-        out->text = arena_str(p, t.str, t.len);
-        break;
-    case PGF_VK_BYTES:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_BYTES_VALUE;
-        if (t.str != (const char *)scratch) /* binary-mode bytes still point at the message */
-            memcpy(scratch, t.str, t.len);
-        out->bytes_value.data = scratch;
-        out->bytes_value.len = t.len;
-        p->arena_used += t.len;
-        break;
-    case PGF_VK_UUID:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_UUID;
-        memcpy(scratch, t.uuid, 16);
-        out->uuid.data = scratch;
-        out->uuid.len = 16;
-        p->arena_used += 16;
-        break;
-    case PGF_VK_DATE:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_DATE_DAYS;
-        out->date_days = (int32_t)t.i;
-        break;
     case PGF_VK_TIME:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIME_US;
-        out->time_us = t.i;
-        break;
     case PGF_VK_TIMESTAMP:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIMESTAMP_US;
-        out->timestamp_us = t.i;
-        break;
-    case PGF_VK_TIMESTAMPTZ:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_TIMESTAMPTZ_US;
-        out->timestamptz_us = t.i;
-        break;
-    case PGF_VK_PGTEXT:
-        out->kind_case = PGFANOUT__V1__VALUE__KIND_PG_TEXT;
-        out->pg_text = arena_str(p, t.str, t.len);
-        break;
+    case PGF_VK_TIMESTAMPTZ: return 1 + vsz((uint64_t)t->i);
+    case PGF_VK_NUMERIC:
+    case PGF_VK_TEXT:
+    case PGF_VK_BYTES:
+    case PGF_VK_PGTEXT: return ld(t->len);
     }
+    return 0;
 }
 
-/* Returns the arena bytes an image's values can need: each value's text plus a NUL, or 16
- * for a uuid; decoded bytea is always shorter than its text. */
-static size_t row_arena_need(const struct pgf_relation *rel, const struct pgf_value *row)
+/* Writes the payload of the Value t. */
+static uint8_t *put_value(uint8_t *o, const struct pgf_typed *t)
 {
-    size_t n = 0;
-    for (uint16_t i = 0; row && i < rel->natts; i++)
-        n += row[i].len + 17;
-    return n;
+    switch (t->kind) {
+    case PGF_VK_NULL: return put_tvar(o, TAG(1, 0), 1);
+    case PGF_VK_UNCHANGED_TOAST: return put_tvar(o, TAG(2, 0), 1);
+    case PGF_VK_BOOL: return put_tvar(o, TAG(3, 0), t->i != 0);
+    case PGF_VK_INT: return put_tvar(o, TAG(4, 0), (uint64_t)t->i);
+    case PGF_VK_DOUBLE: {
+        uint64_t bits;
+        memcpy(&bits, &t->d, 8);
+        *o++ = TAG(5, 1);
+        for (int i = 0; i < 8; i++) /* fixed64 is little-endian whatever the host */
+            *o++ = (uint8_t)(bits >> (8 * i));
+        return o;
+    }
+    case PGF_VK_NUMERIC: return put_ld(o, TAG(6, 2), t->str, t->len);
+    case PGF_VK_TEXT: return put_ld(o, TAG(7, 2), t->str, t->len);
+    case PGF_VK_BYTES: return put_ld(o, TAG(8, 2), t->str, t->len);
+    case PGF_VK_UUID: return put_ld(o, TAG(9, 2), t->uuid, 16);
+    case PGF_VK_DATE: return put_tvar(o, TAG(10, 0), (uint64_t)(int64_t)(int32_t)t->i);
+    case PGF_VK_TIME: return put_tvar(o, TAG(11, 0), (uint64_t)t->i);
+    case PGF_VK_TIMESTAMP: return put_tvar(o, TAG(12, 0), (uint64_t)t->i);
+    case PGF_VK_TIMESTAMPTZ: return put_tvar(o, TAG(13, 0), (uint64_t)t->i);
+    case PGF_VK_PGTEXT: return put_ld(o, TAG(14, 2), t->str, t->len);
+    }
+    return o;
 }
 
-/* Points column c at attribute att of rel with value v, and appends it to the row. */
-static void add_column(Pgfanout__V1__Row *row, Pgfanout__V1__Column *c, const struct pgf_relation *rel,
-                       uint16_t att, Pgfanout__V1__Value *v)
+/* Writes the payload of the Column c. */
+static uint8_t *put_column(uint8_t *o, const struct wcol *c)
 {
-    pgfanout__v1__column__init(c);
-    c->name = rel->attrs[att].name;
+    o = put_opt_ld(o, TAG(1, 2), c->name, c->name_len);
+    o = put_opt_var(o, TAG(2, 0), c->type_oid);
+    *o++ = TAG(3, 2);
+    o = put_var(o, c->vsize);
+    return put_value(o, &c->t);
+}
+
+/* Writes the columns of r, each as field num of the enclosing message (Row or Key). */
+static uint8_t *put_columns(uint8_t *o, uint8_t num, const struct wrow *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        *o++ = TAG(num, 2);
+        o = put_var(o, r->cols[i].csize);
+        o = put_column(o, &r->cols[i]);
+    }
+    return o;
+}
+
+/* -- from events ------------------------------------------------------------------------- */
+
+/* Points *out at s (a C string) when it is UTF-8, else at a repaired copy in the arena (sized
+ * beforehand for 3 bytes per byte); sets *len. */
+static void name_of(struct pgf_proto *p, const char *s, const char **out, size_t *len)
+{
+    size_t n = strlen(s);
+    if (pgf_utf8_valid(s, n)) {
+        *out = s;
+        *len = n;
+        return;
+    }
+    char *d = (char *)p->arena + p->arena_used;
+    *len = pgf_utf8_repair(s, n, d);
+    *out = d;
+    p->arena_used += *len;
+}
+
+/* Converts value v of column att of rel into c, and sizes its messages. */
+static void convert(struct pgf_proto *p, const struct pgf_relation *rel, uint16_t att, const struct pgf_value *v,
+                    struct wcol *c)
+{
+    uint8_t *scratch = p->arena + p->arena_used;
     c->type_oid = rel->attrs[att].type_oid;
-    c->value = v;
-    row->columns[row->n_columns++] = c;
+    pgf_value_convert(v, c->type_oid, scratch, &c->t);
+    if (c->t.kind == PGF_VK_BYTES && c->t.str == (const char *)scratch)
+        p->arena_used += c->t.len;
+    else if ((c->t.kind == PGF_VK_TEXT || c->t.kind == PGF_VK_PGTEXT || c->t.kind == PGF_VK_NUMERIC) &&
+             !pgf_utf8_valid(c->t.str, c->t.len))
+        c->t.kind = PGF_VK_BYTES; /* see the top of the file */
+    name_of(p, rel->attrs[att].name, &c->name, &c->name_len);
+    c->vsize = value_size(&c->t);
+    c->csize = opt_ld(c->name_len) + opt_var(c->type_oid) + ld(c->vsize);
 }
 
-/* Packs message m into *buf; returns the length, or 0 with *ok cleared when out of memory. */
-static size_t pack(const ProtobufCMessage *m, uint8_t **buf, size_t *cap, int *ok)
+/* Adds column c (converted) to row r. */
+static void row_add(struct wrow *r)
 {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    if (sink_grow((void **)buf, cap, n ? n : 1)) {
-        *ok = 0;
-        return 0;
-    }
-    return protobuf_c_message_pack(m, *buf);
+    r->size += ld(r->cols[r->n].csize);
+    r->n++;
 }
 
-/* Converts the columns an image carries into vals and lists them in row; an image the
- * event does not have (NULL) stays empty. */
+/* Converts the columns an image carries into r; an image the event lacks stays empty. */
 static void fill_row(struct pgf_proto *p, const struct pgf_relation *rel, const struct pgf_value *image,
-                     Pgfanout__V1__Value *vals, Pgfanout__V1__Column *cols, Pgfanout__V1__Column **ptrs,
-                     Pgfanout__V1__Row *row)
+                     struct wrow *r)
 {
-    row->columns = ptrs;
     for (uint16_t i = 0; image && i < rel->natts; i++) {
         if (image[i].kind == PGF_VALUE_ABSENT)
             continue;
-        fill_value(p, &image[i], rel->attrs[i].type_oid, &vals[i]);
-        add_column(row, &cols[i], rel, i, &vals[i]);
+        convert(p, rel, i, &image[i], &r->cols[r->n]);
+        row_add(r);
     }
 }
 
-/* Converts ev's record-key columns (see pgf_event_key_value) into vals and lists them in row,
- * in key order. */
-static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, Pgfanout__V1__Value *vals,
-                     Pgfanout__V1__Column *cols, Pgfanout__V1__Column **ptrs, Pgfanout__V1__Row *row)
+/* Converts ev's record-key columns (see pgf_event_key_value) into r, in key order. */
+static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, struct wrow *r)
 {
     const struct pgf_relation *rel = ev->rel;
-    row->columns = ptrs;
     for (uint16_t k = 0; k < rel->nkey; k++) {
         uint16_t att = rel->key_atts[k];
         const struct pgf_value *v = pgf_event_key_value(ev, att);
         if (v == NULL)
             continue;
-        fill_value(p, v, rel->attrs[att].type_oid, &vals[k]);
-        add_column(row, &cols[k], rel, att, &vals[k]);
+        convert(p, rel, att, v, &r->cols[r->n]);
+        row_add(r);
     }
+}
+
+/* Writes the payload of a Truncate at o, or only sizes it when o is NULL; returns its bytes. */
+static size_t put_truncate(struct pgf_proto *p, uint8_t *o, const struct pgf_event_truncate *t)
+{
+    size_t size = 0;
+    uint8_t *start = o;
+    for (uint32_t i = 0; i < t->nrels; i++) {
+        const struct pgf_relation *r = t->rels[i];
+        const char *schema, *table;
+        size_t schema_len, table_len;
+        name_of(p, r->nspname, &schema, &schema_len);
+        name_of(p, r->relname, &table, &table_len);
+        size_t n = opt_ld(schema_len) + opt_ld(table_len) + opt_var(r->oid);
+        size += ld(n);
+        if (o) {
+            *o++ = TAG(1, 2);
+            o = put_var(o, n);
+            o = put_opt_ld(o, TAG(1, 2), schema, schema_len);
+            o = put_opt_ld(o, TAG(2, 2), table, table_len);
+            o = put_opt_var(o, TAG(3, 0), r->oid);
+        }
+    }
+    int cascade = (t->options & PGF_TRUNCATE_CASCADE) != 0;
+    int restart = (t->options & PGF_TRUNCATE_RESTART_IDENTITY) != 0;
+    size += opt_var(cascade) + opt_var(restart);
+    if (o) {
+        o = put_opt_var(o, TAG(2, 0), cascade);
+        o = put_opt_var(o, TAG(3, 0), restart);
+        return (size_t)(o - start);
+    }
+    return size;
+}
+
+/* Writes the payload of a LogicalMessage at o, or only sizes it when o is NULL; returns its
+ * bytes. */
+static size_t put_message(struct pgf_proto *p, uint8_t *o, const struct pgf_event_message *m)
+{
+    const char *prefix;
+    size_t prefix_len;
+    name_of(p, m->prefix, &prefix, &prefix_len);
+    size_t size = opt_var(m->transactional != 0) + opt_ld(prefix_len) + opt_ld(m->content_len);
+    if (o) {
+        uint8_t *start = o;
+        o = put_opt_var(o, TAG(1, 0), m->transactional != 0);
+        o = put_opt_ld(o, TAG(2, 2), prefix, prefix_len);
+        o = put_opt_ld(o, TAG(3, 2), m->content, m->content_len);
+        return (size_t)(o - start);
+    }
+    return size;
+}
+
+/* Returns the arena bytes an image can need: decoded bytea, and repaired column names. */
+static size_t image_arena_need(const struct pgf_relation *rel, const struct pgf_value *image)
+{
+    size_t n = 0;
+    for (uint16_t i = 0; image && i < rel->natts; i++)
+        if (image[i].kind != PGF_VALUE_ABSENT)
+            n += pgf_value_scratch_size(rel->attrs[i].type_oid, image[i].len) + 3 * strlen(rel->attrs[i].name);
+    return n;
+}
+
+/* Makes room for n bytes in *buf; returns 0 or -1. */
+static int room(uint8_t **buf, size_t *cap, size_t n)
+{
+    return sink_grow((void **)buf, cap, n ? n : 1);
 }
 
 /* Encodes one event and its key; see proto_event.h. */
@@ -228,92 +375,126 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
                      const uint8_t **value, size_t *value_len, const uint8_t **key, size_t *key_len)
 {
     enum pgf_op op = ev->op;
-    Pgfanout__V1__Event e = PGFANOUT__V1__EVENT__INIT;
-    Pgfanout__V1__Source src = PGFANOUT__V1__SOURCE__INIT;
-    Pgfanout__V1__Row rkey = PGFANOUT__V1__ROW__INIT, rbefore = PGFANOUT__V1__ROW__INIT,
-                      rafter = PGFANOUT__V1__ROW__INIT;
-    Pgfanout__V1__Truncate trunc = PGFANOUT__V1__TRUNCATE__INIT;
-    Pgfanout__V1__LogicalMessage lm = PGFANOUT__V1__LOGICAL_MESSAGE__INIT;
-    Pgfanout__V1__Key k = PGFANOUT__V1__KEY__INIT;
-    static char empty[] = "";
-
-    e.op = (Pgfanout__V1__Op)(op + 1); /* enum pgf_op order matches pgfanout.v1.Op from 1 */
-    e.source = &src;
-    src.database = p->database;
-    src.schema = src.table = src.origin = empty;
-    src.lsn = ev->lsn;
-    src.txn_index = txn_index;
-    if (ev->txn) {
-        src.commit_lsn = ev->txn->commit_lsn;
-        src.xid = ev->txn->xid;
-        /* Checked shift: 'infinity' (a replication origin's timestamp) stays INT64_MAX. */
-        src.commit_time_us = pgf_pgtime_to_unix_us(ev->txn->commit_time);
-        if (ev->txn->origin)
-            src.origin = (char *)ev->txn->origin;
-    }
+    const struct pgf_relation *rel = ev->rel;
+    const struct pgf_txn *txn = ev->txn;
     *key_len = 0;
-    int ok = 1;
+    *key = p->key_buf;
+
+    /* Everything the arena may take, before any pointer into it is handed out. */
+    size_t need = 0;
+    const char *origin = txn && txn->origin ? txn->origin : "";
+    need += 3 * strlen(origin);
+    if (rel) {
+        /* the key's values are converted from the images a second time */
+        need += image_arena_need(rel, ev->key) + 2 * image_arena_need(rel, ev->before) +
+                2 * image_arena_need(rel, ev->after) + 3 * (strlen(rel->nspname) + strlen(rel->relname));
+        if (reserve_cols(p, rel->natts))
+            return -1;
+    } else if (op == PGF_OP_TRUNCATE) {
+        /* twice: sized, then written */
+        for (uint32_t i = 0; i < ev->truncate.nrels; i++)
+            need += 6 * (strlen(ev->truncate.rels[i]->nspname) + strlen(ev->truncate.rels[i]->relname));
+    } else if (op == PGF_OP_MESSAGE) {
+        need += 6 * strlen(ev->message.prefix);
+    }
+    if (room(&p->arena, &p->arena_cap, need))
+        return -1;
     p->arena_used = 0;
 
-    if (ev->rel) {
-        const struct pgf_relation *rel = ev->rel;
+    /* Source */
+    const char *schema = "", *table = "", *org;
+    size_t schema_len = 0, table_len = 0, org_len;
+    name_of(p, origin, &org, &org_len);
+    uint32_t oid = 0;
+    if (rel) {
+        name_of(p, rel->nspname, &schema, &schema_len);
+        name_of(p, rel->relname, &table, &table_len);
+        oid = rel->oid;
+    }
+    uint64_t commit_lsn = txn ? txn->commit_lsn : 0;
+    uint32_t xid = txn ? txn->xid : 0;
+    /* Checked shift: 'infinity' (a replication origin's timestamp) stays INT64_MAX. */
+    int64_t commit_us = txn ? pgf_pgtime_to_unix_us(txn->commit_time) : 0;
+    size_t src = opt_ld(p->database_len) + opt_ld(schema_len) + opt_ld(table_len) + opt_var(oid) +
+                 opt_var(ev->lsn) + opt_var(commit_lsn) + opt_var(xid) + opt_var((uint64_t)commit_us) +
+                 opt_var(txn_index) + opt_ld(org_len);
+    size_t total = opt_var((uint64_t)op + 1) + ld(src); /* enum pgf_op order matches pgfanout.v1.Op from 1 */
+
+    struct wrow rk = {0}, rb = {0}, ra = {0};
+    size_t sub = 0; /* a truncate's or message's payload */
+    if (rel) {
         size_t n = rel->natts;
-        if (reserve_cols(p, n) ||
-            sink_grow((void **)&p->arena, &p->arena_cap,
-                      /* the key's values come from the images too */
-                      2 * (row_arena_need(rel, ev->key) + row_arena_need(rel, ev->before) +
-                           row_arena_need(rel, ev->after))))
-            return -1;
-        src.schema = rel->nspname;
-        src.table = rel->relname;
-        src.relation_oid = rel->oid;
-        fill_key(p, ev, p->vals, p->cols, p->ptrs, &rkey);
-        fill_row(p, rel, ev->before, p->vals + n, p->cols + n, p->ptrs + n, &rbefore);
-        fill_row(p, rel, ev->after, p->vals + 2 * n, p->cols + 2 * n, p->ptrs + 2 * n, &rafter);
-        e.key = &rkey;
-        e.before = ev->before ? &rbefore : NULL;
-        e.after = ev->after ? &rafter : NULL;
-        if (rkey.n_columns > 0) {
-            k.schema = src.schema;
-            k.table = src.table;
-            k.n_columns = rkey.n_columns;
-            k.columns = rkey.columns;
-            *key_len = pack(&k.base, &p->key_buf, &p->key_cap, &ok);
+        rk.cols = p->cols;
+        rb.cols = p->cols + n;
+        ra.cols = p->cols + 2 * n;
+        fill_key(p, ev, &rk);
+        fill_row(p, rel, ev->before, &rb);
+        fill_row(p, rel, ev->after, &ra);
+        total += ld(rk.size) + (ev->before ? ld(rb.size) : 0) + (ev->after ? ld(ra.size) : 0);
+    } else if (op == PGF_OP_TRUNCATE) {
+        sub = put_truncate(p, NULL, &ev->truncate);
+        total += ld(sub);
+    } else if (op == PGF_OP_MESSAGE) {
+        sub = put_message(p, NULL, &ev->message);
+        total += ld(sub);
+    }
+    if (room(&p->value_buf, &p->value_cap, total))
+        return -1;
+
+    uint8_t *o = p->value_buf;
+    o = put_opt_var(o, TAG(1, 0), (uint64_t)op + 1);
+    *o++ = TAG(2, 2);
+    o = put_var(o, src);
+    o = put_opt_ld(o, TAG(1, 2), p->database, p->database_len);
+    o = put_opt_ld(o, TAG(2, 2), schema, schema_len);
+    o = put_opt_ld(o, TAG(3, 2), table, table_len);
+    o = put_opt_var(o, TAG(4, 0), oid);
+    o = put_opt_var(o, TAG(5, 0), ev->lsn);
+    o = put_opt_var(o, TAG(6, 0), commit_lsn);
+    o = put_opt_var(o, TAG(7, 0), xid);
+    o = put_opt_var(o, TAG(8, 0), (uint64_t)commit_us);
+    o = put_opt_var(o, TAG(9, 0), txn_index);
+    o = put_opt_ld(o, TAG(10, 2), org, org_len);
+    if (rel) {
+        *o++ = TAG(3, 2);
+        o = put_var(o, rk.size);
+        o = put_columns(o, 1, &rk);
+        if (ev->before) {
+            *o++ = TAG(4, 2);
+            o = put_var(o, rb.size);
+            o = put_columns(o, 1, &rb);
+        }
+        if (ev->after) {
+            *o++ = TAG(5, 2);
+            o = put_var(o, ra.size);
+            o = put_columns(o, 1, &ra);
         }
     } else if (op == PGF_OP_TRUNCATE) {
-        const struct pgf_event_truncate *t = &ev->truncate;
-        if (t->nrels > p->tcap) {
-            free(p->ttables);
-            free(p->tptrs);
-            p->ttables = calloc(t->nrels, sizeof *p->ttables);
-            p->tptrs = calloc(t->nrels, sizeof *p->tptrs);
-            p->tcap = p->ttables && p->tptrs ? t->nrels : 0;
-            if (p->tcap == 0)
-                return -1;
-        }
-        for (uint32_t i = 0; i < t->nrels; i++) {
-            pgfanout__v1__truncate__table__init(&p->ttables[i]);
-            p->ttables[i].schema = t->rels[i]->nspname;
-            p->ttables[i].table = t->rels[i]->relname;
-            p->ttables[i].relation_oid = t->rels[i]->oid;
-            p->tptrs[i] = &p->ttables[i];
-        }
-        trunc.n_tables = t->nrels;
-        trunc.tables = p->tptrs;
-        trunc.cascade = (t->options & PGF_TRUNCATE_CASCADE) != 0;
-        trunc.restart_identity = (t->options & PGF_TRUNCATE_RESTART_IDENTITY) != 0;
-        e.truncate = &trunc;
+        *o++ = TAG(6, 2);
+        o = put_var(o, sub);
+        o += put_truncate(p, o, &ev->truncate);
     } else if (op == PGF_OP_MESSAGE) {
-        lm.transactional = ev->message.transactional;
-        lm.prefix = (char *)ev->message.prefix;
-        lm.content.data = (uint8_t *)ev->message.content;
-        lm.content.len = ev->message.content_len;
-        e.message = &lm;
+        *o++ = TAG(7, 2);
+        o = put_var(o, sub);
+        o += put_message(p, o, &ev->message);
     }
-    *value_len = pack(&e.base, &p->value_buf, &p->value_cap, &ok);
+    *value_len = (size_t)(o - p->value_buf);
     *value = p->value_buf;
-    *key = p->key_buf;
-    return ok ? 0 : -1;
+
+    if (rel && rk.n > 0) {
+        size_t ksize = opt_ld(schema_len) + opt_ld(table_len);
+        for (size_t i = 0; i < rk.n; i++)
+            ksize += ld(rk.cols[i].csize);
+        if (room(&p->key_buf, &p->key_cap, ksize))
+            return -1;
+        o = p->key_buf;
+        o = put_opt_ld(o, TAG(1, 2), schema, schema_len);
+        o = put_opt_ld(o, TAG(2, 2), table, table_len);
+        o = put_columns(o, 3, &rk);
+        *key = p->key_buf;
+        *key_len = (size_t)(o - p->key_buf);
+    }
+    return 0;
 }
 
 /* A bounded text buffer: appends stop at the end, which then reads "...". */

@@ -235,6 +235,115 @@ static void test_key_text(void **state)
     assert_string_equal(out, "(none)");
 }
 
+
+/* Unpacks the n bytes at b as desc with protobuf-c and checks it packs them back the same:
+ * pgf_proto_encode writes the wire format by hand.  Returns the message (free it). */
+static ProtobufCMessage *canonical(const ProtobufCMessageDescriptor *desc, const uint8_t *b, size_t n)
+{
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, n, b);
+    assert_non_null(m);
+    uint8_t again[4096];
+    assert_true(protobuf_c_message_get_packed_size(m) == n && n <= sizeof again);
+    assert_int_equal(protobuf_c_message_pack(m, again), n);
+    assert_memory_equal(again, b, n);
+    return m;
+}
+
+/* The hand-written protobuf: every value kind, proto3 zeros, negative varints, an origin past
+ * 127 bytes, and text that is not UTF-8 (a SQL_ASCII database): values go as bytes_value
+ * unchanged, names get U+FFFD for each malformed byte. */
+static void test_proto_wire(void **state)
+{
+    (void)state;
+    static char c0[] = "id", c1[] = "t", c2[] = "d", c3[] = "f", c4[] = "n", c5[] = "z", c6[] = "u",
+                c7[] = "caf\xe9", c8[] = "e", c9[] = "b", nsp[] = "public", tbl[] = "w\xffx";
+    struct pgf_column cols[] = {{.name = c0, .type_oid = PGF_OID_INT8, .is_key = 1},
+                                {.name = c1, .type_oid = PGF_OID_TEXT},
+                                {.name = c2, .type_oid = PGF_OID_DATE},
+                                {.name = c3, .type_oid = PGF_OID_FLOAT8},
+                                {.name = c4, .type_oid = PGF_OID_NUMERIC},
+                                {.name = c5, .type_oid = PGF_OID_TEXT},
+                                {.name = c6, .type_oid = PGF_OID_UUID},
+                                {.name = c7, .type_oid = PGF_OID_TEXT},
+                                {.name = c8, .type_oid = PGF_OID_TEXT},
+                                {.name = c9, .type_oid = PGF_OID_BOOL}};
+    uint16_t key_atts[] = {0};
+    struct pgf_relation rel = {.oid = 16401, .nspname = nsp, .relname = tbl, .replident = 'd', .natts = 10,
+                               .attrs = cols, .nkey = 1, .key_atts = key_atts};
+    struct pgf_value after[] = {pgf_value_text("-5", 2),
+                                pgf_value_text("ok\xff", 3), /* not UTF-8 */
+                                pgf_value_text("1900-01-01", 10),
+                                pgf_value_text("-0.5", 4),
+                                pgf_value_text("NaN", 3),
+                                {.kind = PGF_VALUE_NULL},
+                                pgf_value_text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", 36),
+                                {.kind = PGF_VALUE_UNCHANGED_TOAST},
+                                pgf_value_text("", 0),
+                                pgf_value_text("f", 1)};
+    char origin[301];
+    memset(origin, 'o', 300);
+    memcpy(origin + 290, "\xc3\xa9", 2);
+    origin[300] = '\0';
+    struct pgf_txn txn = {.xid = 0, .commit_lsn = 0x16B3748, .commit_time = -1, .origin = origin};
+    struct pgf_event ev = {.op = PGF_OP_INSERT, .lsn = 0, .txn = &txn, .rel = &rel, .after = after};
+    struct pgf_proto *p = pgf_proto_new("");
+    const uint8_t *value, *k;
+    size_t value_len, key_len;
+    assert_int_equal(pgf_proto_encode(p, &ev, 0, &value, &value_len, &k, &key_len), 0);
+    Pgfanout__V1__Event *e = (Pgfanout__V1__Event *)canonical(&pgfanout__v1__event__descriptor, value, value_len);
+    assert_string_equal(e->source->database, "");
+    assert_string_equal(e->source->table, "w\xef\xbf\xbdx");
+    assert_int_equal(strlen(e->source->origin), 300);
+    assert_string_equal(e->source->origin, origin);
+    assert_int_equal(e->source->lsn, 0);
+    assert_int_equal(e->source->commit_time_us, 946684800000000 - 1);
+    Pgfanout__V1__Column **c = e->after->columns;
+    assert_int_equal(e->after->n_columns, 10);
+    assert_int_equal(c[0]->value->int_value, -5);
+    assert_int_equal(c[1]->value->kind_case, PGFANOUT__V1__VALUE__KIND_BYTES_VALUE);
+    assert_int_equal(c[1]->value->bytes_value.len, 3);
+    assert_memory_equal(c[1]->value->bytes_value.data, "ok\xff", 3);
+    assert_int_equal(c[2]->value->date_days, -25567);
+    assert_true(c[3]->value->double_value == -0.5);
+    assert_string_equal(c[4]->value->numeric, "NaN");
+    assert_true(c[5]->value->is_null);
+    assert_int_equal(c[6]->value->uuid.len, 16);
+    assert_int_equal(c[6]->value->uuid.data[0], 0xa0);
+    assert_string_equal(c[7]->name, "caf\xef\xbf\xbd");
+    assert_true(c[7]->value->unchanged_toast);
+    assert_int_equal(c[8]->value->kind_case, PGFANOUT__V1__VALUE__KIND_TEXT);
+    assert_string_equal(c[8]->value->text, "");
+    assert_int_equal(c[9]->value->kind_case, PGFANOUT__V1__VALUE__KIND_BOOL_VALUE);
+    assert_false(c[9]->value->bool_value);
+    pgfanout__v1__event__free_unpacked(e, NULL);
+    Pgfanout__V1__Key *key = (Pgfanout__V1__Key *)canonical(&pgfanout__v1__key__descriptor, k, key_len);
+    assert_string_equal(key->table, "w\xef\xbf\xbdx");
+    assert_int_equal(key->n_columns, 1);
+    pgfanout__v1__key__free_unpacked(key, NULL);
+
+    /* A truncate and a message: their own sub-messages, flags and an empty prefix. */
+    const struct pgf_relation *rels[] = {&rel, &rel};
+    struct pgf_event tr = {.op = PGF_OP_TRUNCATE, .lsn = 1, .txn = &txn,
+                           .truncate = {.nrels = 2, .rels = rels, .options = PGF_TRUNCATE_CASCADE}};
+    assert_int_equal(pgf_proto_encode(p, &tr, 7, &value, &value_len, &k, &key_len), 0);
+    assert_int_equal(key_len, 0);
+    e = (Pgfanout__V1__Event *)canonical(&pgfanout__v1__event__descriptor, value, value_len);
+    assert_int_equal(e->truncate->n_tables, 2);
+    assert_string_equal(e->truncate->tables[1]->table, "w\xef\xbf\xbdx");
+    assert_true(e->truncate->cascade);
+    assert_false(e->truncate->restart_identity);
+    assert_int_equal(e->source->txn_index, 7);
+    pgfanout__v1__event__free_unpacked(e, NULL);
+    struct pgf_event msg = {.op = PGF_OP_MESSAGE, .lsn = UINT64_MAX, .message = {.prefix = "", .content_len = 0}};
+    assert_int_equal(pgf_proto_encode(p, &msg, 0, &value, &value_len, &k, &key_len), 0);
+    e = (Pgfanout__V1__Event *)canonical(&pgfanout__v1__event__descriptor, value, value_len);
+    assert_int_equal(e->op, PGFANOUT__V1__OP__OP_MESSAGE);
+    assert_non_null(e->message);
+    assert_int_equal(e->source->lsn, UINT64_MAX);
+    pgfanout__v1__event__free_unpacked(e, NULL);
+    pgf_proto_free(p);
+}
+
 /* Runs the value tests. */
 /* A row read by a SELECT is an event of its own (op read, values from text, no pgoutput):
  * the JSON and protobuf renderers render it like an insert. */
@@ -299,7 +408,7 @@ int main(void)
         cmocka_unit_test(test_render_rules), cmocka_unit_test(test_float_roundtrip),
         cmocka_unit_test(test_special_kinds), cmocka_unit_test(test_typed_time),
         cmocka_unit_test(test_typed_other),   cmocka_unit_test(test_key_text),
-        cmocka_unit_test(test_read_event),
+        cmocka_unit_test(test_read_event), cmocka_unit_test(test_proto_wire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
