@@ -10,11 +10,27 @@ struct pgf_txn_asm {
     uint64_t endpos;
     struct pgf_txn txn;
     int in_txn;
-    char origin[128];
+    /* PostgreSQL allows origin names of 512 bytes (MAX_RONAME_LEN); a longer one, which no
+     * server sends, is cut at a character boundary. */
+    char origin[513];
     /* Event scratch, grown to the widest relation seen: [0, cap) key, [cap, 2*cap) before. */
     struct pgf_value *vals;
     size_t cap;
 };
+
+/* Copies the C string name into out (room bytes), cut short of room at a UTF-8 character
+ * boundary rather than inside a character. */
+static void copy_origin(char *out, size_t room, const char *name)
+{
+    size_t n = strlen(name);
+    if (n >= room) {
+        n = room - 1;
+        while (n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80)
+            n--; /* name[n] continues a character: cut before the character */
+    }
+    memcpy(out, name, n);
+    out[n] = '\0';
+}
 
 /* Returns a new assembler; see txn.h. */
 struct pgf_txn_asm *pgf_txn_asm_new(int has_endpos, uint64_t endpos)
@@ -186,7 +202,7 @@ enum pgf_txn_result pgf_txn_asm_feed(struct pgf_txn_asm *a, uint64_t lsn, const 
             return PGF_TXN_STOPPED;
         return a->has_endpos && msg->u.commit.end_lsn >= a->endpos ? PGF_TXN_ENDPOS : PGF_TXN_OK;
     case PGO_MSG_ORIGIN:
-        snprintf(a->origin, sizeof a->origin, "%s", msg->u.origin.name);
+        copy_origin(a->origin, sizeof a->origin, msg->u.origin.name);
         a->txn.origin = a->origin;
         return PGF_TXN_OK;
     case PGO_MSG_RELATION:

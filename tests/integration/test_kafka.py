@@ -1725,6 +1725,33 @@ def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2,
         drop_slots(db, "zc_slot", "zc_dbz_slot")
 
 
+def test_origin_names_past_127_bytes_arrive_whole(pgfanout, cluster, broker, db, pb2):
+    """PostgreSQL allows replication origin names of 512 bytes; pgfanout cut them to 127,
+    possibly inside a character.  A 510-byte name of two-byte characters arrives whole in the
+    protobuf event's source.origin (valid UTF-8, so a strict decoder takes it)."""
+    name = "é" * 255  # 510 bytes
+    db.execute("CREATE TABLE orn_t (id int4 PRIMARY KEY)")
+    setup_slot(db, [("public", "orn_t")], "orn", reference=False)
+    db.execute("SELECT pg_replication_origin_create(%s)", (name,))
+    try:
+        db.execute("SELECT pg_replication_origin_session_setup(%s)", (name,))
+        with db.transaction():
+            db.execute("SELECT pg_replication_origin_xact_setup('0/1', now())")
+            db.execute("INSERT INTO orn_t VALUES (1)")
+        db.execute("SELECT pg_replication_origin_session_reset()")
+    finally:
+        db.execute("SELECT pg_replication_origin_drop(%s)", (name,))
+    endpos = runner.current_lsn(db)
+    res = runner.run_pgfanout(kafka_args(cluster, broker, "orn_slot", "orn_pub", "orn", "--endpos", endpos),
+                              timeout=90)
+    assert not res.timed_out and res.returncode == 0, res.describe()
+    decoded = Decoded(consume(broker, [topic_of("orn", "public", "orn_t")]))
+    assert not decoded.problems, "\n".join(decoded.problems)
+    origins = [r.event.source.origin for r in decoded.values()]
+    assert origins == [name], [len(o.encode()) for o in origins]
+    drop_slots(db, "orn_slot")
+
+
 def test_infinite_commit_times_in_every_sink(pgfanout, cluster, broker, db, pb2, tmp_path):
     """A server passes a replication origin's timestamp on as the commit time, and
     pg_replication_origin_xact_setup takes 'infinity' and '-infinity': Begin then carries
