@@ -9,7 +9,20 @@
 /* Formats lsn as "hi/lo" in upper-case hex, as pg_lsn_out does. */
 char *pgf_lsn_format(uint64_t lsn, char buf[PGF_LSN_BUFSZ])
 {
-    snprintf(buf, PGF_LSN_BUFSZ, "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32), (uint32_t)lsn);
+    /* By hand, not snprintf: the Kafka sink formats one for every record's header. */
+    static const char hex[] = "0123456789ABCDEF";
+    char *o = buf;
+    for (int half = 1; half >= 0; half--) {
+        uint32_t v = (uint32_t)(lsn >> (32 * half));
+        int shift = 28;
+        while (shift > 0 && (v >> shift) == 0)
+            shift -= 4;
+        for (; shift >= 0; shift -= 4)
+            *o++ = hex[(v >> shift) & 0xf];
+        if (half)
+            *o++ = '/';
+    }
+    *o = '\0';
     return buf;
 }
 

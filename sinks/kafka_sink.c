@@ -993,6 +993,37 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Writes v in decimal into out (room for 11 bytes); by hand, since every record's header
+ * carries one and snprintf was a measurable share of the main thread. */
+static void format_u32(uint32_t v, char out[16])
+{
+    char tmp[10];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+}
+
+/* Writes "schema.table" of rel into out (room bytes, at least 1), cut to fit. */
+static void qualified_name(const struct pgf_relation *rel, char *out, size_t room)
+{
+    size_t a = strlen(rel->nspname), b = strlen(rel->relname);
+    if (a > room - 1)
+        a = room - 1;
+    memcpy(out, rel->nspname, a);
+    size_t n = a;
+    if (n < room - 1)
+        out[n++] = '.';
+    if (b > room - 1 - n)
+        b = room - 1 - n;
+    memcpy(out + n, rel->relname, b);
+    out[n + b] = '\0';
+}
+
 /* Produces one record into the open transaction; value may be NULL (a tombstone), partition
  * may be HELD_ALL_PARTITIONS (a truncate whose topic's partition count is being looked up).
  * Never waits: a record that cannot go now is held (see struct held).  Returns 0 or -1. */
@@ -1004,10 +1035,10 @@ static int produce(struct kafka_sink *k, rd_kafka_topic_t *rkt, int32_t partitio
     if (value == NULL)
         op = "tombstone";
     pgf_lsn_format(ev->lsn, lsn);
-    snprintf(xid, sizeof xid, "%" PRIu32, ev->txn ? ev->txn->xid : 0);
+    format_u32(ev->txn ? ev->txn->xid : 0, xid);
     table[0] = '\0';
     if (ev->rel) {
-        snprintf(table, sizeof table, "%s.%s", ev->rel->nspname, ev->rel->relname);
+        qualified_name(ev->rel, table, sizeof table);
     } else if (ev->op == PGF_OP_TRUNCATE) {
         size_t n = 0;
         for (uint32_t i = 0; i < ev->truncate.nrels && n < sizeof table; i++) {
