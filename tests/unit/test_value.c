@@ -1,5 +1,6 @@
 /* test_value.c - value rendering, LSN and timestamp formats, the checkpoint rule, record keys
  * rendered for people. */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -320,6 +321,16 @@ static void test_proto_wire(void **state)
     assert_string_equal(key->table, "w\xef\xbf\xbdx");
     assert_int_equal(key->n_columns, 1);
     pgfanout__v1__key__free_unpacked(key, NULL);
+
+    /* Text holding a NUL (no PostgreSQL text type can, but a type's output could) is kept
+     * whole: a protobuf string may hold U+0000, and cutting would lose data. */
+    struct pgf_value nul_after[10];
+    memcpy(nul_after, after, sizeof after);
+    nul_after[1] = pgf_value_text("a\0b", 3);
+    ev.after = nul_after;
+    assert_int_equal(pgf_proto_encode(p, &ev, 0, &value, &value_len, &k, &key_len), 0);
+    assert_non_null(memmem(value, value_len, "\x3a\x03" "a\0b", 5));
+    ev.after = after;
 
     /* A truncate and a message: their own sub-messages, flags and an empty prefix. */
     const struct pgf_relation *rels[] = {&rel, &rel};
