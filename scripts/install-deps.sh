@@ -7,7 +7,9 @@ pkgs=(build-essential cmake pkg-config git
       librdkafka-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler kcat
       libhiredis-dev libcyaml-dev libyaml-dev redis-server redis-tools
       python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka python3-redis
-      python3-django python3-django-redis python3-django-cachalot python3-psycopg2)
+      python3-django python3-django-redis python3-django-cachalot python3-psycopg2
+      # clang and its runtimes (libFuzzer, sanitizers): the 60-second fuzz runs of the test command
+      clang libclang-rt-14-dev)
 # Java and Maven fetch and run the Kafka broker and Flink for tests; the image may already
 # carry its own JDK, so only ask apt when the commands are missing.
 command -v java >/dev/null 2>&1 || pkgs+=(openjdk-17-jre-headless)

@@ -7,7 +7,9 @@ bash scripts/install-deps.sh
 jobs=$(nproc)
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPGFANOUT_SANITIZE=ON >/dev/null
 cmake --build build-asan -j "$jobs"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_ASAN_BUILD="$PWD/build-asan" >/dev/null
+# PGFANOUT_FUZZ_TESTS: ctest also runs each libFuzzer target for 60 s (scripts/fuzz.sh, clang).
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGFANOUT_ASAN_BUILD="$PWD/build-asan" \
+  -DPGFANOUT_FUZZ_TESTS=ON >/dev/null
 cmake --build build -j "$jobs"
 bash scripts/fetch-kafka.sh build/kafka.classpath
 bash scripts/fetch-flink.sh build/flink.classpath
