@@ -53,6 +53,10 @@ int pgf_utf8_valid(const char *s, size_t n)
         }
         if (i >= n)
             break;
+        if (u[i] < 0x80) { /* short names end up here: no call for an ASCII byte */
+            i++;
+            continue;
+        }
         size_t l = seq_len(u + i, n - i);
         if (l == 0)
             return 0;

@@ -59,6 +59,9 @@ struct pgf_relation {
      * Until chosen they are the replica-identity columns.  Owned with the relation. */
     uint16_t nkey;
     uint16_t *key_atts;
+    /* 1 when whoever built it checked that the schema, table and column names are UTF-8, so
+     * renderers need not check them per event; 0 when unknown. */
+    int names_utf8;
 };
 
 /* The transaction an event belongs to. */

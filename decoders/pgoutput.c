@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/utf8.h"
+
 struct pgo_decoder {
     /* Relation cache: open addressing on OID, linear probing; entries are never removed,
      * only replaced, because pgoutput never announces a dropped relation. */
@@ -386,6 +388,10 @@ static int read_relation(struct reader *r, const struct pgf_relation **out)
     for (uint16_t i = 0; i < natts; i++)
         if (rel->attrs[i].is_key)
             rel->key_atts[rel->nkey++] = i;
+    rel->names_utf8 = pgf_utf8_valid(rel->nspname, strlen(rel->nspname)) &&
+                      pgf_utf8_valid(rel->relname, strlen(rel->relname));
+    for (uint16_t i = 0; i < natts && rel->names_utf8; i++)
+        rel->names_utf8 = pgf_utf8_valid(rel->attrs[i].name, strlen(rel->attrs[i].name));
     if ((rc = rel_grow(r->dec))) {
         rel_free(rel);
         return rc;

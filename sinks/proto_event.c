@@ -44,13 +44,22 @@ struct wrow {
     size_t n, size;
 };
 
+/* A repaired name (see name_of); they are rare, so each has its own allocation. */
+struct fixed_name {
+    struct fixed_name *next;
+    char text[];
+};
+
 struct pgf_proto {
     char *database;
     size_t database_len;
-    struct wcol *cols; /* key, before, after: 3*cap */
-    size_t cap;        /* natts the array holds */
-    uint8_t *arena;    /* decoded bytea and repaired names, sized before each event */
+    struct wcol *cols;  /* key, before, after: 3*cap */
+    int32_t *after_at;  /* cap: a column's index among the after image's columns, or -1 */
+    size_t cap;         /* natts the arrays hold */
+    uint8_t *arena;     /* decoded bytea, sized before each event */
     size_t arena_cap, arena_used;
+    struct fixed_name *fixed; /* the names repaired for the current event */
+    int oom;                  /* a repair found no memory */
     uint8_t *value_buf, *key_buf;
     size_t value_cap, key_cap;
 };
@@ -67,6 +76,16 @@ struct pgf_proto *pgf_proto_new(const char *database)
     return p;
 }
 
+/* Frees the names repaired for the last event. */
+static void free_fixed(struct pgf_proto *p)
+{
+    while (p->fixed) {
+        struct fixed_name *f = p->fixed;
+        p->fixed = f->next;
+        free(f);
+    }
+}
+
 /* Frees the encoder. */
 void pgf_proto_free(struct pgf_proto *p)
 {
@@ -74,6 +93,8 @@ void pgf_proto_free(struct pgf_proto *p)
         return;
     free(p->database);
     free(p->cols);
+    free(p->after_at);
+    free_fixed(p);
     free(p->arena);
     free(p->value_buf);
     free(p->key_buf);
@@ -89,8 +110,10 @@ static int reserve_cols(struct pgf_proto *p, size_t natts)
         return 0;
     size_t n = natts < 16 ? 16 : natts;
     free(p->cols);
+    free(p->after_at);
     p->cols = calloc(3 * n, sizeof *p->cols);
-    p->cap = p->cols ? n : 0;
+    p->after_at = calloc(n, sizeof *p->after_at);
+    p->cap = p->cols && p->after_at ? n : 0;
     return p->cap ? 0 : -1;
 }
 
@@ -238,20 +261,46 @@ static uint8_t *put_columns(uint8_t *o, uint8_t num, const struct wrow *r)
 
 /* -- from events ------------------------------------------------------------------------- */
 
-/* Points *out at s (a C string) when it is UTF-8, else at a repaired copy in the arena (sized
- * beforehand for 3 bytes per byte); sets *len. */
+static void repair(struct pgf_proto *p, const char *s, size_t n, const char **out, size_t *len);
+
+/* Points *out at s (a C string) when it is UTF-8, else at a repaired copy that lives until the
+ * next event; sets *len.  Out of memory, it keeps s and sets p->oom. */
 static void name_of(struct pgf_proto *p, const char *s, const char **out, size_t *len)
 {
     size_t n = strlen(s);
-    if (pgf_utf8_valid(s, n)) {
+    *out = s;
+    *len = n;
+    if (pgf_utf8_valid(s, n))
+        return;
+    repair(p, s, n, out, len);
+}
+
+/* Like name_of, for a name of rel: the decoder may have checked them all once already. */
+static void rel_name(struct pgf_proto *p, const struct pgf_relation *rel, const char *s, const char **out,
+                     size_t *len)
+{
+    if (rel->names_utf8) {
         *out = s;
-        *len = n;
+        *len = strlen(s);
         return;
     }
-    char *d = (char *)p->arena + p->arena_used;
-    *len = pgf_utf8_repair(s, n, d);
-    *out = d;
-    p->arena_used += *len;
+    name_of(p, s, out, len);
+}
+
+/* Points *out at a copy of s (n bytes) with its malformed bytes replaced, living until the
+ * next event, and sets *len; out of memory, leaves them and sets p->oom. */
+static void repair(struct pgf_proto *p, const char *s, size_t n, const char **out, size_t *len)
+{
+    size_t m = pgf_utf8_repaired_len(s, n);
+    struct fixed_name *f = malloc(sizeof *f + m);
+    if (f == NULL) {
+        p->oom = 1;
+        return;
+    }
+    f->next = p->fixed;
+    p->fixed = f;
+    *len = pgf_utf8_repair(s, n, f->text);
+    *out = f->text;
 }
 
 /* Converts value v of column att of rel into c, and sizes its messages. */
@@ -266,7 +315,7 @@ static void convert(struct pgf_proto *p, const struct pgf_relation *rel, uint16_
     else if ((c->t.kind == PGF_VK_TEXT || c->t.kind == PGF_VK_PGTEXT || c->t.kind == PGF_VK_NUMERIC) &&
              !pgf_utf8_valid(c->t.str, c->t.len))
         c->t.kind = PGF_VK_BYTES; /* see the top of the file */
-    name_of(p, rel->attrs[att].name, &c->name, &c->name_len);
+    rel_name(p, rel, rel->attrs[att].name, &c->name, &c->name_len);
     c->vsize = value_size(&c->t);
     c->csize = opt_ld(c->name_len) + opt_var(c->type_oid) + ld(c->vsize);
 }
@@ -278,20 +327,26 @@ static void row_add(struct wrow *r)
     r->n++;
 }
 
-/* Converts the columns an image carries into r; an image the event lacks stays empty. */
+/* Converts the columns an image carries into r; an image the event lacks stays empty.  With
+ * at (natts entries), notes where each column went, -1 for those absent. */
 static void fill_row(struct pgf_proto *p, const struct pgf_relation *rel, const struct pgf_value *image,
-                     struct wrow *r)
+                     struct wrow *r, int32_t *at)
 {
     for (uint16_t i = 0; image && i < rel->natts; i++) {
+        if (at)
+            at[i] = -1;
         if (image[i].kind == PGF_VALUE_ABSENT)
             continue;
+        if (at)
+            at[i] = (int32_t)r->n;
         convert(p, rel, i, &image[i], &r->cols[r->n]);
         row_add(r);
     }
 }
 
-/* Converts ev's record-key columns (see pgf_event_key_value) into r, in key order. */
-static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, struct wrow *r)
+/* Converts ev's record-key columns (see pgf_event_key_value) into r, in key order; a value
+ * the after image holds is copied from its conversion in after (filled first). */
+static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, const struct wrow *after, struct wrow *r)
 {
     const struct pgf_relation *rel = ev->rel;
     for (uint16_t k = 0; k < rel->nkey; k++) {
@@ -299,7 +354,10 @@ static void fill_key(struct pgf_proto *p, const struct pgf_event *ev, struct wro
         const struct pgf_value *v = pgf_event_key_value(ev, att);
         if (v == NULL)
             continue;
-        convert(p, rel, att, v, &r->cols[r->n]);
+        if (ev->after && v == &ev->after[att] && p->after_at[att] >= 0)
+            r->cols[r->n] = after->cols[p->after_at[att]];
+        else
+            convert(p, rel, att, v, &r->cols[r->n]);
         row_add(r);
     }
 }
@@ -313,8 +371,8 @@ static size_t put_truncate(struct pgf_proto *p, uint8_t *o, const struct pgf_eve
         const struct pgf_relation *r = t->rels[i];
         const char *schema, *table;
         size_t schema_len, table_len;
-        name_of(p, r->nspname, &schema, &schema_len);
-        name_of(p, r->relname, &table, &table_len);
+        rel_name(p, r, r->nspname, &schema, &schema_len);
+        rel_name(p, r, r->relname, &table, &table_len);
         size_t n = opt_ld(schema_len) + opt_ld(table_len) + opt_var(r->oid);
         size += ld(n);
         if (o) {
@@ -354,13 +412,13 @@ static size_t put_message(struct pgf_proto *p, uint8_t *o, const struct pgf_even
     return size;
 }
 
-/* Returns the arena bytes an image can need: decoded bytea, and repaired column names. */
+/* Returns the arena bytes an image can need: its decoded bytea. */
 static size_t image_arena_need(const struct pgf_relation *rel, const struct pgf_value *image)
 {
     size_t n = 0;
     for (uint16_t i = 0; image && i < rel->natts; i++)
-        if (image[i].kind != PGF_VALUE_ABSENT)
-            n += pgf_value_scratch_size(rel->attrs[i].type_oid, image[i].len) + 3 * strlen(rel->attrs[i].name);
+        if (rel->attrs[i].type_oid == PGF_OID_BYTEA && image[i].kind != PGF_VALUE_ABSENT)
+            n += pgf_value_scratch_size(PGF_OID_BYTEA, image[i].len);
     return n;
 }
 
@@ -381,25 +439,17 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     *key = p->key_buf;
 
     /* Everything the arena may take, before any pointer into it is handed out. */
-    size_t need = 0;
     const char *origin = txn && txn->origin ? txn->origin : "";
-    need += 3 * strlen(origin);
-    if (rel) {
-        /* the key's values are converted from the images a second time */
-        need += image_arena_need(rel, ev->key) + 2 * image_arena_need(rel, ev->before) +
-                2 * image_arena_need(rel, ev->after) + 3 * (strlen(rel->nspname) + strlen(rel->relname));
-        if (reserve_cols(p, rel->natts))
-            return -1;
-    } else if (op == PGF_OP_TRUNCATE) {
-        /* twice: sized, then written */
-        for (uint32_t i = 0; i < ev->truncate.nrels; i++)
-            need += 6 * (strlen(ev->truncate.rels[i]->nspname) + strlen(ev->truncate.rels[i]->relname));
-    } else if (op == PGF_OP_MESSAGE) {
-        need += 6 * strlen(ev->message.prefix);
-    }
-    if (room(&p->arena, &p->arena_cap, need))
-        return -1;
+    free_fixed(p);
+    p->oom = 0;
     p->arena_used = 0;
+    if (rel) {
+        /* a key value the after image lacks is converted from the key or old image again */
+        size_t need = image_arena_need(rel, ev->key) + 2 * image_arena_need(rel, ev->before) +
+                      image_arena_need(rel, ev->after);
+        if (reserve_cols(p, rel->natts) || room(&p->arena, &p->arena_cap, need))
+            return -1;
+    }
 
     /* Source */
     const char *schema = "", *table = "", *org;
@@ -407,8 +457,8 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
     name_of(p, origin, &org, &org_len);
     uint32_t oid = 0;
     if (rel) {
-        name_of(p, rel->nspname, &schema, &schema_len);
-        name_of(p, rel->relname, &table, &table_len);
+        rel_name(p, rel, rel->nspname, &schema, &schema_len);
+        rel_name(p, rel, rel->relname, &table, &table_len);
         oid = rel->oid;
     }
     uint64_t commit_lsn = txn ? txn->commit_lsn : 0;
@@ -427,9 +477,9 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
         rk.cols = p->cols;
         rb.cols = p->cols + n;
         ra.cols = p->cols + 2 * n;
-        fill_key(p, ev, &rk);
-        fill_row(p, rel, ev->before, &rb);
-        fill_row(p, rel, ev->after, &ra);
+        fill_row(p, rel, ev->before, &rb, NULL);
+        fill_row(p, rel, ev->after, &ra, p->after_at);
+        fill_key(p, ev, &ra, &rk);
         total += ld(rk.size) + (ev->before ? ld(rb.size) : 0) + (ev->after ? ld(ra.size) : 0);
     } else if (op == PGF_OP_TRUNCATE) {
         sub = put_truncate(p, NULL, &ev->truncate);
@@ -438,7 +488,7 @@ int pgf_proto_encode(struct pgf_proto *p, const struct pgf_event *ev, uint32_t t
         sub = put_message(p, NULL, &ev->message);
         total += ld(sub);
     }
-    if (room(&p->value_buf, &p->value_cap, total))
+    if (p->oom || room(&p->value_buf, &p->value_cap, total))
         return -1;
 
     uint8_t *o = p->value_buf;
