@@ -207,6 +207,15 @@ class FirstMessage:
                            "queued.min.messages": 1})
         self.c.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics
                        for p in range(partitions)])
+        # Before the timed run: until a fetch answered for every partition (the cached
+        # watermarks come from fetch responses), so the fetch loop is already long-polling
+        # when the tool starts (up to 5 s).
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            self.c.poll(0.05)
+            if all(self.c.get_watermark_offsets(tp, cached=True)[1] >= 0
+                   for tp in self.c.assignment()):
+                break
 
     def probe(self, _watcher=None):
         m = self.c.poll(0.05)
@@ -573,20 +582,37 @@ def latency_tool(ctx, tool):
             logf = connect_w.logfile
             commit_us = debezium_commit_us
             alive = lambda: connect_w.proc.poll() is None  # noqa: E731
+        id_start = scalar(conn, f"SELECT coalesce(max(id), 0) FROM {LAT_TABLE}")
+
+        def drained(what):
+            """Waits until the topic holds a record for every row since id_start."""
+            t0 = time.monotonic()
+            want = scalar(conn, f"SELECT count(*) FROM {LAT_TABLE} WHERE id > %s", (id_start,))
+            wm = Watermarks(broker.bootstrap, [topic], args.partitions)
+            try:
+                while wm.total() < want:
+                    if not alive():
+                        raise BenchError(f"{tool} exited ({what}):\n{tail(logf)}")
+                    if time.monotonic() - t0 > args.timeout:
+                        raise BenchError(f"{tool}: {what}: records missing after "
+                                         f"{args.timeout:.0f} s\n{tail(logf)}")
+                    time.sleep(0.05)
+            finally:
+                wm.close()
+            return time.monotonic() - t0
+
         # Caught up: a probe row committed now must come out.
-        t0 = time.monotonic()
         conn.execute(f"INSERT INTO {LAT_TABLE}(v) VALUES (0)")
-        wm = Watermarks(broker.bootstrap, [topic], args.partitions)
-        try:
-            while wm.total() < 1:
-                if not alive():
-                    raise BenchError(f"{tool} exited during start-up:\n{tail(logf)}")
-                if time.monotonic() - t0 > args.timeout:
-                    raise BenchError(f"{tool}: probe not in Kafka after {args.timeout:.0f} s")
-                time.sleep(0.05)
-        finally:
-            wm.close()
-        log(f"  latency {LABEL[tool]}: live, probe through after {time.monotonic() - t0:.1f} s")
+        log(f"  latency {LABEL[tool]}: live, probe through after {drained('start-up'):.1f} s")
+        if args.latency_warmup > 0:
+            # Unmeasured: a JVM's JIT has compiled the hot paths before the figures count.
+            rate = min(args.latency_rates)
+            run_tool([f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c",
+                      str(args.latency_clients), "-j", "2", "-T", str(args.latency_warmup),
+                      "--rate", str(rate), *pg_args(cluster), "postgres"], "pgbench warm-up",
+                     timeout=args.latency_warmup * 3 + 60)
+            log(f"    warm-up: {args.latency_warmup} s at --rate {rate}, drained "
+                f"{drained('warm-up'):.1f} s after")
         for rate in args.latency_rates:
             time.sleep(args.settle)
             if args.wait_quiet > 0:
@@ -688,7 +714,7 @@ def mark(ok):
 
 def summary_text(summaries, latency, args, versions):
     out = [f"pgfanout vs Debezium vs pg_recvlogical, {versions['date']}, median of "
-           f"{args.repeat} run(s) per figure (`bench/compare.py`)", "",
+           f"{args.repeat} run(s) per throughput figure (`bench/compare.py`)", "",
            f"- machine: {versions['cpus']} CPUs, {versions['kernel']}; PostgreSQL {versions['pg']};"
            f" Kafka {versions['kafka']} (1 local broker, {args.partitions} partitions/topic); "
            f"librdkafka {versions['rdkafka']}",
@@ -731,7 +757,8 @@ def summary_text(summaries, latency, args, versions):
                     f"{LABEL[t]} ~{f_(s['tools'][t]['others'], '.1f')}" for t in TOOLS), ""]
     if latency:
         out += [f"### Commit → record latency, pgbench --rate R -T {args.latency_secs} "
-                f"-c {args.latency_clients}, one-row INSERT per transaction", "",
+                f"-c {args.latency_clients}, one-row INSERT per transaction (after "
+                f"{args.latency_warmup} s of unmeasured warm-up at the lowest rate)", "",
                 "| tool | --rate | pgbench tps | records | p50 ms | p99 ms | p99.9 ms | max ms "
                 "| pgfanout /metrics commit→ack p99 ≤ ms |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
         for r in latency:
@@ -793,6 +820,9 @@ def parse_args(argv=None):
     p.add_argument("--pgbench-clients", type=int, default=4, help="workload b: pgbench -c")
     p.add_argument("--latency-rates", default="1000,5000", help="pgbench --rate values (tps)")
     p.add_argument("--latency-secs", type=int, default=30, help="pgbench -T per rate (30)")
+    p.add_argument("--latency-warmup", type=int, default=10,
+                   help="seconds of unmeasured load at the lowest rate once a tool is live, "
+                        "before the measured rates (10; 0: none)")
     p.add_argument("--latency-clients", type=int, default=4, help="pgbench -c for the latency")
     p.add_argument("--pgfanout-args", default="", help="extra pgfanout flags, shell-quoted")
     p.add_argument("--pgfanout-bin", default=os.environ.get("PGFANOUT_BIN", DEFAULT_PGFANOUT))
