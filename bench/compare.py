@@ -24,7 +24,7 @@ Workloads:
   b  pgbench -i -s --scale (4), then pgbench -n -c 4 -j 2 -t --pgbench-txns (50,000):
      4 row changes per transaction (800,000)
 
-  /usr/bin/python3 bench/compare.py                        # full size (about 25-40 min)
+  /usr/bin/python3 bench/compare.py                        # full size (about 20-45 min)
   /usr/bin/python3 bench/compare.py --rows 100000 --pgbench-txns 5000 --repeat 1 \\
       --latency-secs 10                                    # quick look
 
