@@ -126,8 +126,9 @@ def write_properties(path, props):
 class Connect:
     """One Kafka Connect standalone worker with one PostgresConnector per variant."""
 
-    def __init__(self, classpath, root, bootstrap, pg, variants):
+    def __init__(self, classpath, root, bootstrap, pg, variants, jvm_opts=None):
         self.classpath = classpath
+        self.jvm_opts = list(JVM_OPTS if jvm_opts is None else jvm_opts)
         self.root = root
         self.proc = None
         self.logfile = os.path.join(root, "connect.log")
@@ -173,7 +174,7 @@ class Connect:
             f.write(LOG4J2)
 
     def start(self):
-        argv = ["java", *JVM_OPTS,
+        argv = ["java", *self.jvm_opts,
                 f"-Dlog4j2.configurationFile={os.path.join(self.root, 'log4j2.properties')}",
                 "-cp", self.classpath, "org.apache.kafka.connect.cli.ConnectStandalone",
                 self.worker, *self.connectors]
