@@ -29,7 +29,7 @@ walsender and backend CPU-s per 1k transactions): publication FOR ALL TABLES, on
 pgbench_accounts, a row filter (WHERE), a column list, and logical_decoding_work_mem 64MB
 (PostgreSQL's default) against the bench's 256MB.
 
-  /usr/bin/python3 bench/offload.py                         # full size (~25 min)
+  /usr/bin/python3 bench/offload.py                         # full size (~20 min)
   /usr/bin/python3 bench/offload.py -T 5 --repeat 1 --scale 2 --decode-secs 5   # quick look
 
 Not part of ctest.  Every process it starts is stopped by its own handle.
@@ -42,6 +42,7 @@ import re
 import shlex
 import statistics
 import sys
+import tempfile
 import threading
 import time
 
@@ -53,6 +54,7 @@ from kafkabroker import KafkaBroker  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from benchlib import (  # noqa: E402
     BenchError,
+    CLK_TCK,
     PGBIN,
     PG_CONF,
     Sampler,
@@ -161,6 +163,7 @@ class Mode:
         self.all_cpus = set(range(os.cpu_count()))
         self.pg_cpus = {args.pg_cpu} if self.fair else self.all_cpus
         self.other_cpus = {args.other_cpu} if self.fair else self.all_cpus
+        self.other_cpu = args.other_cpu
         self.fsync = "on" if self.fair else "off"
 
     def apply(self, conn, cluster, broker):
@@ -208,11 +211,31 @@ def reset_tables(conn):
     conn.execute("CHECKPOINT")
 
 
+def cpu_busy_s():
+    """Busy seconds of each CPU (/proc/stat cpuN lines: all but idle and iowait), by index."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *v = line.split()
+                v = [int(x) for x in v]
+                out[int(name[3:])] = (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+    return out
+
+
+LAST_BUSY = {}  # CPU index: busy fraction during the last pgbench run (everyone's processes)
+
+
 def run_pgbench(args, mode, cluster, secs):
-    """pgbench -n -c C -j 2 -T secs on the client-side CPU; returns (tps, transactions)."""
+    """pgbench -n -c C -j 2 -T secs on the client-side CPU; returns (tps, transactions) and
+    leaves each CPU's busy fraction during the run in LAST_BUSY."""
     argv = mode.wrap([f"{PGBIN}/pgbench", "-n", "-c", str(args.clients), "-j", "2",
                       "-T", str(secs), *pg_args(cluster), "postgres"])
+    b0, t0 = cpu_busy_s(), time.monotonic()
     tps, txns = parse_pgbench(run_tool(argv, "pgbench", timeout=secs * 4 + 120))
+    b1, dt = cpu_busy_s(), time.monotonic() - t0
+    LAST_BUSY.clear()
+    LAST_BUSY.update({c: (b1[c] - b0.get(c, 0.0)) / dt for c in b1})
     return tps, txns
 
 
@@ -276,6 +299,14 @@ def check_alive(live, what):
         raise BenchError(f"{what} exited early:\n{tail(live.log_path)}")
 
 
+def check_pinned(mode, pid, what):
+    """A PostgreSQL child forked during the run must have inherited the postmaster's CPUs."""
+    got = os.sched_getaffinity(pid)
+    if got != mode.pg_cpus:
+        raise BenchError(f"{what} (pid {pid}) runs on CPUs {sorted(got)}, not "
+                         f"{sorted(mode.pg_cpus)}")
+
+
 def slot_caught_up(conn, slot, lsn):
     """The slot's walsender has sent (decoded) up to lsn."""
     return scalar(conn, "SELECT coalesce(r.sent_lsn >= %s::pg_lsn, false) FROM pg_replication_slots s"
@@ -312,6 +343,8 @@ def run_pgfanout(args, mode, cluster, broker, conn, workdir, tag, secs, publicat
         wait_until("pgfanout's slot active", lambda: (check_alive(live, "pgfanout") or True) and
                    scalar(conn, "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
                           (slot,)), 30)
+        check_pinned(mode, scalar(conn, "SELECT active_pid FROM pg_replication_slots"
+                                        " WHERE slot_name = %s", (slot,)), "the walsender")
         tps, txns = run_pgbench(args, mode, cluster, secs)
         end = scalar(conn, "SELECT pg_current_wal_lsn()::text")
         want = 4 * txns  # 3 updates and 1 insert per transaction
@@ -352,6 +385,7 @@ def run_outbox(args, mode, cluster, broker, conn, workdir, tag, secs):
         relay_backend[0] = scalar(conn, "SELECT pid FROM pg_stat_activity"
                                         " WHERE application_name = 'outbox-relay'")
         relay_backend[1] = proc_cpu_s(relay_backend[0]) or 0.0
+        check_pinned(mode, relay_backend[0], "the relay's backend")
         tps, txns = run_pgbench(args, mode, cluster, secs)
         backlog = scalar(conn, "SELECT count(*) FROM outbox")
         catchup = wait_until(
@@ -393,6 +427,10 @@ def fmt_run(setup, r):
     return s
 
 
+def busy_text(busy):
+    return ", ".join(f"CPU{c} {b:.0%} busy" for c, b in sorted(busy.items()))
+
+
 def settle(args):
     if args.settle > 0:
         time.sleep(args.settle)
@@ -413,8 +451,11 @@ def run_mode(mode, args, cluster, broker, conn, workdir):
             settle(args)
             tag = f"{mode.name}-{setup}-r{rep}"
             r = RUNNERS[setup](args, mode, cluster, broker, conn, workdir, tag, args.secs)
+            r["secs"] = args.secs
+            r["cpu_busy"] = dict(LAST_BUSY)
             results[setup].append(r)
-            log(f"  [{mode.name} rep {rep + 1}/{args.repeat}] " + fmt_run(setup, r))
+            log(f"  [{mode.name} rep {rep + 1}/{args.repeat}] " + fmt_run(setup, r)
+                + "  | during pgbench: " + busy_text(r["cpu_busy"]))
     return results
 
 
@@ -444,9 +485,10 @@ def run_decoding(mode, args, cluster, broker, conn, workdir):
                                  f"{PG_CONF['logical_decoding_work_mem']}")
                     conn.execute("SELECT pg_reload_conf()")
                 conn.execute(f"DROP PUBLICATION {pub}")
-            r.update(key=key, what=what, workmem=wm)
+            r.update(key=key, what=what, workmem=wm, cpu_busy=dict(LAST_BUSY))
             rows.append(r)
-            log(f"  [decode {key} rep {rep + 1}] " + fmt_run("pgfanout", r))
+            log(f"  [decode {key} rep {rep + 1}] " + fmt_run("pgfanout", r)
+                + "  | during pgbench: " + busy_text(r["cpu_busy"]))
     return rows
 
 
@@ -474,6 +516,10 @@ def mode_summary(mode, res):
          "box_be_k": statistics.median([per_k(r["backend_cpu"], r["txns"]) for r in box]),
          "relay_be_k": statistics.median([per_k(r["relay_backend_cpu"], r["txns"]) for r in box]),
          "fan_catchup": med(fan, "catchup"), "box_catchup": med(box, "catchup"),
+         "pg_busy": statistics.median([(r["backend_cpu"] + r["walsender_cpu"] + r["bg_cpu"])
+                                       / r["secs"] for r in fan]),
+         "busy": {k: {c: statistics.median([r["cpu_busy"].get(c, 0.0) for r in res[k]])
+                      for c in res[k][0]["cpu_busy"]} for k in SETUPS},
          "n": len(none)}
     s["fan_loss"] = (base - s["fan"]) / base if base else 0.0
     s["box_loss"] = (base - s["box"]) / base if base else 0.0
@@ -482,21 +528,41 @@ def mode_summary(mode, res):
 
 
 def verdict(s):
-    """Whether the walsender's decoding is what pgfanout costs the primary (fair mode)."""
-    ws, be = s["ws_k"], s["fan_be_k"]
+    """Whether the walsender's decoding is what pgfanout costs the primary (fair mode): its
+    share of PostgreSQL's CPU against the TPS lost, read with how busy PostgreSQL's CPU was
+    (by PostgreSQL, and by anything else that ran there)."""
+    mode = s["mode"]
+    pg_cpu = sorted(mode.pg_cpus)[0]
+    ws, be, busy, loss = s["ws_k"], s["fan_be_k"], s["pg_busy"], s["fan_loss"]
+    core = s["busy"]["pgfanout"].get(pg_cpu, busy)
+    client = s["busy"]["pgfanout"].get(mode.other_cpu, 0.0)
     share = ws / (ws + be) if ws + be > 0 else 0.0
-    return share, (
-        f"walsender {ws:.3f} CPU-s per 1k txns vs backends {be:.3f} (pgfanout attached): the "
-        f"walsender is {share:.0%} of the primary's foreground CPU; TPS lost {s['fan_loss']:.1%}. "
-        + ("With PostgreSQL confined to one CPU, what the walsender takes is taken from the "
-           "backends: its decoding is what costs the primary, "
-           + ("and it roughly accounts for the loss."
-              if abs(share - s['fan_loss']) <= max(0.05, 0.5 * share) else
-              "though the loss does not match its share (noise, or other costs: WAL reads, "
-              "lock/latch traffic).")
-           if ws >= 0.02 * (ws + be) else
-           "The walsender's decoding is negligible next to the backends: it is not what costs "
-           "the primary."))
+    text = (f"walsender {ws:.3f} CPU-s per 1k txns against backends {be:.3f} with pgfanout "
+            f"attached: the walsender is {share:.0%} of PostgreSQL's foreground CPU. CPU{pg_cpu} "
+            f"was {core:.0%} busy, {busy:.0%} of it PostgreSQL's own processes; TPS lost "
+            f"{loss:.1%}. ")
+    if core - busy > 0.15:
+        text += (f"**Not conclusive**: other processes (not this benchmark's) took "
+                 f"{core - busy:.0%} of PostgreSQL's CPU; rerun on a quiet machine. ")
+    if client >= 0.9:
+        text += (f"The client-side CPU (pgbench, pgfanout, the broker) was {client:.0%} busy "
+                 f"with pgfanout attached, so part of the loss can be pgbench waiting for its "
+                 f"own CPU rather than the primary. ")
+    if share < 0.02:
+        return text + ("The walsender's decoding is negligible next to the backends' own work: "
+                       "**it is not what costs the primary**.")
+    if core < 0.85:
+        return text + ("PostgreSQL's CPU had idle time (commits wait on the WAL flush), so the "
+                       "walsender mostly used time the backends left idle: **decoding CPU alone "
+                       "does not explain the loss**.")
+    if abs(loss - share) <= max(0.05, 0.5 * share):
+        return text + ("PostgreSQL's CPU was saturated, so the walsender's CPU was taken from "
+                       "the backends, and its share matches the loss: **yes, the walsender's "
+                       "decoding is what costs the primary**.")
+    return text + (f"PostgreSQL's CPU was saturated, so the walsender's CPU was taken from the "
+                   f"backends, but its share ({share:.0%}) does not match the loss "
+                   f"({loss:.1%}): **decoding explains only part of it**, or the rounds are "
+                   f"noisy (compare them).")
 
 
 def print_summary(summaries, decoding, args, versions):
@@ -507,7 +573,7 @@ def print_summary(summaries, decoding, args, versions):
         "",
         f"- machine: {versions['cpus']} CPUs, {versions['kernel']}; PostgreSQL "
         f"{versions['pg']}; Kafka {versions['kafka']} (1 local broker); librdkafka "
-        f"{versions['rdkafka']}",
+        f"{versions['rdkafka']}; broker data in {args.broker_dir or tempfile.gettempdir()}",
         f"- pgfanout {versions['pgfanout']}, extra args: "
         f"{('`' + args.pgfanout_args + '`') if args.pgfanout_args else '(none)'}",
         f"- pgbench -n -c {args.clients} -j 2 -T {args.secs}, scale {args.scale}; history "
@@ -530,8 +596,12 @@ def print_summary(summaries, decoding, args, versions):
     for s in summaries:
         ok = s["ratio"] is not None and s["ratio"] <= TARGET
         met = met and ok
-        ratio = f"{s['ratio']:.2f} {'ok' if ok else 'MISS'}" if s["ratio"] is not None else \
-            "n/a (outbox lost nothing)"
+        if s["ratio"] is None:
+            ratio = "n/a (the outbox lost nothing)"
+        elif s["ratio"] < 0:
+            ratio = f"{s['ratio']:.2f} ok (pgfanout lost nothing: noise)"
+        else:
+            ratio = f"{s['ratio']:.2f} {'ok' if ok else 'MISS'}"
         out.append(
             f"| {s['mode'].name} | {s['base']:,.0f} | {s['fan']:,.0f} | {s['box']:,.0f} "
             f"| {s['fan_loss']:.1%} | {s['box_loss']:.1%} | {ratio} "
@@ -546,10 +616,11 @@ def print_summary(summaries, decoding, args, versions):
             f"(none), {s['fan_be_k']:.3f} + walsender {s['ws_k']:.3f} (pgfanout), "
             f"{s['box_be_k']:.3f} incl. the relay's own backend {s['relay_be_k']:.3f} (outbox); "
             f"caught up {s['fan_catchup']:.1f} s (pgfanout) / {s['box_catchup']:.1f} s "
-            f"(relay) after pgbench ended")
+            f"(relay) after pgbench ended; during pgbench (every process, ours and "
+            f"others'): " + "; ".join(f"{k}: {busy_text(s['busy'][k])}" for k in SETUPS))
     for s in summaries:
         if s["mode"].fair:
-            out += ["", f"**Is decoding what costs the primary?** {verdict(s)[1]}"]
+            out += ["", f"**Is decoding what costs the primary?** {verdict(s)}"]
     if decoding:
         wm_default = PG_CONF["logical_decoding_work_mem"].strip("'")
         out += ["", f"Walsender decoding cost, fair mode, pgfanout attached, pgbench -T "
@@ -583,6 +654,19 @@ def versions_of(conn):
 
 # -- main ------------------------------------------------------------------------------------
 
+def start_broker(args):
+    """The broker with its data under --broker-dir: by default tmpfs, so that its log writes do
+    not compete with PostgreSQL's WAL flushes for the disk (in production the broker has its
+    own disks; fsync = on makes the primary sensitive to that)."""
+    saved = tempfile.tempdir
+    if args.broker_dir:
+        tempfile.tempdir = args.broker_dir
+    try:
+        return KafkaBroker().start()
+    finally:
+        tempfile.tempdir = saved
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -600,6 +684,9 @@ def parse_args(argv=None):
     p.add_argument("--pg-cpu", type=int, default=0, help="fair mode: PostgreSQL's CPU (0)")
     p.add_argument("--other-cpu", type=int, default=1,
                    help="fair mode: the CPU of everything else (1)")
+    p.add_argument("--broker-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else "",
+                   help="where the broker keeps its data (default /dev/shm: off PostgreSQL's "
+                        "disk; '' for the system temp dir)")
     p.add_argument("--relay-batch", type=int, default=1000)
     p.add_argument("--relay-poll-ms", type=float, default=50)
     p.add_argument("--pgfanout-args", default="", help="extra pgfanout flags, shell-quoted")
@@ -654,7 +741,7 @@ def main(argv=None):
     return bench_main(args, "pgfanout-offload-", [f"{PGBIN}/pgbench", "/usr/bin/taskset"],
                       [("PostgreSQL", lambda: PgCluster(extra_conf=PG_CONF).start(),
                         lambda c: c.stop()),
-                       ("the Kafka broker", lambda: KafkaBroker().start(),
+                       ("the Kafka broker", lambda: start_broker(args),
                         lambda b: b.cleanup())], body)
 
 
