@@ -294,6 +294,7 @@ class Live:
 
 
 def check_alive(live, what):
+    """BenchError (with the log) when the live consumer has already exited."""
     if not live.alive():
         live.stop()  # raises with the log
         raise BenchError(f"{what} exited early:\n{tail(live.log_path)}")
@@ -315,6 +316,7 @@ def slot_caught_up(conn, slot, lsn):
 
 
 def run_none(args, mode, cluster, broker, conn, workdir, tag, secs):
+    """pgbench alone, backends sampled."""
     sampler = Sampler(cluster.proc.pid, backends=True)
     bg0 = pg_background_cpu(cluster.proc.pid)
     sampler.start()
@@ -414,6 +416,7 @@ RUNNERS = {"none": run_none, "pgfanout": run_pgfanout, "outbox": run_outbox}
 
 
 def fmt_run(setup, r):
+    """One run as a log line."""
     s = (f"{setup:<9} {r['tps']:9,.1f} tps  {r['txns']:8,} txns  backends CPU "
          f"{r['backend_cpu']:.2f} s  walsender CPU {r['walsender_cpu']:.2f} s  "
          f"PG background CPU {r['bg_cpu']:.2f} s")
@@ -428,10 +431,12 @@ def fmt_run(setup, r):
 
 
 def busy_text(busy):
+    """Per-CPU busy fractions as text."""
     return ", ".join(f"CPU{c} {b:.0%} busy" for c, b in sorted(busy.items()))
 
 
 def settle(args):
+    """The pause and the quiet-machine wait before a timed run."""
     if args.settle > 0:
         time.sleep(args.settle)
     if args.wait_quiet > 0:
@@ -503,6 +508,7 @@ def per_k(cpu, txns):
 
 
 def mode_summary(mode, res):
+    """Medians over the rounds of one mode, losses and the pgfanout ÷ outbox loss ratio."""
     none, fan, box = res["none"], res["pgfanout"], res["outbox"]
     base = med(none, "tps")
     s = {"mode": mode, "base": base, "fan": med(fan, "tps"), "box": med(box, "tps"),
