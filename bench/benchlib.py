@@ -270,13 +270,15 @@ def child_env(extra=None):
 
 
 def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=None,
-              backends=False, env=None, on_spawn=None):
+              backends=False, env=None, started=None):
     """Runs argv to completion under the launcher and returns its Measurement.  The launcher
     SIGKILLs it after timeout seconds; if this process is interrupted, the launcher gets
     SIGTERM (by its handle) and passes it on.  backends=True also samples the client
     backends' CPU (Measurement.backend_cpu), which then does not count as other load.  env:
-    variables added to the program's environment (a dict).  on_spawn(launcher_pid), when
-    given, is called right after the launcher is spawned (the program is its only child)."""
+    variables added to the program's environment (a dict).  started: called with the
+    launcher's Popen once it runs (the program is its only child), so a program that runs until
+    stopped (a live consumer) can be ended from another thread with launcher.terminate(): the
+    launcher forwards SIGTERM."""
     sampler = Sampler(postmaster_pid, backends=backends)
     broker_before = proc_cpu_s(broker_pid) if broker_pid else None
     busy_before = machine_busy_s()
@@ -287,8 +289,8 @@ def run_child(name, argv, rows, log_path, timeout, postmaster_pid, broker_pid=No
             [sys.executable, "-S", "-I", "-c", LAUNCHER, result_path, str(timeout), *argv],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=child_env(env))
         try:
-            if on_spawn is not None:
-                on_spawn(launcher.pid)
+            if started is not None:
+                started(launcher)
             rc = launcher.wait()
         except BaseException:
             launcher.terminate()

@@ -320,7 +320,7 @@ def run_launched(tool, argv, rows, log_path, args, pm_pid, watcher):
     cut0 = children_cpu_s(pm_pid)
     try:
         m = run_child(tool, argv, rows, log_path, args.timeout, pm_pid,
-                      on_spawn=watcher.spawned)
+                      started=lambda launcher: watcher.spawned(launcher.pid))
     finally:
         first = watcher.stop()
     if m.exitcode != 0:
