@@ -824,6 +824,8 @@ def parse_args(argv=None):
                    help="seconds of unmeasured load at the lowest rate once a tool is live, "
                         "before the measured rates (10; 0: none)")
     p.add_argument("--latency-clients", type=int, default=4, help="pgbench -c for the latency")
+    p.add_argument("--latency-tools", default="pgfanout_kafka,debezium",
+                   help="whose latency is measured: pgfanout_kafka and/or debezium (both)")
     p.add_argument("--pgfanout-args", default="", help="extra pgfanout flags, shell-quoted")
     p.add_argument("--pgfanout-bin", default=os.environ.get("PGFANOUT_BIN", DEFAULT_PGFANOUT))
     p.add_argument("--dbz-conf", action="append", default=[], metavar="K=V",
@@ -901,7 +903,7 @@ def main(argv=None):
                                                               DEFAULT_PYPROTO)))
             from pgfanout.v1 import event_pb2
             ctx["pb2"] = event_pb2
-            for tool in ("pgfanout_kafka", "debezium"):
+            for tool in args.latency_tools.split(","):
                 latency += latency_tool(ctx, tool)
         conn.close()
         text = summary_text(summaries, latency, args, versions)

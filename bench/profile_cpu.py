@@ -66,6 +66,9 @@ def main():
     ap.add_argument("--out", default=None, help="directory for the callgrind.out files")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--pgfanout-args", default="", help="extra pgfanout arguments")
+    ap.add_argument("--wrap", default=None,
+                    help="instead of callgrind, run pgfanout under this command (e.g. 'perf stat -e "
+                         "task-clock,context-switches' or '/usr/bin/time -v') and show its output")
     args = ap.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="pgfanout-prof-")
     os.makedirs(out, exist_ok=True)
@@ -86,8 +89,9 @@ def main():
         conn.close()
         for s in sinks:
             path = os.path.join(out, f"callgrind.out.{s}")
-            argv = ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                    f"--callgrind-out-file={path}", args.bin, "--dsn", pg.dsn(),
+            tool = args.wrap.split() if args.wrap else [
+                "valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={path}"]
+            argv = tool + [args.bin, "--dsn", pg.dsn(),
                     "--slot", f"prof_{s}", "--publication", "prof", "--sink", s,
                     "--endpos", end, "--status-interval", "1"]
             if s == "kafka":
@@ -97,6 +101,10 @@ def main():
             if r.returncode != 0:
                 print(r.stdout[-3000:], file=sys.stderr)
                 sys.exit(f"profile_cpu: pgfanout --sink {s} exited {r.returncode}")
+            if args.wrap:
+                print(f"== sink {s}: {args.rows} changes under {args.wrap}:")
+                print("\n".join(r.stdout.splitlines()[-25:]))
+                continue
             total, main_ir = totals(path)
             print(f"== sink {s}: {args.rows} changes, {total / args.rows:,.0f} instructions per change "
                   f"(all threads), {main_ir / args.rows:,.0f} on the main thread; files {path}*")
