@@ -346,6 +346,7 @@ static const struct pgf_relation *assert_relation(const struct pgo_decoder *dec,
     assert_string_equal(rel->relname, name);
     assert_int_equal(rel->replident, replident);
     assert_int_equal(rel->natts, natts);
+    assert_true(rel->names_utf8); /* checked once here, so renderers skip it per event */
     assert_true(rel->oid >= FIRST_NORMAL_OID);
     assert_ptr_equal(pgo_decoder_relation(dec, rel->oid), rel);
     return rel;
