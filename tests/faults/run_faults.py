@@ -66,8 +66,10 @@ from pgcluster import PGBIN, PgCluster  # noqa: E402
 from redisserver import RedisServer  # noqa: E402
 from runner import int_to_lsn, lsn_to_int  # noqa: E402
 
-QUICK = dict(kills=3, outage_s=8, status_s=1, freeze_s=3, fill_sample=1500, fill_ahead=1500)
-FULL = dict(kills=20, outage_s=60, status_s=1, freeze_s=3, fill_sample=3000, fill_ahead=3000)
+QUICK = dict(kills=3, outage_s=8, status_s=1, freeze_s=3, fill_sample=1500, fill_ahead=1500,
+             pause=0.1)
+FULL = dict(kills=20, outage_s=60, status_s=1, freeze_s=3, fill_sample=3000, fill_ahead=3000,
+            pause=0.05)   # pause: seconds between a workload thread's transactions
 
 NAME = "fx"
 PREFIX = "fx"                    # topic prefix
@@ -160,7 +162,7 @@ class Suite:
         self.rs = RedisServer().start()
         self.redis = self.rs.client()
         self.churn = Churn(self.cluster.dsn(), NAME, self.o["seed"], 10**12, threads=2,
-                           pause=0.05, max_seconds=10**6)
+                           pause=self.o["pause"], max_seconds=10**6)
         with self.conn() as c:
             self.churn.create(c)
             c.execute(f"CREATE TABLE {NAME}_spill (id int8 PRIMARY KEY, v text)")
@@ -332,7 +334,7 @@ class Suite:
         return all(alive for _, alive in samples)
 
     def broker_down(self, f):
-        time.sleep(1)
+        time.sleep(0.5)
         self.broker.stop()
         down = self.insert_lsn()
         samples = self.hold_samples(self.o["outage_s"])
@@ -342,7 +344,7 @@ class Suite:
         return self.outage_result(f, down, samples)
 
     def redis_down(self, f):
-        time.sleep(1)
+        time.sleep(0.5)
         # SHUTDOWN SAVE: the restarted server loads the keys back (a cache that kept them),
         # so that invalidations owed from the outage can be checked.
         try:
@@ -358,7 +360,7 @@ class Suite:
 
     def pg_stop(self, mode):
         def body(f):
-            time.sleep(1)
+            time.sleep(0.5)
             pid = self.worker.proc.pid
             before = self.confirmed()
             seen = self.worker.stderr_text().count("reconnected")
@@ -378,7 +380,7 @@ class Suite:
         return body
 
     def pg_freeze(self, f):
-        time.sleep(1)
+        time.sleep(0.5)
         pids = [self.cluster.proc.pid] + children(self.cluster.proc.pid)
         pid = self.worker.proc.pid
         for p in pids:
