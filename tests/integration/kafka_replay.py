@@ -446,3 +446,32 @@ def _event_id(e):
 
 def count_changes(ref):
     return sum(len(t.changes) for t in ref.values())
+
+
+def key_order_problems(decoded):
+    """Per-key order in a stream that may hold duplicates (at-least-once, after crashes):
+    every record key stays in one partition, and there each event seen for the first time
+    comes after every event of that key seen before it, by (commit_lsn, txn_index).  A
+    re-sent older event is a duplicate, not an order problem; a new event older than one
+    already delivered is."""
+    problems = []
+    where = collections.defaultdict(set)
+    seen = collections.defaultdict(set)
+    last = {}
+    for (topic, part), recs in decoded.by_partition().items():
+        for r in recs:
+            if r.rec.key is None or r.event is None:
+                continue
+            k = (topic, r.rec.key)
+            where[k].add(part)
+            if r.ident in seen[k]:
+                continue
+            seen[k].add(r.ident)
+            if k in last and not last[k] < r.ident:
+                problems.append(f"{topic}[{part}]@{r.rec.offset}: key {r.ev.get('key')} new event"
+                                f" {r.ident} after {last[k]}")
+            last[k] = r.ident
+    split = {k: sorted(p) for k, p in where.items() if len(p) > 1}
+    if split:
+        problems.append(f"{len(split)} keys in several partitions, e.g. {list(split.items())[:3]}")
+    return problems[:20]

@@ -160,10 +160,11 @@ def run_pgfanout(args, timeout=60, env=None, stdout_path=None):
 
 class Worker:
     """A pgfanout running in the background; use as a context manager so that it is
-    always killed (by its own Popen handle) when the test ends."""
+    always killed (by its own Popen handle) when the test ends.  wrap is a command prefix
+    that execs the binary (e.g. unshare for a private /tmp): the process is still ours."""
 
-    def __init__(self, args, stdout_path=None, stderr_path=None, env=None):
-        self.argv = [pgfanout_bin()] + list(args)
+    def __init__(self, args, stdout_path=None, stderr_path=None, env=None, wrap=()):
+        self.argv = list(wrap) + [pgfanout_bin()] + list(args)
         full_env = pgfanout_env(env)
         self._out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
         self.stderr_path = stderr_path
