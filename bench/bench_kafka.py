@@ -67,7 +67,7 @@ from benchlib import (  # noqa: E402  (servers, measuring and reporting, shared 
     run_tool,
     scalar,
     tail,
-    wait_for_quiet,
+    pause_before_run,
     walsender_pids,
 )
 
@@ -177,10 +177,7 @@ def run_repetition(wl, rep, args, cluster, broker, conn, workdir):
     order = ["pg_recvlogical", "pgfanout"] if rep % 2 == 0 else ["pgfanout", "pg_recvlogical"]
     results = {}
     for name in order:
-        if args.settle > 0:
-            time.sleep(args.settle)
-        if args.wait_quiet > 0:
-            wait_for_quiet(args.wait_quiet)
+        pause_before_run(args)
         argv = recv_argv if name == "pg_recvlogical" else fanout_argv
         log_path = os.path.join(workdir, f"{wl.key}{rep}-{name}.log")
         m = run_child(name, argv, rows, log_path, args.timeout, cluster.proc.pid,

@@ -276,10 +276,7 @@ def pgfanout_argv(args, dsn, slot, config, endpos=None):
 
 
 def settle(args):
-    if args.settle > 0:
-        time.sleep(args.settle)
-    if args.wait_quiet > 0:
-        bk.wait_for_quiet(args.wait_quiet)
+    bk.pause_before_run(args)
 
 
 # -- part 1: latency under pgbench load ------------------------------------------------------

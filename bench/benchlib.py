@@ -73,14 +73,25 @@ class BenchError(RuntimeError):
 
 # -- measuring one child ---------------------------------------------------------------------
 
-def proc_cpu_s(pid):
-    """utime+stime of a process (all its threads) in seconds, or None when it is gone."""
+def proc_cpu_s(pid, children=False):
+    """utime+stime of a process (all its threads) in seconds, or with children=True
+    cutime+cstime (the CPU of the children it has reaped); None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        i = 13 if children else 11
+        return (int(fields[i]) + int(fields[i + 1])) / CLK_TCK
     except (OSError, IndexError, ValueError):
         return None
+
+
+def pause_before_run(args):
+    """--settle seconds of sleep, then up to --wait-quiet seconds for the machine to calm down:
+    what every bench does before a timed run."""
+    if args.settle > 0:
+        time.sleep(args.settle)
+    if args.wait_quiet > 0:
+        wait_for_quiet(args.wait_quiet)
 
 
 def machine_busy_s():

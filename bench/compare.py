@@ -56,9 +56,10 @@ from kafkabroker import KafkaBroker  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 from ports import free_port  # noqa: E402
 from benchlib import (  # noqa: E402
-    bench_main, BenchError, CLK_TCK, Measurement, PGBIN, PG_CONF, Sampler, connect, create_slots,
+    bench_main, BenchError, Measurement, PGBIN, PG_CONF, Sampler, connect, create_slots,
     drop_slots, git_describe, kafka_record_count, kafka_versions, log, machine_busy_s, pg_args,
-    proc_cpu_s, run_child, run_tool, scalar, tail, wait_for_quiet, walsender_pids)
+    pause_before_run, proc_cpu_s, run_child, run_tool, scalar, tail, wait_for_quiet,
+    walsender_pids)
 from bench_kafka import InsertWorkload, PgbenchWorkload  # noqa: E402
 import capture  # noqa: E402  (tests/debezium: the Kafka Connect worker running Debezium)
 
@@ -85,16 +86,6 @@ LABEL = {"pgfanout_kafka": "pgfanout → Kafka", "pgfanout_null": "pgfanout → 
 
 
 # -- small measuring helpers -----------------------------------------------------------------
-
-def children_cpu_s(pid):
-    """cutime+cstime of a process: the CPU of its children it has reaped, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[13]) + int(fields[14])) / CLK_TCK
-    except (OSError, IndexError, ValueError):
-        return None
-
 
 def wait_walsenders_gone(pm_pid, timeout=30):
     """Waits until the postmaster has no walsender child (the last one was reaped)."""
@@ -228,27 +219,21 @@ class FirstMessage:
         self.c.close()
 
 
-def metrics_events(port):
-    """Sum of pgfanout_events_total on 127.0.0.1:port/metrics (0 when unreachable)."""
+def scrape(port, timeout=5):
+    """The text of 127.0.0.1:port/metrics."""
     import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-    try:
-        conn.request("GET", "/metrics")
-        body = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in body.splitlines()
-               if ln.startswith("pgfanout_events_total"))
-
-
-def scrape(port):
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", "/metrics")
         return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def metrics_events(port):
+    """Sum of pgfanout_events_total on 127.0.0.1:port/metrics."""
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in scrape(port, timeout=1).splitlines()
+               if ln.startswith("pgfanout_events_total"))
 
 
 def ack_hist(text, sink="kafka"):
@@ -317,7 +302,7 @@ def measured(tool, m, first, ws_exact):
 def run_launched(tool, argv, rows, log_path, args, pm_pid, watcher):
     """argv under benchlib's launcher (exact peak RSS and CPU); watcher (FirstRecord) starts
     at spawn.  Returns (Measurement, first-record seconds, exact walsender CPU)."""
-    cut0 = children_cpu_s(pm_pid)
+    cut0 = proc_cpu_s(pm_pid, children=True)
     try:
         m = run_child(tool, argv, rows, log_path, args.timeout, pm_pid,
                       started=lambda launcher: watcher.spawned(launcher.pid))
@@ -327,7 +312,7 @@ def run_launched(tool, argv, rows, log_path, args, pm_pid, watcher):
         raise BenchError(f"{tool} exited with {m.exitcode} after {m.wall:.1f} s\nargv: "
                          f"{shlex.join(argv)}\nits stderr (tail):\n{tail(log_path)}")
     wait_walsenders_gone(pm_pid)
-    cut1 = children_cpu_s(pm_pid)
+    cut1 = proc_cpu_s(pm_pid, children=True)
     return m, first, (cut1 - cut0) if None not in (cut0, cut1) else None
 
 
@@ -348,7 +333,7 @@ def run_debezium(ctx, slot, prefix, tables, rows, tag):
     watcher = FirstRecord(fm.probe, 0)
     pm = cluster.proc.pid
     sampler = Sampler(pm, interval=0.1)
-    cut0, busy0 = children_cpu_s(pm), machine_busy_s()
+    cut0, busy0 = proc_cpu_s(pm, children=True), machine_busy_s()
     broker0 = proc_cpu_s(broker.pid)
     done = cpu = hwm = None
     try:
@@ -381,7 +366,7 @@ def run_debezium(ctx, slot, prefix, tables, rows, tag):
         wm.close()
         fm.close()
     wait_walsenders_gone(pm)
-    cut1 = children_cpu_s(pm)
+    cut1 = proc_cpu_s(pm, children=True)
     ws = (cut1 - cut0) if None not in (cut0, cut1) and cut1 > cut0 else ws_sampled
     others = max(0.0, busy - cpu - ws - broker_cpu)
     r = Result("debezium", rows, done, cpu, hwm, ws, first, others)
@@ -414,10 +399,7 @@ def run_repetition(ctx, wl, rep):
     order = [TOOLS[(i + rep) % n] for i in range(n)]
     out = {}
     for tool in order:
-        if args.settle > 0:
-            time.sleep(args.settle)
-        if args.wait_quiet > 0:
-            wait_for_quiet(args.wait_quiet)
+        pause_before_run(args)
         log_path = os.path.join(ctx["workdir"], f"{wl.key}{rep}-{tool}.log")
         if tool == "debezium":
             r = run_debezium(ctx, slots[tool], prefix[tool], tables, rows, f"{wl.key}{rep}")

@@ -74,7 +74,7 @@ from benchlib import (  # noqa: E402
     run_tool,
     scalar,
     tail,
-    wait_for_quiet,
+    pause_before_run,
 )
 
 DEFAULT_PGFANOUT = os.path.join(REPO, "build", "pgfanout")
@@ -437,10 +437,7 @@ def busy_text(busy):
 
 def settle(args):
     """The pause and the quiet-machine wait before a timed run."""
-    if args.settle > 0:
-        time.sleep(args.settle)
-    if args.wait_quiet > 0:
-        wait_for_quiet(args.wait_quiet)
+    pause_before_run(args)
 
 
 def run_mode(mode, args, cluster, broker, conn, workdir):

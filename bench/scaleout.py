@@ -58,7 +58,7 @@ from benchlib import (  # noqa: E402
     run_child,
     scalar,
     tail,
-    wait_for_quiet,
+    pause_before_run,
 )
 
 DEFAULT_PGFANOUT = os.path.join(REPO, "build", "pgfanout")
@@ -172,10 +172,7 @@ def run_repetition(rep, args, cluster, broker, conn, workdir):
     broker.create_topics(*(t for w in one + two for t in w.topics))
     out = {}
     for name in (["one", "two"] if rep % 2 == 0 else ["two", "one"]):
-        if args.settle > 0:
-            time.sleep(args.settle)
-        if args.wait_quiet > 0:
-            wait_for_quiet(args.wait_quiet)
+        pause_before_run(args)
         workers = one if name == "one" else two
         ms, ws, bk, others = run_workers(workers, args, cluster, broker, conn, workdir, endpos,
                                          f"{tag}-{name}")
