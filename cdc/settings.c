@@ -119,7 +119,7 @@ const struct pgf_setting pgf_settings[] = {
     SETTING("log.progress_interval", "progress-interval", PGF_T_SECONDS_OFF, "60", progress_interval_ms, "S",
             "seconds between progress lines at info level (changes, transactions,\nconfirmed LSN, lag, "
             "in-flight per sink); 0 turns them off"),
-    SETTING("max_inflight_bytes", "max-inflight-bytes", PGF_T_BYTES, "16M", max_inflight_bytes, "N",
+    SETTING("max_inflight_bytes", "max-inflight-bytes", PGF_T_BYTES, "8M", max_inflight_bytes, "N",
             "stop reading the slot while this many bytes are unacknowledged\n(suffixes k, M, G)"),
     SETTING("shutdown_timeout", "shutdown-timeout", PGF_T_SECONDS, "20", shutdown_timeout_ms, "S",
             "seconds to wait for acknowledgements when stopping; below Kubernetes' default\n"

@@ -1453,7 +1453,11 @@ static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_
         {"enable.idempotence", "true"}, /* retries cannot duplicate or reorder within a partition */
         {"acks", "all"},
         {"message.timeout.ms", "0"},    /* never give up on a record: back-pressure instead of loss */
-        {"linger.ms", "10"},
+        /* Short: a record at a steady few thousand per second goes out within about a
+         * millisecond.  Under load the batches still grow: librdkafka sends at most 5 requests
+         * at a time per broker (idempotence), so records that come while those are under way
+         * queue up and go together in the next one (up to batch.size), whatever linger.ms. */
+        {"linger.ms", "1"},
         {"compression.codec", "lz4"},
         {"queue.buffering.max.messages", "1000000"},
         {"queue.buffering.max.kbytes", "1048576"},

@@ -263,7 +263,7 @@ DEFAULTS = {
     "log.level": "info",
     "log.format": "text",
     "log.progress_interval": 60,
-    "max_inflight_bytes": 16 * 1024 * 1024,
+    "max_inflight_bytes": 8 * 1024 * 1024,
     "shutdown_timeout": 20,
     "snapshot": None,
     "snapshot_chunk_size": 20000,
@@ -306,7 +306,7 @@ def test_defaults_with_nothing_set(pgfanout):
     assert redis_keys_printed(eff.text) == REDIS_ORDER, eff.text
     if yaml is not None:
         doc = yaml.safe_load(eff.text)
-        assert doc["source"]["slot"] == "pgfanout" and doc["max_inflight_bytes"] == 16 << 20, doc
+        assert doc["source"]["slot"] == "pgfanout" and doc["max_inflight_bytes"] == 8 << 20, doc
         assert doc["sinks"] == ["stdout"] and doc["redis"]["port"] == 6379, doc
 
 
@@ -343,7 +343,7 @@ PRECEDENCE = [
     ("source.heartbeat_interval", "3", "4.5", ["--heartbeat-interval", "60"], (None, 3, 4.5, 60)),
     ("shutdown_timeout", "45", "1.5", ["--shutdown-timeout", "86400"], (20, 45, 1.5, 86400)),
     ("max_inflight_bytes", "4k", "2M", ["--max-inflight-bytes", "1G"],
-     (parse_bytes("16M"), parse_bytes("4k"), parse_bytes("2M"), parse_bytes("1G"))),
+     (parse_bytes("8M"), parse_bytes("4k"), parse_bytes("2M"), parse_bytes("1G"))),
     ("sinks", "[redis]", "stdout,redis", ["--sink", "stdout"],
      (["stdout"], ["redis"], ["stdout", "redis"], ["stdout"])),
     ("source.endpos", '"a/00b374d8"', "0/16b3748", ["--endpos", "FFFFFFFF/0"],
