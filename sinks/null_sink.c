@@ -96,7 +96,7 @@ static void null_close(struct sink *sink)
     struct null_sink *s = (struct null_sink *)sink;
     /* The rate spans the first event to the last commit: connecting and idling are not encoding. */
     double secs = s->first_ns && s->last_ns > s->first_ns ? (double)(s->last_ns - s->first_ns) / 1e9 : 0;
-    pgf_info("null sink: %" PRIu64 " events, %" PRIu64 " records, %" PRIu64 " bytes encoded in %.3f s "
+    pgf_info("null sink: %" PRIu64 " events, %" PRIu64 " records, %" PRIu64 " bytes encoded in %.6f s "
              "(%.0f events/s)",
              s->events, s->records, s->bytes, secs, secs > 0 ? (double)s->events / secs : 0.0);
     pgf_proto_free(s->proto);
