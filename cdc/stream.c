@@ -36,6 +36,8 @@ struct stream {
     int keying; /* a relation's record key is being looked up: not reading the slot */
     volatile sig_atomic_t *stop_signal;
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
+    int64_t stop_at_us;  /* when it arrived (pgf_mono_us): the shutdown timeout counts from here */
+    struct event *finish_timer; /* ends the wait for a paused transaction to finish */
     int failed;
     int lost; /* the connection broke; the caller reconnects */
     int copy_ended; /* the server ended COPY: no status update can be sent any more */
@@ -349,10 +351,8 @@ static void pause_reading(struct stream *st)
         return;
     st->paused = 1;
     event_del(st->ev_read);
-    if (st->stop_requested) {
-        stop_loop(st);
-        return;
-    }
+    /* After a signal too: the transaction may still finish once the sinks catch up, and
+     * on_finish_timeout bounds the wait. */
     pgf_debug("back-pressure: %zu bytes unacknowledged, pausing the slot", inflight_bytes(st));
 }
 
@@ -456,18 +456,41 @@ static void on_sink_wake(evutil_socket_t fd, short what, void *arg)
     snapshot_poll(st);
 }
 
+/* The paused transaction did not finish in its share of the shutdown timeout: stop without it. */
+static void on_finish_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct stream *st = arg;
+    if (st->stopped)
+        return;
+    pgf_warn("the current transaction did not finish within %.1f s of the signal (half the shutdown timeout); "
+             "stopping without it: it stays unconfirmed and is sent again on the next start",
+             st->opts->shutdown_timeout_ms / 2000.0);
+    stop_loop(st);
+}
+
 /* SIGINT/SIGTERM: stop now between transactions, or after the current one commits. */
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct stream *st = arg;
     pgf_info("received %s, stopping after the current transaction", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (!st->stop_requested)
+        st->stop_at_us = pgf_mono_us();
     st->stop_requested = 1;
     *st->stop_signal = (sig_atomic_t)sig;
-    /* While paused the transaction cannot finish until the sinks catch up, which may be never
-     * (broker down): stop now, the unfinished transaction stays unconfirmed. */
-    if (!pgf_txn_asm_in_txn(st->txns) || st->paused || st->keying)
+    if (!pgf_txn_asm_in_txn(st->txns)) {
         stop_loop(st);
+    } else {
+        /* The transaction ends when its Commit is read, which may take long (a huge one) or
+         * never come (paused while the broker is down): it gets half the shutdown timeout, the
+         * drain the rest.  Stopping at once would leave it half-written in Kafka, to be sent
+         * whole again on the next start. */
+        int ms = st->opts->shutdown_timeout_ms / 2;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        event_add(st->finish_timer, &tv);
+    }
 }
 
 /* Ends COPY and reads what the server still sends, so a last error is not missed. */
@@ -514,6 +537,7 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
     events[nevents++] = ev_timer;
     events[nevents++] = evsignal_new(st.base, SIGINT, on_signal, &st);
     events[nevents++] = evsignal_new(st.base, SIGTERM, on_signal, &st);
+    st.finish_timer = evtimer_new(st.base, on_finish_timeout, &st); /* added by on_signal */
     for (size_t i = 0; i < nsinks && nevents < sizeof events / sizeof *events; i++)
         if (sinks[i]->wake_fd >= 0)
             events[nevents++] = event_new(st.base, sinks[i]->wake_fd, EV_READ | EV_PERSIST, on_sink_wake, &st);
@@ -541,12 +565,21 @@ enum pgf_stream_result pgf_stream_run(PGconn *conn, const struct pgf_options *op
      * without acking anything. */
     const struct pgf_txn_consumer abandon = {.commit = abandon_all, .ctx = &st};
     pgf_txn_asm_abandon(st.txns, &abandon);
+    if (st.finish_timer)
+        event_free(st.finish_timer);
+    /* The shutdown timeout counts from the signal: waiting for a transaction to finish took
+     * part of it. */
+    int drain_ms = opts->shutdown_timeout_ms;
+    if (st.stop_requested && st.stop_at_us) {
+        int64_t left = opts->shutdown_timeout_ms - (pgf_mono_us() - st.stop_at_us) / 1000;
+        drain_ms = left > opts->shutdown_timeout_ms / 2 ? (int)left : opts->shutdown_timeout_ms / 2;
+    }
     if (!st.lost) {
         /* Drain what the sinks still owe, then confirm exactly what they acked. */
         for (size_t i = 0; i < nsinks; i++) {
             if (sinks[i] == st.failed_sink)
                 continue;
-            int rc = sink_flush(sinks[i], opts->shutdown_timeout_ms);
+            int rc = sink_flush(sinks[i], drain_ms);
             if (rc > 0) { /* out of time: unconfirmed, so the slot replays it; not an error */
                 pgf_warn("%s sink: %s", sinks[i]->ops->name, sinks[i]->errstr);
             } else if (rc < 0) {

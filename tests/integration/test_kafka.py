@@ -1560,6 +1560,38 @@ def test_sigterm_while_paused_by_a_down_broker_exits_in_bounded_time(pgfanout, c
         drop_slots(db, "bp_slot")
 
 
+def test_sigterm_while_paused_lets_the_transaction_finish(pgfanout, cluster, broker, db, tmp_path):
+    """Back-pressure pauses reading in the middle of a 20,000-row transaction
+    (--max-inflight-bytes 256k) when SIGTERM comes, and the broker is up: the transaction still
+    finishes (it has half the shutdown timeout), so Kafka holds all of it rather than a part to
+    be sent whole again on the next start, the slot is confirmed past it, and the exit is 0.
+    (pgfanout stopped at once while paused, leaving thousands of records of a cut transaction.)"""
+    db.execute("CREATE TABLE bf_t (id int8 PRIMARY KEY, pad text)")
+    setup_slot(db, [("public", "bf_t")], "bf", reference=False)
+    topic = topic_of("bf", "public", "bf_t")
+    err = str(tmp_path / "bf.err")
+    args = kafka_args(cluster, broker, "bf_slot", "bf_pub", "bf", "--max-inflight-bytes", "256k",
+                      "--log-level", "debug")
+    try:
+        with runner.Worker(args, stderr_path=err) as w:
+            db.execute("INSERT INTO bf_t VALUES (0, 'warm-up')")
+            assert wait_for(lambda: high_watermarks(broker.bootstrap, topic) > 0 or not w.running(), 30,
+                            interval=0.2), stderr_tail(w.stderr_text())
+            db.execute("INSERT INTO bf_t SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g")
+            big_commit = lsn_to_int(runner.current_lsn(db))
+            assert wait_for(lambda: "pausing the slot" in w.stderr_text() or not w.running(), 60,
+                            interval=0.01), stderr_tail(w.stderr_text())
+            assert w.running(), stderr_tail(w.stderr_text())
+            rc = w.terminate(timeout=30)
+            stderr = w.stderr_text()
+        assert rc == 0, stderr_tail(stderr)
+        assert "did not finish" not in stderr, stderr_tail(stderr)
+        assert high_watermarks(broker.bootstrap, topic) == 20001, stderr_tail(stderr)
+        assert confirmed_lsn(db, "bf_slot") >= big_commit
+    finally:
+        drop_slots(db, "bf_slot")
+
+
 def test_truncate_waiting_for_metadata_holds_up_nothing_else(pgfanout, cluster, broker, db, pb2, tmp_path):
     """A truncate needs its topic's partition count, which the broker cannot give while the
     topic does not exist (the producer may not create it).  Meanwhile other tables' changes
