@@ -476,13 +476,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     struct stream *st = arg;
     pgf_info("received %s, stopping after the current transaction", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    if (!st->stop_requested)
+    int first = !st->stop_requested;
+    if (first)
         st->stop_at_us = pgf_mono_us();
     st->stop_requested = 1;
     *st->stop_signal = (sig_atomic_t)sig;
     if (!pgf_txn_asm_in_txn(st->txns)) {
         stop_loop(st);
-    } else {
+    } else if (first) { /* a second signal does not move the deadline */
         /* The transaction ends when its Commit is read, which may take long (a huge one) or
          * never come (paused while the broker is down): it gets half the shutdown timeout, the
          * drain the rest.  Stopping at once would leave it half-written in Kafka, to be sent

@@ -320,7 +320,7 @@ static void convert(struct pgf_proto *p, const struct pgf_relation *rel, uint16_
     c->csize = opt_ld(c->name_len) + opt_var(c->type_oid) + ld(c->vsize);
 }
 
-/* Adds column c (converted) to row r. */
+/* Counts the column just converted (r->cols[r->n]) into row r. */
 static void row_add(struct wrow *r)
 {
     r->size += ld(r->cols[r->n].csize);
