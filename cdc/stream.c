@@ -37,7 +37,7 @@ struct stream {
     volatile sig_atomic_t *stop_signal;
     int stop_requested; /* a signal arrived: stop at the next transaction boundary */
     int64_t stop_at_us;  /* when it arrived (pgf_mono_us): the shutdown timeout counts from here */
-    struct event *finish_timer; /* ends the wait for a paused transaction to finish */
+    struct event *finish_timer; /* bounds the wait for the current transaction after a signal */
     int failed;
     int lost; /* the connection broke; the caller reconnects */
     int copy_ended; /* the server ended COPY: no status update can be sent any more */
@@ -456,7 +456,7 @@ static void on_sink_wake(evutil_socket_t fd, short what, void *arg)
     snapshot_poll(st);
 }
 
-/* The paused transaction did not finish in its share of the shutdown timeout: stop without it. */
+/* The current transaction did not finish in its share of the shutdown timeout: stop without it. */
 static void on_finish_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
