@@ -1699,6 +1699,24 @@ def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db,
         drop_slots(db, "kr_slot")
 
 
+def run_in_every_sink(cluster, broker, tmp_path, name, table, endpos, rs, key):
+    """Runs pgfanout on slot NAME_slot (publication NAME_pub) to endpos with --sink
+    stdout,kafka,redis, topics prefixed NAME and one Redis rule keying table's rows as key, then on slot NAME_dbz_slot with debezium-json (prefix NAMEdbz); both must exit 0.
+    Returns the first run's result (its stdout is the JSON sink's)."""
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"redis:\n  rules:\n    - table: {table}\n      keys: [\"{key}\"]\n")
+    args = kafka_args(cluster, broker, f"{name}_slot", f"{name}_pub", name, "--endpos", endpos,
+                      "--config", str(cfg), "--redis", rs.addr)
+    args[args.index("--sink") + 1] = "stdout,kafka,redis"
+    res = runner.run_pgfanout(args, timeout=90)
+    assert not res.timed_out and res.returncode == 0, res.describe()
+    dbz = kafka_args(cluster, broker, f"{name}_dbz_slot", f"{name}_pub", f"{name}dbz", "--endpos", endpos,
+                     "--kafka-format", "debezium-json")
+    res_dbz = runner.run_pgfanout(dbz, timeout=90)
+    assert not res_dbz.timed_out and res_dbz.returncode == 0, res_dbz.describe()
+    return res
+
+
 def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2, tmp_path):
     """A table with no columns is legal (CREATE TABLE t ()) and its rows are empty: with
     REPLICA IDENTITY FULL, inserts and deletes of them reach stdout (JSON), Kafka (protobuf
@@ -1714,17 +1732,11 @@ def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2,
     workload.tx(db, "INSERT INTO zc DEFAULT VALUES; INSERT INTO zc DEFAULT VALUES")
     workload.tx(db, "DELETE FROM zc")
     endpos = runner.current_lsn(db)
-    cfg = tmp_path / "zc.yaml"
-    cfg.write_text("redis:\n  rules:\n    - table: zc\n      keys: [\"zc:all\"]\n")
     rs = RedisServer().start()
     try:
         client = rs.client()
         client.set("zc:all", "cached")
-        args = kafka_args(cluster, broker, "zc_slot", "zc_pub", "zc", "--endpos", endpos,
-                          "--config", str(cfg), "--redis", rs.addr)
-        args[args.index("--sink") + 1] = "stdout,kafka,redis"
-        res = runner.run_pgfanout(args, timeout=90)
-        assert not res.timed_out and res.returncode == 0, res.describe()
+        res = run_in_every_sink(cluster, broker, tmp_path, "zc", "zc", endpos, rs, "zc:all")
         # stdout: two inserts and two deletes, each with an empty row and an empty key.
         events, bad = replay.parse_lines(res.stdout)
         assert not bad, bad
@@ -1743,10 +1755,6 @@ def test_table_without_columns_in_every_sink(pgfanout, cluster, broker, db, pb2,
         # Redis: the rule's key was invalidated.
         assert client.get("zc:all") is None
         # Kafka, debezium-json, from a second slot on the same WAL.
-        args = kafka_args(cluster, broker, "zc_dbz_slot", "zc_pub", "zcdbz", "--endpos", endpos,
-                          "--kafka-format", "debezium-json")
-        res = runner.run_pgfanout(args, timeout=90)
-        assert not res.timed_out and res.returncode == 0, res.describe()
         recs = consume(broker, [topic_of("zcdbz", "public", "zc")])
         values = [json.loads(r.value) for r in recs if r.value is not None]
         assert sorted(v["op"] for v in values) == ["c", "c", "d", "d"], values
@@ -1806,17 +1814,11 @@ def test_infinite_commit_times_in_every_sink(pgfanout, cluster, broker, db, pb2,
     finally:
         db.execute("SELECT pg_replication_origin_drop('inf_origin')")
     endpos = runner.current_lsn(db)
-    cfg = tmp_path / "inf.yaml"
-    cfg.write_text("redis:\n  rules:\n    - table: inf_t\n      keys: [\"inf:{id}\"]\n")
     rs = RedisServer().start()
     try:
         client = rs.client()
         client.mset({"inf:1": "cached", "inf:2": "cached"})
-        args = kafka_args(cluster, broker, "inf_slot", "inf_pub", "inf", "--endpos", endpos,
-                          "--config", str(cfg), "--redis", rs.addr)
-        args[args.index("--sink") + 1] = "stdout,kafka,redis"
-        res = runner.run_pgfanout(args, timeout=90)
-        assert not res.timed_out and res.returncode == 0, res.describe()
+        res = run_in_every_sink(cluster, broker, tmp_path, "inf", "inf_t", endpos, rs, "inf:{id}")
         events, bad = replay.parse_lines(res.stdout)
         assert not bad, bad
         times = {e["after"]["id"]: e["commit_time"] for e in events if e.get("table") == "inf_t"}
@@ -1826,10 +1828,6 @@ def test_infinite_commit_times_in_every_sink(pgfanout, cluster, broker, db, pb2,
         us = {r.ev["key"]["id"]: r.event.source.commit_time_us for r in decoded.values()}
         assert us == {1: 2**63 - 1, 2: -2**63}, us
         assert client.get("inf:1") is None and client.get("inf:2") is None
-        args = kafka_args(cluster, broker, "inf_dbz_slot", "inf_pub", "infdbz", "--endpos", endpos,
-                          "--kafka-format", "debezium-json")
-        res = runner.run_pgfanout(args, timeout=90)
-        assert not res.timed_out and res.returncode == 0, res.describe()
         values = {json.loads(r.value)["after"]["id"]: json.loads(r.value)["source"]
                   for r in consume(broker, [topic_of("infdbz", "public", "inf_t")]) if r.value}
         assert values[1]["ts_us"] == 2**63 - 1 and values[1]["ts_ns"] == 2**63 - 1, values
