@@ -1,7 +1,6 @@
 /* txn.c - transaction assembly and pgoutput changes as events; see txn.h. */
 #include "decoders/txn.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
