@@ -12,7 +12,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpq5 libevent-2.1-7 libjansson4 libssl3 librdkafka1 \
-      libprotobuf-c1 libhiredis0.14 libcyaml1 libyaml-0-2 ca-certificates \
+      libprotobuf-c1 libhiredis0.14 libcyaml1 libyaml-0-2 libjemalloc2 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home pgfanout \
  && install -d -o pgfanout -g pgfanout /var/lib/pgfanout

@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libpq-dev postgresql-15 postgresql-client-15
       libevent-dev libjansson-dev libcmocka-dev libssl-dev
-      librdkafka-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler kcat
+      librdkafka-dev protobuf-c-compiler libprotobuf-c-dev protobuf-compiler kcat libjemalloc-dev
       libhiredis-dev libcyaml-dev libyaml-dev redis-server redis-tools
       python3 python3-pytest python3-psycopg python3-protobuf python3-confluent-kafka python3-redis
       python3-django python3-django-redis python3-django-cachalot python3-psycopg2
