@@ -72,6 +72,8 @@ LAT_TABLE = "cmp_lat"
 
 GOAL_NULL_VS_CEILING = 0.95
 GOAL_KAFKA_VS_NULL = 0.8
+GOAL_CPU_US = 1.5      # pgfanout → Kafka, CPU µs per change, all threads
+GOAL_P99_MS = 5.0      # commit → Kafka ack at 5,000 tps
 
 # Kafka Connect as its own scripts start it (bin/kafka-run-class.sh: KAFKA_HEAP_OPTS of
 # connect-standalone.sh, KAFKA_JVM_PERFORMANCE_OPTS), not the test capture's fast-start flags
@@ -82,7 +84,8 @@ CONNECT_JVM_OPTS = ["-Xms256m", "-Xmx2g", "-server", "-XX:+UseG1GC", "-XX:MaxGCP
 
 TOOLS = ["pgfanout_kafka", "pgfanout_null", "debezium", "pg_recvlogical"]
 LABEL = {"pgfanout_kafka": "pgfanout → Kafka", "pgfanout_null": "pgfanout → null",
-         "debezium": "Debezium (Connect)", "pg_recvlogical": "pg_recvlogical → /dev/null"}
+         "debezium": "Debezium (Connect)", "pg_recvlogical": "pg_recvlogical → /dev/null",
+         "kafka_floor": "librdkafka alone (kafka_floor)"}
 
 
 # -- small measuring helpers -----------------------------------------------------------------
@@ -374,6 +377,42 @@ def run_debezium(ctx, slot, prefix, tables, rows, tag):
     return r
 
 
+def run_floor(ctx, topic, records, value_bytes, rate=None):
+    """bench/kafka_floor: the same number of records of pgfanout's mean size through librdkafka
+    alone with pgfanout's producer defaults (and allocator); returns its parsed figures."""
+    args = ctx["args"]
+    argv = [args.floor_bin, "-b", ctx["broker"].bootstrap, "-t", topic, "-n", str(records),
+            "-s", str(value_bytes)] + (["-r", str(rate)] if rate else [])
+    out = run_tool(argv, "kafka_floor", timeout=args.timeout)
+    r = {}
+    for ln in out.splitlines():
+        w = ln.replace("(", " ").replace(")", " ").split()
+        if ln.startswith("floor:"):
+            r["cpu"] = float(w[w.index("CPU") + 1])
+            r["us_per_record"] = r["cpu"] / records * 1e6
+            r["wall"] = float(w[w.index("wall") + 1])
+        elif ln.startswith("latency:"):
+            for q in ("p50", "p99", "p999", "max"):
+                r[q] = float(w[w.index(q) + 1])
+    if "cpu" not in r:
+        raise BenchError(f"kafka_floor printed no figures:\n{out}")
+    return r
+
+
+def null_record_bytes(log_path):
+    """Mean encoded record size from pgfanout --sink null's closing line, or None."""
+    try:
+        with open(log_path, errors="replace") as f:
+            for ln in f:
+                if "null sink:" in ln and "bytes encoded" in ln:
+                    w = ln.split()
+                    records = int(w[w.index("records,") - 1])
+                    return int(w[w.index("bytes") - 1]) // max(1, records)
+    except OSError:
+        pass
+    return None
+
+
 def run_repetition(ctx, wl, rep):
     args, cluster, broker, conn = ctx["args"], ctx["cluster"], ctx["broker"], ctx["conn"]
     pm = cluster.proc.pid
@@ -442,6 +481,17 @@ def run_repetition(ctx, wl, rep):
                                      f"{tail(log_path)}")
         out[tool] = r
         log("  " + r.line())
+    if args.floor_bin:
+        pause_before_run(args)
+        size = null_record_bytes(os.path.join(ctx["workdir"], f"{wl.key}{rep}-pgfanout_null.log"))
+        topic = f"{run_id}-floor"
+        broker.create_topics(topic, partitions=args.partitions)
+        f = run_floor(ctx, topic, rows, size or 256)
+        f["value_bytes"] = size or 256
+        out["kafka_floor"] = f
+        log(f"  {LABEL['kafka_floor']}: {rows:,} records of {f['value_bytes']} bytes, CPU "
+            f"{f['cpu']:.2f} s ({f['us_per_record']:.3f} µs/record), {rows / f['wall']:,.0f}"
+            f" records/s")
     drop_slots(conn, *slots.values())
     wl.finish(conn)
     conn.execute("CHECKPOINT")
@@ -652,6 +702,37 @@ def latency_tool(ctx, tool):
 
 # -- report ----------------------------------------------------------------------------------
 
+def latency_floor(ctx):
+    """librdkafka alone at each rate while pgbench inserts at that rate with nothing decoding:
+    produce → ack percentiles of bench/kafka_floor, the part of commit → ack that is the
+    broker's round trip on this machine under the same database load."""
+    args, cluster, broker = ctx["args"], ctx["cluster"], ctx["broker"]
+    results = []
+    for rate in args.latency_rates:
+        time.sleep(args.settle)
+        if args.wait_quiet > 0:
+            wait_for_quiet(args.wait_quiet)
+        topic = f"cmplat_floor_{rate}_{os.getpid()}"
+        broker.create_topics(topic, partitions=args.partitions)
+        pgb = subprocess.Popen([f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c",
+                                str(args.latency_clients), "-j", "2", "-T",
+                                str(args.latency_secs), "--rate", str(rate), *pg_args(cluster),
+                                "postgres"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+        try:
+            f = run_floor(ctx, topic, rate * args.latency_secs, args.floor_latency_bytes, rate)
+        finally:
+            out = pgb.communicate(timeout=args.latency_secs * 3 + 60)[0]
+        tps = next((float(ln.split()[2]) for ln in out.splitlines() if ln.startswith("tps")),
+                   None)
+        r = {"tool": "kafka_floor", "rate": rate, "tps": tps, "txns": None,
+             "records": rate * args.latency_secs, **{q: f[q] for q in ("p50", "p99", "p999", "max")}}
+        log(f"    {LABEL['kafka_floor']} --rate {rate} with pgbench {tps or 0:,.0f} tps: produce→ack"
+            f" p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, p999 {r['p999']:.1f} ms")
+        results.append(r)
+    return results
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -683,6 +764,11 @@ def summarize(wl, reps):
     s["null_vs_best"] = t["pgfanout_null"]["rate"] / s["ceiling_best"] if s["ceiling_best"] \
         else None
     s["kafka_vs_null"] = med([x["pgfanout_kafka"].rate / x["pgfanout_null"].rate for x in reps])
+    floors = [x["kafka_floor"] for x in reps if "kafka_floor" in x]
+    if floors:
+        s["floor_us"] = med([f["us_per_record"] for f in floors])
+        s["floor_rate"] = med([s["rows"] / f["wall"] for f in floors])
+        s["floor_bytes"] = floors[0]["value_bytes"]
     return s
 
 
@@ -692,6 +778,22 @@ def f_(x, spec, none="–"):
 
 def mark(ok):
     return "ok" if ok else "MISS"
+
+
+def cpu_line(s):
+    """The CPU-per-change goal, with librdkafka's own cost beside it when it was measured."""
+    t = s["tools"]
+    kafka_us, null_us = t["pgfanout_kafka"]["cpu_per_m"], t["pgfanout_null"]["cpu_per_m"]
+    line = (f"- pgfanout→Kafka CPU per change, all threads: **{kafka_us:.2f} µs** (goal ≤ "
+            f"{GOAL_CPU_US}) {mark(kafka_us <= GOAL_CPU_US)}; pgfanout→null {null_us:.2f} µs, "
+            f"pg_recvlogical {t['pg_recvlogical']['cpu_per_m']:.2f} µs")
+    if s.get("floor_us") is not None:
+        line += (f"; librdkafka alone (bench/kafka_floor: the same {s['rows']:,} records of "
+                 f"{s['floor_bytes']} bytes, pgfanout's producer settings and allocator, no "
+                 f"PostgreSQL) {s['floor_us']:.2f} µs per record at {s['floor_rate']:,.0f} "
+                 f"records/s, so {s['floor_us'] / kafka_us:.0%} of pgfanout→Kafka's CPU is the "
+                 f"floor any librdkafka producer pays")
+    return line
 
 
 def summary_text(summaries, latency, args, versions):
@@ -734,6 +836,7 @@ def summary_text(summaries, latency, args, versions):
                     f"{LABEL[t]} {s['tools'][t]['rss']:.1f}" for t in TOOLS)
                 + "; rows/s against pg_recvlogical (same run): " + ", ".join(
                     f"{LABEL[t]} {s['tools'][t]['vs_recv']:.2f}×" for t in TOOLS[:3]),
+                cpu_line(s),
                 "- other load (CPU-s per run not used by the tool, its walsender or, for "
                 "Debezium, the broker): " + ", ".join(
                     f"{LABEL[t]} ~{f_(s['tools'][t]['others'], '.1f')}" for t in TOOLS), ""]
@@ -748,6 +851,17 @@ def summary_text(summaries, latency, args, versions):
                        f"| {r['records']:,} | {f_(r['p50'], '.1f')} | {f_(r['p99'], '.1f')} "
                        f"| {f_(r['p999'], '.1f')} | {f_(r['max'], '.1f')} "
                        f"| {f_(r.get('metrics_p99_le_ms'), 'g')} |")
+        out.append("")
+        for r in latency:
+            if r["tool"] == "pgfanout_kafka" and r["rate"] >= 5000:
+                fl = next((x for x in latency if x["tool"] == "kafka_floor"
+                           and x["rate"] == r["rate"]), None)
+                out.append(f"- pgfanout commit → record p99 at {r['rate']:,} tps: "
+                           f"**{r['p99']:.1f} ms** (goal ≤ {GOAL_P99_MS:g} ms, commit → ack) "
+                           f"{mark(r['p99'] <= GOAL_P99_MS)}"
+                           + (f"; librdkafka alone, produce → ack at {fl['rate']:,} records/s "
+                              f"under the same pgbench load (no slot, no pgfanout): p99 "
+                              f"{fl['p99']:.1f} ms" if fl else ""))
         out.append("")
     out += ["rows/s = row changes ÷ wall time from spawn to done (pgfanout and pg_recvlogical: "
             "exit at --endpos, pgfanout→Kafka only after every record was acked; Debezium: "
@@ -828,6 +942,10 @@ def parse_args(argv=None):
                         "skipped with a note when it lacks matplotlib")
     p.add_argument("--strict", action="store_true", help="exit 3 when a goal is missed")
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument("--floor-bin", default=os.path.join(REPO, "build", "kafka_floor"),
+                   help="bench/kafka_floor binary ('' to skip the librdkafka floor runs)")
+    p.add_argument("--floor-latency-bytes", type=int, default=200,
+                   help="record size of the latency floor runs (about a cmp_lat row's event)")
     args = p.parse_args(argv)
     args.parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -877,7 +995,8 @@ def main(argv=None):
             for key in args.workloads:
                 wl = {"a": InsertWorkload, "b": PgbenchWorkload}[key](args)
                 reps = [run_repetition(ctx, wl, rep) for rep in range(args.repeat)]
-                raw += [{"workload": key, "rep": i, "tool": t, **vars(r)}
+                raw += [{"workload": key, "rep": i, "tool": t,
+                         **(r if isinstance(r, dict) else vars(r))}
                         for i, x in enumerate(reps) for t, r in x.items()]
                 summaries.append(summarize(wl, reps))
         if "latency" in args.parts:
@@ -887,6 +1006,8 @@ def main(argv=None):
             ctx["pb2"] = event_pb2
             for tool in args.latency_tools.split(","):
                 latency += latency_tool(ctx, tool)
+            if args.floor_bin and "pgfanout_kafka" in args.latency_tools:
+                latency += latency_floor(ctx)
         conn.close()
         text = summary_text(summaries, latency, args, versions)
         print("\n==== SUMMARY (Markdown, paste into docs) ====", flush=True)
