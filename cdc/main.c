@@ -486,9 +486,10 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 #if defined(M_TRIM_THRESHOLD) && !defined(PGFANOUT_JEMALLOC)
-    /* glibc's malloc only (common/jemalloc_conf.c keeps jemalloc's pages a second).  Each snapshot chunk (a few MB of rows) is allocated and freed again: keep that memory
-     * rather than hand it back and fault it in anew (a snapshot took 220k page faults per 1M
-     * rows; 14-23% faster without).  RSS stays at its peak, which the chunk size bounds. */
+    /* glibc's malloc only (common/jemalloc_conf.c keeps jemalloc's pages for a second).  Each
+     * snapshot chunk (a few MB of rows) is allocated and freed again: keep that memory rather
+     * than hand it back and fault it in anew (a snapshot took 220k page faults per 1M rows;
+     * 14-23% faster without).  RSS stays at its peak, which the chunk size bounds. */
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
 #endif
