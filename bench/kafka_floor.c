@@ -141,9 +141,15 @@ int main(int argc, char **argv)
         return 1;
     }
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    char *value = malloc(value_bytes + 1), key[32];
-    if (value == NULL)
+    if (rkt == NULL) {
+        fprintf(stderr, "kafka_floor: topic %s: %s\n", topic, rd_kafka_err2str(rd_kafka_last_error()));
         return 1;
+    }
+    char key[32], *value = malloc(value_bytes + 1);
+    if (value == NULL) {
+        fprintf(stderr, "kafka_floor: out of memory for a %zu-byte value\n", value_bytes);
+        return 1;
+    }
     /* Not all one byte, or lz4 would make the floor look cheaper than real rows. */
     for (size_t i = 0; i < value_bytes; i++)
         value[i] = (char)(' ' + (i * 7919u) % 95u);
