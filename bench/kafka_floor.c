@@ -1,5 +1,6 @@
 /* kafka_floor.c - librdkafka alone, with pgfanout's producer defaults: the CPU one record costs
- * and the produce-to-ack latency at a fixed rate, with no PostgreSQL and no pgfanout code.
+ * and the produce-to-ack latency at a fixed rate, with no PostgreSQL and none of pgfanout's
+ * decoding or encoding (only its producer settings, sinks/kafka_sink.c's, built as it builds them).
  *
  * It is the floor under pgfanout's Kafka figures in bench/compare.py: what any program that
  * hands the same records to librdkafka 2.0.2 pays, so what is left above it is pgfanout's own.
@@ -12,10 +13,11 @@
  * produces RATE records per second until COUNT are out and prints the produce-to-ack latency
  * percentiles.  Not part of ctest. */
 #define _POSIX_C_SOURCE 200809L
+#include "sinks/kafka_conf.h"
+#include "sinks/kafka_sink.h"
+
 #include <librdkafka/rdkafka.h>
 
-#include <errno.h>
-#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,31 +70,17 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Sets one producer setting or exits with librdkafka's reason. */
-static void set(rd_kafka_conf_t *conf, const char *k, const char *v)
-{
-    char why[256];
-    if (rd_kafka_conf_set(conf, k, v, why, sizeof why) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "kafka_floor: %s=%s: %s\n", k, v, why);
-        exit(2);
-    }
-}
-
 /* Parses the flags, produces, prints the figures; exit 0 only when every record was acked. */
 int main(int argc, char **argv)
 {
     const char *brokers = NULL, *topic = NULL;
     size_t count = 0, value_bytes = 256, key_bytes = 8;
     double rate = 0;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    /* pgfanout's defaults (sinks/kafka_sink.c make_conf), so the floor is the same producer. */
-    static const char *const defaults[][2] = {
-        {"enable.idempotence", "true"}, {"acks", "all"},           {"message.timeout.ms", "0"},
-        {"linger.ms", "1"},             {"compression.codec", "lz4"}, {"queue.buffering.max.messages", "1000000"},
-        {"queue.buffering.max.kbytes", "1048576"}, {"client.id", "pgfanout-floor"},
-    };
-    for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
-        set(conf, defaults[i][0], defaults[i][1]);
+    /* -X items after pgfanout's producer defaults, as kafka.conf's: kafka_conf_build applies both. */
+    const char **items = calloc((size_t)argc, sizeof *items);
+    size_t nitems = 0;
+    if (items == NULL)
+        return 1;
     int opt;
     while ((opt = getopt(argc, argv, "b:t:n:s:k:r:X:")) != -1) {
         switch (opt) {
@@ -102,16 +90,7 @@ int main(int argc, char **argv)
         case 's': value_bytes = strtoull(optarg, NULL, 10); break;
         case 'k': key_bytes = strtoull(optarg, NULL, 10); break;
         case 'r': rate = strtod(optarg, NULL); break;
-        case 'X': {
-            char *eq = strchr(optarg, '=');
-            if (eq == NULL) {
-                fprintf(stderr, "kafka_floor: -X takes key=value, not %s\n", optarg);
-                return 2;
-            }
-            *eq = '\0';
-            set(conf, optarg, eq + 1);
-            break;
-        }
+        case 'X': items[nitems++] = optarg; break;
         default:
             fprintf(stderr, "usage: kafka_floor -b BROKERS -t TOPIC -n COUNT [-s VALUE_BYTES] [-k KEY_BYTES] "
                             "[-r RATE] [-X key=value]\n");
@@ -122,7 +101,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "kafka_floor: -b, -t and -n are required\n");
         return 2;
     }
-    set(conf, "bootstrap.servers", brokers);
+    char why[512];
+    rd_kafka_conf_t *conf =
+        kafka_conf_build(kafka_producer_defaults, kafka_producer_ndefaults, brokers, items, nitems, NULL, 0, why, sizeof why);
+    free(items);
+    if (conf == NULL) {
+        fprintf(stderr, "kafka_floor: %s\n", why);
+        return 2;
+    }
     struct floor_run run = {0};
     if (rate > 0) {
         run.sent_ns = calloc(count, sizeof *run.sent_ns);
@@ -134,7 +120,6 @@ int main(int argc, char **argv)
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, &run);
-    char why[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
     if (rk == NULL) {
         fprintf(stderr, "kafka_floor: %s\n", why);

@@ -1445,25 +1445,28 @@ static const struct sink_ops kafka_ops = {
     .close = kafka_close,
 };
 
+/* The producer's defaults; see kafka_sink.h. */
+const char *const kafka_producer_defaults[][2] = {
+    {"enable.idempotence", "true"}, /* retries cannot duplicate or reorder within a partition */
+    {"acks", "all"},
+    {"message.timeout.ms", "0"},    /* never give up on a record: back-pressure instead of loss */
+    /* Short: a record at a steady few thousand per second goes out within about a
+     * millisecond.  Under load the batches still grow: librdkafka sends at most 5 requests
+     * at a time per broker (idempotence), so records that come while those are under way
+     * queue up and go together in the next one (up to batch.size), whatever linger.ms. */
+    {"linger.ms", "1"},
+    {"compression.codec", "lz4"},
+    {"queue.buffering.max.messages", "1000000"},
+    {"queue.buffering.max.kbytes", "1048576"},
+    {"client.id", "pgfanout"},
+};
+const size_t kafka_producer_ndefaults = sizeof kafka_producer_defaults / sizeof *kafka_producer_defaults;
+
 /* Builds the producer configuration: our safe defaults first, the user's settings last. */
 static rd_kafka_conf_t *make_conf(struct kafka_sink *k, const struct kafka_sink_config *cfg, char *errbuf,
                                   size_t errlen)
 {
-    static const char *const defaults[][2] = {
-        {"enable.idempotence", "true"}, /* retries cannot duplicate or reorder within a partition */
-        {"acks", "all"},
-        {"message.timeout.ms", "0"},    /* never give up on a record: back-pressure instead of loss */
-        /* Short: a record at a steady few thousand per second goes out within about a
-         * millisecond.  Under load the batches still grow: librdkafka sends at most 5 requests
-         * at a time per broker (idempotence), so records that come while those are under way
-         * queue up and go together in the next one (up to batch.size), whatever linger.ms. */
-        {"linger.ms", "1"},
-        {"compression.codec", "lz4"},
-        {"queue.buffering.max.messages", "1000000"},
-        {"queue.buffering.max.kbytes", "1048576"},
-        {"client.id", "pgfanout"},
-    };
-    rd_kafka_conf_t *conf = kafka_conf_build(defaults, sizeof defaults / sizeof *defaults, cfg->brokers, cfg->conf,
+    rd_kafka_conf_t *conf = kafka_conf_build(kafka_producer_defaults, kafka_producer_ndefaults, cfg->brokers, cfg->conf,
                                              cfg->nconf, NULL, 0, errbuf, errlen);
     if (conf == NULL)
         return NULL;

@@ -57,6 +57,11 @@ int kafka_sink_resume(struct sink *sink, const char *json, size_t len, char *err
  * and that were skipped (kafka.on_oversize) and returns 0; returns -1 for any other sink. */
 int kafka_sink_oversize_counts(const struct sink *sink, uint64_t *dead_lettered, uint64_t *skipped);
 
+/* The producer's defaults, applied before kafka.conf (kafka_conf_build's pairs): also what
+ * bench/kafka_floor measures librdkafka with. */
+extern const char *const kafka_producer_defaults[][2];
+extern const size_t kafka_producer_ndefaults;
+
 /* Checks the Kafka settings (topic templates, every librdkafka property by name and value)
  * without connecting.  Returns 0, or -1 with the reason in errbuf (values never echoed). */
 int kafka_sink_check(const struct kafka_sink_config *cfg, char *errbuf, size_t errlen);
