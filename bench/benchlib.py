@@ -372,6 +372,11 @@ def pg_args(cluster):
     return ["-h", "127.0.0.1", "-p", str(cluster.port), "-U", cluster.superuser]
 
 
+def pgbench_tps(out):
+    """pgbench's reported tps (its "tps = N (without initial connection time)" line), or None."""
+    return next((float(ln.split()[2]) for ln in out.splitlines() if ln.startswith("tps")), None)
+
+
 def run_tool(argv, what, timeout):
     r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=timeout)

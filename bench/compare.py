@@ -58,7 +58,7 @@ from ports import free_port  # noqa: E402
 from benchlib import (  # noqa: E402
     bench_main, BenchError, Measurement, PGBIN, PG_CONF, Sampler, connect, create_slots,
     drop_slots, git_describe, kafka_record_count, kafka_versions, log, machine_busy_s, pg_args,
-    pause_before_run, proc_cpu_s, run_child, run_tool, scalar, tail, wait_for_quiet,
+    pause_before_run, pgbench_tps, proc_cpu_s, run_child, run_tool, scalar, tail, wait_for_quiet,
     walsender_pids)
 from bench_kafka import InsertWorkload, PgbenchWorkload  # noqa: E402
 import capture  # noqa: E402  (tests/debezium: the Kafka Connect worker running Debezium)
@@ -577,6 +577,13 @@ def pct(values, q):
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def pgbench_at(ctx, rate, secs):
+    """argv of pgbench running the one-row latency script at --rate rate for secs seconds."""
+    args, cluster = ctx["args"], ctx["cluster"]
+    return [f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c", str(args.latency_clients),
+            "-j", "2", "-T", str(secs), "--rate", str(rate), *pg_args(cluster), "postgres"]
+
+
 def latency_tool(ctx, tool):
     """Starts the tool live on a fresh slot, waits until a probe row reached Kafka, then runs
     pgbench at each rate; returns [{rate, tps, records, p50, p99, p999, max, ...}]."""
@@ -639,9 +646,7 @@ def latency_tool(ctx, tool):
         if args.latency_warmup > 0:
             # Unmeasured: a JVM's JIT has compiled the hot paths before the figures count.
             rate = min(args.latency_rates)
-            run_tool([f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c",
-                      str(args.latency_clients), "-j", "2", "-T", str(args.latency_warmup),
-                      "--rate", str(rate), *pg_args(cluster), "postgres"], "pgbench warm-up",
+            run_tool(pgbench_at(ctx, rate, args.latency_warmup), "pgbench warm-up",
                      timeout=args.latency_warmup * 3 + 60)
             log(f"    warm-up: {args.latency_warmup} s at --rate {rate}, drained "
                 f"{drained('warm-up'):.1f} s after")
@@ -655,19 +660,14 @@ def latency_tool(ctx, tool):
                                    commit_us)
             cons.start()
             h0 = ack_hist(scrape(port)) if port else None
-            out = run_tool([f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c",
-                            str(args.latency_clients), "-j", "2", "-T", str(args.latency_secs),
-                            "--rate", str(rate), *pg_args(cluster), "postgres"], "pgbench",
+            out = run_tool(pgbench_at(ctx, rate, args.latency_secs), "pgbench",
                            timeout=args.latency_secs * 3 + 60)
             want = scalar(conn, f"SELECT count(*) FROM {LAT_TABLE} WHERE id > %s", (id0,))
             deadline = time.monotonic() + 120
             while len(cons.lat_ms) < want and time.monotonic() < deadline and alive():
                 time.sleep(0.1)
             lat = cons.finish()
-            tps = None
-            for ln in out.splitlines():
-                if ln.startswith("tps"):
-                    tps = float(ln.split()[2])
+            tps = pgbench_tps(out)
             r = {"tool": tool, "rate": rate, "tps": tps, "txns": want, "records": len(lat),
                  "decode_errors": cons.errors, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
                  "p999": pct(lat, 0.999), "max": max(lat) if lat else None}
@@ -706,7 +706,7 @@ def latency_floor(ctx):
     """librdkafka alone at each rate while pgbench inserts at that rate with nothing decoding:
     produce → ack percentiles of bench/kafka_floor, the part of commit → ack that is the
     broker's round trip on this machine under the same database load."""
-    args, cluster, broker = ctx["args"], ctx["cluster"], ctx["broker"]
+    args, broker = ctx["args"], ctx["broker"]
     results = []
     for rate in args.latency_rates:
         time.sleep(args.settle)
@@ -714,17 +714,13 @@ def latency_floor(ctx):
             wait_for_quiet(args.wait_quiet)
         topic = f"cmplat_floor_{rate}_{os.getpid()}"
         broker.create_topics(topic, partitions=args.partitions)
-        pgb = subprocess.Popen([f"{PGBIN}/pgbench", "-n", "-f", ctx["lat_script"], "-c",
-                                str(args.latency_clients), "-j", "2", "-T",
-                                str(args.latency_secs), "--rate", str(rate), *pg_args(cluster),
-                                "postgres"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+        pgb = subprocess.Popen(pgbench_at(ctx, rate, args.latency_secs), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
         try:
             f = run_floor(ctx, topic, rate * args.latency_secs, args.floor_latency_bytes, rate)
         finally:
             out = pgb.communicate(timeout=args.latency_secs * 3 + 60)[0]
-        tps = next((float(ln.split()[2]) for ln in out.splitlines() if ln.startswith("tps")),
-                   None)
+        tps = pgbench_tps(out)
         r = {"tool": "kafka_floor", "rate": rate, "tps": tps, "txns": None,
              "records": rate * args.latency_secs, **{q: f[q] for q in ("p50", "p99", "p999", "max")}}
         log(f"    {LABEL['kafka_floor']} --rate {rate} with pgbench {tps or 0:,.0f} tps: produce→ack"
