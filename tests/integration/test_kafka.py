@@ -1701,7 +1701,8 @@ def test_kafka_and_redis_both_gate_the_checkpoint(pgfanout, cluster, broker, db,
 
 def run_in_every_sink(cluster, broker, tmp_path, name, table, endpos, rs, key):
     """Runs pgfanout on slot NAME_slot (publication NAME_pub) to endpos with --sink
-    stdout,kafka,redis, topics prefixed NAME and one Redis rule keying table's rows as key, then on slot NAME_dbz_slot with debezium-json (prefix NAMEdbz); both must exit 0.
+    stdout,kafka,redis, topics prefixed NAME and one Redis rule keying table's rows as key,
+    then on slot NAME_dbz_slot with debezium-json (prefix NAMEdbz); both must exit 0.
     Returns the first run's result (its stdout is the JSON sink's)."""
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"redis:\n  rules:\n    - table: {table}\n      keys: [\"{key}\"]\n")
