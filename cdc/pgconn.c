@@ -275,10 +275,12 @@ struct pgf_pgconn *pgf_pgconn_connect(struct event_base *base, const char *dsn, 
     return pc;
 }
 
-/* Sends a query; see pgconn.h. */
-int pgf_pgconn_query(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg)
+/* Sends sql by the simple protocol (several statements) or, when one is set, by the extended
+ * protocol, which the server refuses unless sql is a single statement. */
+static int send_query(struct pgf_pgconn *pc, const char *sql, int one, int timeout_ms, pgf_pgconn_cb cb, void *arg)
 {
-    if (pc->state != PC_IDLE || PQsetnonblocking(pc->conn, 1) != 0 || PQsendQuery(pc->conn, sql) == 0)
+    if (pc->state != PC_IDLE || PQsetnonblocking(pc->conn, 1) != 0 ||
+        (one ? PQsendQueryParams(pc->conn, sql, 0, NULL, NULL, NULL, NULL, 0) : PQsendQuery(pc->conn, sql)) == 0)
         return -1;
     pc->cb = cb;
     pc->arg = arg;
@@ -286,6 +288,18 @@ int pgf_pgconn_query(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf
     arm_timeout(pc, timeout_ms);
     watch(pc, EV_WRITE);
     return 0;
+}
+
+/* Sends a query; see pgconn.h. */
+int pgf_pgconn_query(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg)
+{
+    return send_query(pc, sql, 0, timeout_ms, cb, arg);
+}
+
+/* Sends one statement; see pgconn.h. */
+int pgf_pgconn_query_one(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg)
+{
+    return send_query(pc, sql, 1, timeout_ms, cb, arg);
 }
 
 /* True while something is under way; see pgconn.h. */

@@ -28,6 +28,11 @@ struct pgf_pgconn *pgf_pgconn_connect(struct event_base *base, const char *dsn, 
  * called).  One query at a time. */
 int pgf_pgconn_query(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg);
 
+/* As pgf_pgconn_query, for sql that must be exactly one statement: it goes by the extended
+ * protocol, where the server refuses a second statement, so text spliced into sql (a
+ * request's filter) cannot end the statement and run another. */
+int pgf_pgconn_query_one(struct pgf_pgconn *pc, const char *sql, int timeout_ms, pgf_pgconn_cb cb, void *arg);
+
 /* Called from a callback: the callback keeps res (a large chunk of rows, say) and PQclear()s
  * it itself later, instead of it being cleared when the callback returns. */
 void pgf_pgconn_take(PGresult *res);

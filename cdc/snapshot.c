@@ -278,13 +278,20 @@ static void on_step(void *arg, struct pgf_pgconn *pc, PGresult *res, const char 
     st->next(s, res);
 }
 
-/* Sends sql on the snapshot's connection; next runs with its result. */
-static void query(struct pgf_snapshot *s, const char *sql, const char *what, step_fn next)
+/* Sends sql on the snapshot's connection, as exactly one statement when one is set; next runs
+ * with its result. */
+static void query_as(struct pgf_snapshot *s, const char *sql, int one, const char *what, step_fn next)
 {
     the_step = (struct step){s, next, what};
     s->phase = P_BUSY;
-    if (pgf_pgconn_query(s->pc, sql, QUERY_TIMEOUT_MS, on_step, &the_step) != 0)
+    if ((one ? pgf_pgconn_query_one : pgf_pgconn_query)(s->pc, sql, QUERY_TIMEOUT_MS, on_step, &the_step) != 0)
         transient(s, what, "the query could not be sent");
+}
+
+/* Sends sql (one or more statements) on the snapshot's connection; next runs with its result. */
+static void query(struct pgf_snapshot *s, const char *sql, const char *what, step_fn next)
+{
+    query_as(s, sql, 0, what, next);
 }
 
 /* The connection is up (or failed): carry on with the table. */
@@ -667,7 +674,8 @@ static void on_snap(struct pgf_snapshot *s, PGresult *res)
         transient(s, "building the chunk's query", "out of memory");
         return;
     }
-    query(s, sql, "reading a chunk", on_chunk);
+    /* One statement: a request's where filter is spliced in, and must not run anything else. */
+    query_as(s, sql, 1, "reading a chunk", on_chunk);
     free(sql);
 }
 
@@ -1314,6 +1322,7 @@ struct req_table {
     char *name, *where;
     char **from, **to;
     int nfrom, nto;
+    char *problem; /* why it is refused, once described */
 };
 
 /* A request being checked against the catalog. */
@@ -1323,6 +1332,8 @@ struct request {
     char source[128];
     struct req_table *t;
     size_t n;
+    PGresult *described; /* the catalog's answer, a row per table */
+    size_t checked;      /* tables whose where filter has been tried */
     pgf_backfill_cb done;
     void *arg;
 };
@@ -1339,8 +1350,10 @@ static void request_free(struct request *q)
             free(q->t[i].to[k]);
         free(q->t[i].from);
         free(q->t[i].to);
+        free(q->t[i].problem);
     }
     free(q->t);
+    PQclear(q->described);
     pgf_pgconn_free(q->pc);
     free(q);
 }
@@ -1436,7 +1449,10 @@ static void on_request_connected(void *arg, struct pgf_pgconn *pc, PGresult *res
     free(sql);
 }
 
-/* The tables are described: accept those that can be read, refuse the others by name. */
+static void request_check(struct request *q);
+
+/* The tables are described: note why each that cannot be read is refused, then try the
+ * filters of the others. */
 static void on_request_described(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
 {
     (void)pc;
@@ -1448,7 +1464,8 @@ static void on_request_described(void *arg, struct pgf_pgconn *pc, PGresult *res
         request_refuse(q, permanent(res) ? 400 : 503, why);
         return;
     }
-    json_t *accepted = json_array(), *refused = json_array();
+    pgf_pgconn_take(res);
+    q->described = res;
     for (int r = 0; r < PQntuples(res) && (size_t)r < q->n; r++) {
         struct req_table *rt = &q->t[r];
         char why[1024];
@@ -1462,10 +1479,80 @@ static void on_request_described(void *arg, struct pgf_pgconn *pc, PGresult *res
                      rt->nfrom ? rt->nfrom : rt->nto, (rt->nfrom ? rt->nfrom : rt->nto) == 1 ? "" : "s");
             problem = why;
         }
-        if (problem) {
-            json_array_append_new(refused, json_pack("{s:s, s:s}", "table", rt->name, "error", problem));
+        if (problem && (rt->problem = strdup(problem)) == NULL) {
+            request_refuse(q, 503, "out of memory");
+            return;
+        }
+    }
+    request_check(q);
+}
+
+/* A where filter was tried: a filter the server refuses refuses its table. */
+static void on_request_checked(void *arg, struct pgf_pgconn *pc, PGresult *res, const char *err)
+{
+    (void)pc;
+    (void)res;
+    struct request *q = arg;
+    struct req_table *rt = &q->t[q->checked++];
+    if (err) {
+        char why[1200];
+        snprintf(why, sizeof why, "its \"where\" filter does not run as one condition on the table: %s", err);
+        if ((rt->problem = strdup(why)) == NULL) {
+            request_refuse(q, 503, "out of memory");
+            return;
+        }
+    }
+    request_check(q);
+}
+
+static void request_accept(struct request *q);
+
+/* Tries the next table's where filter (planned, never executed: LIMIT 0, as one statement), so
+ * a filter that cannot run is refused in the reply instead of after a 202; then accepts. */
+static void request_check(struct request *q)
+{
+    PGresult *res = q->described;
+    for (; q->checked < q->n && (int)q->checked < PQntuples(res); q->checked++) {
+        struct req_table *rt = &q->t[q->checked];
+        if (rt->problem || rt->where == NULL)
+            continue;
+        PGconn *conn = pgf_pgconn_pq(q->pc);
+        int r = (int)q->checked;
+        char *nsp = PQescapeIdentifier(conn, PQgetvalue(res, r, D_NSP), strlen(PQgetvalue(res, r, D_NSP)));
+        char *rel = PQescapeIdentifier(conn, PQgetvalue(res, r, D_REL), strlen(PQgetvalue(res, r, D_REL)));
+        char *sql = NULL;
+        size_t len = 0, cap = 0;
+        int rc = !nsp || !rel || cat(&sql, &len, &cap, "SELECT 1 FROM ") || cat(&sql, &len, &cap, nsp) ||
+                 cat(&sql, &len, &cap, ".") || cat(&sql, &len, &cap, rel) || cat(&sql, &len, &cap, " WHERE (") ||
+                 cat(&sql, &len, &cap, rt->where) || cat(&sql, &len, &cap, ") LIMIT 0");
+        PQfreemem(nsp);
+        PQfreemem(rel);
+        if (rc == 0)
+            rc = pgf_pgconn_query_one(q->pc, sql, 30000, on_request_checked, q);
+        free(sql);
+        if (rc != 0)
+            request_refuse(q, 503, "cannot send the check of a \"where\" filter");
+        return;
+    }
+    request_accept(q);
+}
+
+/* Every table is described and its filter tried: accept those that can be read, refuse the
+ * others by name. */
+static void request_accept(struct request *q)
+{
+    struct pgf_snapshot *s = q->s;
+    PGresult *res = q->described;
+    json_t *accepted = json_array(), *refused = json_array();
+    for (int r = 0; r < PQntuples(res) && (size_t)r < q->n; r++) {
+        struct req_table *rt = &q->t[r];
+        if (rt->problem) {
+            json_array_append_new(refused, json_pack("{s:s, s:s}", "table", rt->name, "error", rt->problem));
             continue;
         }
+        json_t *key = json_loads(PQgetvalue(res, r, D_KEY), 0, NULL);
+        int nkey = key ? (int)json_array_size(key) : 0;
+        json_decref(key);
         struct pgf_state_table *nt = realloc(s->state.tables, (s->state.ntables + 1) * sizeof *nt);
         if (nt == NULL) {
             json_array_append_new(refused, json_pack("{s:s, s:s}", "table", rt->name, "error", "out of memory"));

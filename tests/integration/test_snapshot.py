@@ -382,9 +382,22 @@ def test_backfill_two_tables_under_updates(cluster, admin, pgfanout, tmp_path, h
             assert post_backfill(port, ranged)[0] == 202
         wait_for(lambda: len(re.findall(r'snapshot job "backfill" done', w.stderr_text())) >= 2, 120)
         wait_caught_up(admin, slot)
+        ranged_end = sum(1 for e in json_events(out) if e["op"] == "read")
+        if how == "http":
+            # A where filter (HTTP only): exactly the matching rows are read again.
+            where = "id % 7 = 0 AND n >= 0 AND v <> 'x'"
+            status, reply = post_backfill(port, {"tables": [{"table": b, "where": where}]})
+            assert status == 202 and reply["accepted"] == [f"public.{b}"], reply
+            wait_for(lambda: len(re.findall(r'snapshot job "backfill" done', w.stderr_text())) >= 3, 120)
+            wait_caught_up(admin, slot)
+            filtered = [e for e in json_events(out) if e["op"] == "read"][ranged_end:]
+            expect = {r[0]: r for r in admin.execute(f"SELECT id::text, v, n::text FROM {b} WHERE {where}")}
+            got = {r["id"]: (r["id"], r["v"], r["n"]) for r in map(text_row, (e["after"] for e in filtered))}
+            assert len(filtered) == len(expect) > 0 and got == expect, \
+                f"where backfill read {len(filtered)} rows, {len(expect)} match"
         assert w.terminate() == 0, w.stderr_text()[-3000:]
     events = json_events(out)
-    ranged_reads = [e for e in events if e["op"] == "read"][before:]
+    ranged_reads = [e for e in events if e["op"] == "read"][before:ranged_end]
     ids = {int(e["after"]["id"]) for e in ranged_reads}
     assert ids and min(ids) >= 100 and max(ids) <= 199 and len(ranged_reads) <= 100, sorted(ids)[:10]
     for t in (a, b):
@@ -504,13 +517,22 @@ def test_bad_requests_are_refused_and_the_stream_goes_on(cluster, admin, pgfanou
         assert status == 400 and "ALTER PUBLICATION sn_bad_pub ADD TABLE" in reply["refused"][0]["error"], reply
         status, reply = post_backfill(port, {"tables": [{"table": "sn_bad", "from": [1, 2]}]})
         assert status == 400 and "1 column" in reply["refused"][0]["error"], reply
+        # A filter is tried before the request is accepted, and can only ever be one condition.
+        admin.execute("INSERT INTO sn_bad VALUES (0, 'kept')")
+        status, reply = post_backfill(port, {"tables": ["sn_bad"], "where": "nope > 1"})
+        assert status == 400 and 'column "nope" does not exist' in reply["refused"][0]["error"], reply
+        status, reply = post_backfill(port, {"tables": ["sn_bad"],
+                                             "where": "true) ; COMMIT; DELETE FROM sn_bad; COMMIT; SELECT (1"})
+        assert status == 400 and "multiple commands" in reply["refused"][0]["error"], reply
+        time.sleep(1)
+        assert runner.scalar(admin, "SELECT count(*) FROM sn_bad") == 1, "a where filter ran another statement"
         for content in ("{broken", json.dumps({"tables": ["sn_bad"], "where": "true"}),
                         json.dumps({"tables": ["nope.nope"]})):
             admin.execute("SELECT pg_logical_emit_message(true, 'pgfanout.backfill', %s)", (content,))
         admin.execute("INSERT INTO sn_bad VALUES (1, 'after the bad requests')")
-        assert wait_for(lambda: any(e["op"] == "insert" for e in json_events(out)), 30)
-        # Five over HTTP, three by message; a log line counts once (its body may say "refused" too).
-        text = wait_for(lambda: (lambda t: t if len(re.findall(r"backfill request from .* refused:", t)) >= 8
+        assert wait_for(lambda: any(e["op"] == "insert" and e["after"]["id"] == 1 for e in json_events(out)), 30)
+        # Seven over HTTP, three by message; a log line counts once (its body may say "refused" too).
+        text = wait_for(lambda: (lambda t: t if len(re.findall(r"backfill request from .* refused:", t)) >= 10
                                  else None)(w.stderr_text()), 30)
         assert text, w.stderr_text()[-3000:]
         assert w.running()
