@@ -128,7 +128,7 @@ const struct pgf_setting pgf_settings[] = {
             "read every existing row of the published tables before streaming on:\ninitial, never or initial_only "
             "(exit 0 when done); unset: initial when pgfanout\ncreates the slot, else never",
             .choices = "initial, never, initial_only"),
-    SETTING("snapshot_chunk_size", "snapshot-chunk-size", PGF_T_UINT, "20000", snapshot_chunk_size, "N",
+    SETTING("snapshot_chunk_size", "snapshot-chunk-size", PGF_T_UINT, "10000", snapshot_chunk_size, "N",
             "rows a snapshot reads at a time (held in memory until handed on)", .flags = PGF_S_NONZERO),
     SETTING("state_dir", "state-dir", PGF_T_STR, NULL, state_dir, "DIR",
             "directory for pgfanout's state file (snapshot progress, slot identity) when\nKafka is not a sink; "

@@ -867,8 +867,9 @@ static void log_progress(struct pgf_snapshot *s)
     if (rate > 0)
         snprintf(eta, sizeof eta, "about %.0f s", (double)left / rate);
     pgf_info("snapshot of %s: %" PRIu64 " of about %" PRIu64 " rows (%.1f%%), %.0f rows/s, %s left, %" PRIu64
-             " chunks",
-             s->cur.label, t->rows, total, total ? 100.0 * (double)t->rows / (double)total : 100.0, rate, eta, t->chunks);
+             " chunk%s",
+             s->cur.label, t->rows, total, total ? 100.0 * (double)t->rows / (double)total : 100.0, rate, eta, t->chunks,
+             t->chunks == 1 ? "" : "s");
 }
 
 /* The pending chunk's progress is durable: the table is done, or the next chunk (read

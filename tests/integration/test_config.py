@@ -266,7 +266,7 @@ DEFAULTS = {
     "max_inflight_bytes": 8 * 1024 * 1024,
     "shutdown_timeout": 20,
     "snapshot": None,
-    "snapshot_chunk_size": 20000,
+    "snapshot_chunk_size": 10000,
     "state_dir": None,
     "on_slot_loss": "stop",
 }
