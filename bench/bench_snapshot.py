@@ -38,6 +38,7 @@ import platform
 import re
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 
@@ -74,7 +75,6 @@ LARGE, PUBLICATION_LARGE = "bench_snap_large", "bench_snap_large_pub"
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 48.0
 NOISY_CPUS = 0.3  # a timed run with more other load than this (CPUs on average) is flagged
-DEFAULT_CHUNK = 20000  # pgfanout's --snapshot-chunk-size default, for the report
 DONE_RE = re.compile(r"snapshot of (\S+) done: (\d+) rows in (\d+) chunks, ([\d.]+) s")
 
 
@@ -181,13 +181,16 @@ def mark(ok):
 
 
 def chunk_size(args):
-    words = shlex.split(args.snapshot_args) + shlex.split(args.pgfanout_args)
-    for i, w in enumerate(words):
-        if w == "--snapshot-chunk-size" and i + 1 < len(words):
-            return int(words[i + 1])
-        if w.startswith("--snapshot-chunk-size="):
-            return int(w.split("=", 1)[1])
-    return DEFAULT_CHUNK
+    """The snapshot runs' chunk size, as the binary under test reads their arguments (its
+    --check-config prints every effective setting; nothing is connected to)."""
+    words = shlex.split(args.pgfanout_args) + shlex.split(args.snapshot_args)
+    r = subprocess.run([args.pgfanout_bin, "--check-config", "--dsn", "host=127.0.0.1", "--slot", "x",
+                        "--publication", "x", *words], capture_output=True, text=True, timeout=60)
+    m = re.search(r"^snapshot_chunk_size: (\d+)", r.stdout + r.stderr, re.M)
+    if m is None:
+        sys.exit(f"bench_snapshot: {args.pgfanout_bin} --check-config printed no snapshot_chunk_size:\n"
+                 f"{r.stdout}{r.stderr}")
+    return int(m.group(1))
 
 
 def row(rows, what, ms, walsender=True, broker=True):
@@ -400,10 +403,7 @@ def parse_args(argv=None):
             p.error(f"--pgfanout-env takes VAR=VALUE, not {kv!r}")
         env[k] = v
     args.pgfanout_env = env
-    try:
-        chunk_size(args)
-    except ValueError:
-        p.error("--snapshot-chunk-size takes a number")
+    chunk_size(args)  # a setting pgfanout refuses stops the bench here, with pgfanout's message
     return args
 
 
