@@ -26,6 +26,10 @@
 #define XIP_POLL_MS 100
 #define PROGRESS_MS 10000
 #define SAVE_EVERY_MS 10000 /* the confirmed position is saved this often, and at exit */
+/* A request's where filter goes on lines of its own: a "--" in it then ends at its line, so it
+ * cannot comment out the ")" and the ORDER BY ... LIMIT after it (and an unclosed comment
+ * swallows them and is a syntax error), and the filter can only be one condition. */
+#define FILTER_EOL "\n"
 
 /* Where the current chunk is. */
 enum phase {
@@ -666,7 +670,8 @@ static void on_snap(struct pgf_snapshot *s, PGresult *res)
     if (rc == 0 && s->cur.rowfilter)
         rc = cat(&sql, &len, &cap, " AND (") || cat(&sql, &len, &cap, s->cur.rowfilter) || cat(&sql, &len, &cap, ")");
     if (rc == 0 && t->where)
-        rc = cat(&sql, &len, &cap, " AND (") || cat(&sql, &len, &cap, t->where) || cat(&sql, &len, &cap, ")");
+        rc = cat(&sql, &len, &cap, " AND (" FILTER_EOL) || cat(&sql, &len, &cap, t->where) ||
+             cat(&sql, &len, &cap, FILTER_EOL ")");
     if (rc == 0)
         rc = cat(&sql, &len, &cap, " ORDER BY ") || cat(&sql, &len, &cap, s->cur.order) || cat(&sql, &len, &cap, lim);
     if (rc != 0) {
@@ -1495,6 +1500,13 @@ static void on_request_checked(void *arg, struct pgf_pgconn *pc, PGresult *res, 
     (void)res;
     struct request *q = arg;
     struct req_table *rt = &q->t[q->checked++];
+    if (err && (res == NULL || PQresultErrorField(res, PG_DIAG_SQLSTATE) == NULL)) {
+        /* Not the filter's fault: the connection broke or the server did not answer. */
+        char why[1200];
+        snprintf(why, sizeof why, "cannot check the \"where\" filter of %s: %s; send the request again", rt->name, err);
+        request_refuse(q, 503, why);
+        return;
+    }
     if (err) {
         char why[1200];
         snprintf(why, sizeof why, "its \"where\" filter does not run as one condition on the table: %s", err);
@@ -1524,8 +1536,9 @@ static void request_check(struct request *q)
         char *sql = NULL;
         size_t len = 0, cap = 0;
         int rc = !nsp || !rel || cat(&sql, &len, &cap, "SELECT 1 FROM ") || cat(&sql, &len, &cap, nsp) ||
-                 cat(&sql, &len, &cap, ".") || cat(&sql, &len, &cap, rel) || cat(&sql, &len, &cap, " WHERE (") ||
-                 cat(&sql, &len, &cap, rt->where) || cat(&sql, &len, &cap, ") LIMIT 0");
+                 cat(&sql, &len, &cap, ".") || cat(&sql, &len, &cap, rel) ||
+                 cat(&sql, &len, &cap, " WHERE (" FILTER_EOL) || cat(&sql, &len, &cap, rt->where) ||
+                 cat(&sql, &len, &cap, FILTER_EOL ") LIMIT 0");
         PQfreemem(nsp);
         PQfreemem(rel);
         if (rc == 0)

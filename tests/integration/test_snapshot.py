@@ -524,6 +524,9 @@ def test_bad_requests_are_refused_and_the_stream_goes_on(cluster, admin, pgfanou
         status, reply = post_backfill(port, {"tables": ["sn_bad"],
                                              "where": "true) ; COMMIT; DELETE FROM sn_bad; COMMIT; SELECT (1"})
         assert status == 400 and "multiple commands" in reply["refused"][0]["error"], reply
+        # A comment cannot cut off the chunk's ORDER BY ... LIMIT (the whole table in one chunk).
+        status, reply = post_backfill(port, {"tables": ["sn_bad"], "where": "true) ORDER BY v --"})
+        assert status == 400 and "syntax error" in reply["refused"][0]["error"], reply
         time.sleep(1)
         assert runner.scalar(admin, "SELECT count(*) FROM sn_bad") == 1, "a where filter ran another statement"
         for content in ("{broken", json.dumps({"tables": ["sn_bad"], "where": "true"}),
@@ -531,8 +534,8 @@ def test_bad_requests_are_refused_and_the_stream_goes_on(cluster, admin, pgfanou
             admin.execute("SELECT pg_logical_emit_message(true, 'pgfanout.backfill', %s)", (content,))
         admin.execute("INSERT INTO sn_bad VALUES (1, 'after the bad requests')")
         assert wait_for(lambda: any(e["op"] == "insert" and e["after"]["id"] == 1 for e in json_events(out)), 30)
-        # Seven over HTTP, three by message; a log line counts once (its body may say "refused" too).
-        text = wait_for(lambda: (lambda t: t if len(re.findall(r"backfill request from .* refused:", t)) >= 10
+        # Eight over HTTP, three by message; a log line counts once (its body may say "refused" too).
+        text = wait_for(lambda: (lambda t: t if len(re.findall(r"backfill request from .* refused:", t)) >= 11
                                  else None)(w.stderr_text()), 30)
         assert text, w.stderr_text()[-3000:]
         assert w.running()
