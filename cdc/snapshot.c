@@ -313,10 +313,10 @@ static void on_connected(void *arg, struct pgf_pgconn *pc, PGresult *res, const 
     advance(s);
 }
 
-/* Returns a malloc'd copy of s quoted as an identifier, or NULL. */
-static char *ident(struct pgf_snapshot *s, const char *name)
+/* Returns a malloc'd copy of name quoted as an identifier for conn, or NULL. */
+static char *ident(PGconn *conn, const char *name)
 {
-    char *q = PQescapeIdentifier(pgf_pgconn_pq(s->pc), name, strlen(name));
+    char *q = PQescapeIdentifier(conn, name, strlen(name));
     char *out = q ? strdup(q) : NULL;
     PQfreemem(q);
     return out;
@@ -464,7 +464,7 @@ static const char *run_from(struct pgf_snapshot *s, const PGresult *res, char *b
         col->type_oid = (uint32_t)json_integer_value(json_array_get(c, 1));
         col->type_mod = (int32_t)json_integer_value(json_array_get(c, 2));
         col->is_key = json_is_true(json_array_get(c, 3));
-        char *q = col->name ? ident(s, col->name) : NULL;
+        char *q = col->name ? ident(pgf_pgconn_pq(s->pc), col->name) : NULL;
         if (q == NULL || (i && cat(&r->cols, &clen, &ccap, ", ")) || cat(&r->cols, &clen, &ccap, q))
             problem2 = "out of memory";
         free(q);
@@ -481,7 +481,7 @@ static const char *run_from(struct pgf_snapshot *s, const PGresult *res, char *b
             problem2 = buf;
             break;
         }
-        char *q = ident(s, kname);
+        char *q = ident(pgf_pgconn_pq(s->pc), kname);
         if (q == NULL || (k && cat(&r->order, &olen, &ocap, ", ")) || cat(&r->order, &olen, &ocap, q))
             problem2 = "out of memory";
         free(q);
@@ -500,7 +500,7 @@ static const char *run_from(struct pgf_snapshot *s, const PGresult *res, char *b
     if (pgf_keys_choose(&r->rel, PQgetvalue(res, 0, D_RECORD_KEY), s->opts->key_columns, r->rel.key_atts,
                         &r->rel.nkey, msg, sizeof msg) < 0)
         return snprintf(buf, len, "%s", msg), buf;
-    char *qs = ident(s, r->rel.nspname), *qt = ident(s, r->rel.relname);
+    char *qs = ident(pgf_pgconn_pq(s->pc), r->rel.nspname), *qt = ident(pgf_pgconn_pq(s->pc), r->rel.relname);
     size_t qlen = (qs ? strlen(qs) : 0) + (qt ? strlen(qt) : 0) + 2;
     if (qs && qt && (r->qname = malloc(qlen)) != NULL)
         snprintf(r->qname, qlen, "%s.%s", qs, qt);
@@ -873,8 +873,8 @@ static void log_progress(struct pgf_snapshot *s)
         snprintf(eta, sizeof eta, "about %.0f s", (double)left / rate);
     pgf_info("snapshot of %s: %" PRIu64 " of about %" PRIu64 " rows (%.1f%%), %.0f rows/s, %s left, %" PRIu64
              " chunk%s",
-             s->cur.label, t->rows, total, total ? 100.0 * (double)t->rows / (double)total : 100.0, rate, eta, t->chunks,
-             t->chunks == 1 ? "" : "s");
+             s->cur.label, t->rows, total, total ? 100.0 * (double)t->rows / (double)total : 100.0, rate, eta,
+             t->chunks, t->chunks == 1 ? "" : "s");
 }
 
 /* The pending chunk's progress is durable: the table is done, or the next chunk (read
@@ -1011,7 +1011,7 @@ static void advance(struct pgf_snapshot *s)
     run_clear(&s->cur);
     s->cur.idx = (int)i;
     const struct pgf_state_table *t = &s->state.tables[i];
-    char *qs = ident(s, t->schema), *qt = ident(s, t->table);
+    char *qs = ident(pgf_pgconn_pq(s->pc), t->schema), *qt = ident(pgf_pgconn_pq(s->pc), t->table);
     char *name = NULL, *sql = NULL;
     if (qs && qt && (name = malloc(strlen(qs) + strlen(qt) + 2)) != NULL)
         sprintf(name, "%s.%s", qs, qt);
@@ -1529,18 +1529,17 @@ static void request_check(struct request *q)
         struct req_table *rt = &q->t[q->checked];
         if (rt->problem || rt->where == NULL)
             continue;
-        PGconn *conn = pgf_pgconn_pq(q->pc);
         int r = (int)q->checked;
-        char *nsp = PQescapeIdentifier(conn, PQgetvalue(res, r, D_NSP), strlen(PQgetvalue(res, r, D_NSP)));
-        char *rel = PQescapeIdentifier(conn, PQgetvalue(res, r, D_REL), strlen(PQgetvalue(res, r, D_REL)));
+        char *nsp = ident(pgf_pgconn_pq(q->pc), PQgetvalue(res, r, D_NSP));
+        char *rel = ident(pgf_pgconn_pq(q->pc), PQgetvalue(res, r, D_REL));
         char *sql = NULL;
         size_t len = 0, cap = 0;
         int rc = !nsp || !rel || cat(&sql, &len, &cap, "SELECT 1 FROM ") || cat(&sql, &len, &cap, nsp) ||
                  cat(&sql, &len, &cap, ".") || cat(&sql, &len, &cap, rel) ||
                  cat(&sql, &len, &cap, " WHERE (" FILTER_EOL) || cat(&sql, &len, &cap, rt->where) ||
                  cat(&sql, &len, &cap, FILTER_EOL ") LIMIT 0");
-        PQfreemem(nsp);
-        PQfreemem(rel);
+        free(nsp);
+        free(rel);
         if (rc == 0)
             rc = pgf_pgconn_query_one(q->pc, sql, 30000, on_request_checked, q);
         free(sql);
