@@ -1328,6 +1328,7 @@ struct req_table {
     char *name, *where;
     char **from, **to;
     int nfrom, nto;
+    int nkey;      /* its key's columns, once described */
     char *problem; /* why it is refused, once described */
 };
 
@@ -1477,7 +1478,7 @@ static void on_request_described(void *arg, struct pgf_pgconn *pc, PGresult *res
         char why[1024];
         const char *problem = describe_problem(res, r, s->opts->publication, why, sizeof why);
         json_t *key = problem ? NULL : json_loads(PQgetvalue(res, r, D_KEY), 0, NULL);
-        int nkey = key ? (int)json_array_size(key) : 0;
+        int nkey = rt->nkey = key ? (int)json_array_size(key) : 0;
         json_decref(key);
         if (!problem && ((rt->nfrom && rt->nfrom != nkey) || (rt->nto && rt->nto != nkey))) {
             snprintf(why, sizeof why, "the key of %s.%s has %d column%s, but the request's from/to bound has %d "
@@ -1563,9 +1564,6 @@ static void request_accept(struct request *q)
             json_array_append_new(refused, json_pack("{s:s, s:s}", "table", rt->name, "error", rt->problem));
             continue;
         }
-        json_t *key = json_loads(PQgetvalue(res, r, D_KEY), 0, NULL);
-        int nkey = key ? (int)json_array_size(key) : 0;
-        json_decref(key);
         struct pgf_state_table *nt = realloc(s->state.tables, (s->state.ntables + 1) * sizeof *nt);
         if (nt == NULL) {
             json_array_append_new(refused, json_pack("{s:s, s:s}", "table", rt->name, "error", "out of memory"));
@@ -1578,7 +1576,7 @@ static void request_accept(struct request *q)
         t->table = strdup(PQgetvalue(res, r, D_REL));
         t->where = rt->where;
         rt->where = NULL;
-        t->nkey = nkey;
+        t->nkey = rt->nkey;
         t->from = rt->from;
         t->to = rt->to;
         rt->from = rt->to = NULL;
